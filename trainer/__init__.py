@@ -1,0 +1,1 @@
+"""trainer: LoRA / QLoRA fine-tuning into versioned, evaluated adapters (issue #3)."""

@@ -1,0 +1,218 @@
+"""Typed configuration, read once from config.toml and validated at start.
+
+Every key has a default, so an empty file (or none) is a valid config. Unknown keys and wrong
+types are errors that name the key: a typo in config.toml must not silently fall back to a
+default. Secrets never live here: they come from environment variables (see `secret`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twin.errors import TwinError
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data_dir: Path = Path("data")
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    # Who the owner is: a user id ("123456789" or "user123456789") or, for exports that carry
+    # no ids, the display name exactly as it appears in the export. Empty = detect.
+    me: str = ""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    # Chats to use, by id or by name. Empty include list = all chats.
+    include_chats: tuple[str, ...] = ()
+    exclude_chats: tuple[str, ...] = ()
+    # Telegram Desktop exports re-read (idempotently) by the nightly retrain.
+    exports: tuple[Path, ...] = ()
+    # Bulk pulls through Telegram's takeout session, which has laxer flood limits.
+    takeout: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    merge_gap_minutes: float = 5.0
+    session_gap_minutes: float = 60.0
+    max_tokens: int = 1024
+    eval_fraction: float = 0.05
+    eval_min_examples: int = 5
+    chat_types: tuple[str, ...] = (
+        "personal_chat",
+        "private_group",
+        "private_supergroup",
+        "public_supergroup",
+    )
+    phone_regions: tuple[str, ...] = ("RU", "US", "GB", "DE")
+
+
+@dataclass(frozen=True)
+class PersonaConfig:
+    # The owner's name as the twin uses it; empty = the name found in the store.
+    name: str = ""
+    # System prompt used in training and at serving time alike; {name} is filled in.
+    # Empty = no system turn (not recommended: some chat templates then inject their own).
+    system_prompt: str = "You are {name}. Reply to this Telegram chat exactly as {name} would."
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    persona: PersonaConfig = field(default_factory=PersonaConfig)
+    # The file this config came from (None: defaults only); relative paths resolve against it.
+    source: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.data_dir
+
+    @property
+    def store_path(self) -> Path:
+        return self.paths.data_dir / "twin.db"
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.paths.data_dir / "dataset"
+
+
+_SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate `path`. A missing file is fine only if it is the default location."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TwinError(f"{path}: config file not found (pass --config PATH)") from None
+    except tomllib.TOMLDecodeError as err:
+        raise TwinError(f"{path}: not valid TOML: {err}") from None
+    return config_from_dict(raw, path)
+
+
+def config_from_dict(raw: dict[str, Any], source: Path | None = None) -> Config:
+    """Build a Config from parsed TOML, resolving relative paths against `source`'s folder."""
+    where = source.name if source else "config"
+    base = source.resolve().parent if source else Path.cwd()
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in _SECTIONS:
+            raise TwinError(f"{where}: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
+        if not isinstance(value, dict):
+            raise TwinError(f"{where}: [{name}] must be a table")
+        section_type = typing.get_type_hints(Config)[name]
+        sections[name] = _build_section(section_type, value, f"{where}: [{name}]", base)
+    for name in _SECTIONS:
+        if name not in sections:
+            section_type = typing.get_type_hints(Config)[name]
+            sections[name] = _build_section(section_type, {}, f"{where}: [{name}]", base)
+    config = Config(**sections, source=source)
+    _validate(config, where)
+    return config
+
+
+def _build_section(cls: type, values: dict[str, Any], where: str, base: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise TwinError(f"{where} has no key '{key}' (known: {', '.join(sorted(known))})")
+        kwargs[key] = _coerce(value, hints[key], f"{where} {key}")
+    for f in dataclasses.fields(cls):
+        value = kwargs.get(f.name, _default_of(f))
+        kwargs[f.name] = _resolve_paths(value, base)
+    return cls(**kwargs)
+
+
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _resolve_paths(value: Any, base: Path) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else (base / value)
+    if isinstance(value, tuple) and value and isinstance(value[0], Path):
+        return tuple(_resolve_paths(v, base) for v in value)
+    return value
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check a TOML value against the field's type; convert lists and paths."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TwinError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TwinError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TwinError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TwinError(f"{where} must be a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise TwinError(f"{where} must be a path string, got {value!r}")
+        return Path(value).expanduser()
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise TwinError(f"{where} must be a list, got {value!r}")
+        if item is str:
+            # Chat lists accept ids as numbers too: [123, "Family"].
+            return tuple(
+                str(v) if isinstance(v, int) and not isinstance(v, bool) else _coerce(v, str, where)
+                for v in value
+            )
+        return tuple(_coerce(v, item, where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {where}")  # our bug, not the user's
+
+
+def _validate(config: Config, where: str) -> None:
+    d = config.dataset
+    if d.merge_gap_minutes < 0:
+        raise TwinError(f"{where}: [dataset] merge_gap_minutes must be >= 0")
+    if d.session_gap_minutes <= d.merge_gap_minutes:
+        raise TwinError(
+            f"{where}: [dataset] session_gap_minutes must be greater than merge_gap_minutes"
+        )
+    if d.max_tokens < 32:
+        raise TwinError(f"{where}: [dataset] max_tokens must be at least 32, got {d.max_tokens}")
+    if not 0 <= d.eval_fraction < 1:
+        raise TwinError(
+            f"{where}: [dataset] eval_fraction must be in [0, 1), got {d.eval_fraction}"
+        )
+    if d.eval_min_examples < 0:
+        raise TwinError(f"{where}: [dataset] eval_min_examples must be >= 0")
+
+
+def secret(name: str, purpose: str) -> str:
+    """Read a secret from the environment; secrets are never read from config.toml."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise TwinError(f"{name} is not set: export {name}=... ({purpose})")
+    return value
