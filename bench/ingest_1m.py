@@ -1,0 +1,121 @@
+"""Benchmark: import a generated 1-million-message Telegram Desktop export.
+
+Generates a full-account export (50 chats) into bench/out/, then runs `twin ingest export`
+in a child process and reports messages/s and the child's peak RSS, plus the peak RSS of a
+plain `json.load` of the same file for comparison, and a second (no-op) import.
+
+    .venv/bin/python bench/ingest_1m.py [--messages 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+WORDS = (
+    "ok",
+    "sure",
+    "lol",
+    "tomorrow",
+    "coffee",
+    "deploy",
+    "climbing",
+    "cat",
+    "why",
+    "not",
+    "maybe",
+    "later",
+    "ага",
+    "привет",
+    "да",
+)
+
+
+def write_export(path: Path, messages: int, chats: int = 50) -> None:
+    """Stream a realistic export to disk without holding it in memory."""
+    rng = random.Random(7)
+    per_chat = messages // chats
+    t0 = 1_600_000_000
+    with path.open("w", encoding="utf-8") as f:
+        f.write('{\n "personal_information": {"user_id": 1, "first_name": "Owner",')
+        f.write(' "phone_number": "+44 7700 900000"},\n "chats": {\n  "about": "",\n  "list": [\n')
+        for c in range(chats):
+            peer = 1000 + c
+            f.write(f'   {{"name": "Friend {c}", "type": "personal_chat", "id": {peer},')
+            f.write(' "messages": [\n')
+            date = t0
+            for i in range(1, per_chat + 1):
+                date += rng.choice((5, 30, 90, 600, 7200))
+                sender = 1 if rng.random() < 0.5 else peer
+                text = " ".join(rng.choices(WORDS, k=rng.randint(1, 12)))
+                message = {
+                    "id": i,
+                    "type": "message",
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(date)),
+                    "date_unixtime": str(date),
+                    "from": "Owner" if sender == 1 else f"Friend {c}",
+                    "from_id": f"user{sender}",
+                    "text": text,
+                    "text_entities": [{"type": "plain", "text": text}],
+                }
+                f.write("    " + json.dumps(message, ensure_ascii=False))
+                f.write(",\n" if i < per_chat else "\n")
+            f.write("   ]}" + (",\n" if c < chats - 1 else "\n"))
+        f.write("  ]\n }\n}\n")
+
+
+def peak_rss_of(command: list[str]) -> tuple[float, float, str]:
+    """Run `command`; return (seconds, peak RSS in MB of that child alone, stdout)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(command)}")
+    return seconds, usage.ru_maxrss / 1024, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    export = OUT / "result.json"
+    if not export.exists() or export.stat().st_size == 0:
+        print(f"generating {args.messages:,} messages into {export} ...", flush=True)
+        write_export(export, args.messages)
+    data = OUT / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    config = OUT / "config.toml"
+    config.write_text('[paths]\ndata_dir = "data"\n')
+    twin = [sys.executable, "-m", "twin", "--config", str(config), "ingest", "export", str(export)]
+    first_s, first_rss, out = peak_rss_of(twin)
+    print(out.strip())
+    again_s, _, _ = peak_rss_of(twin)
+    load_s, load_rss, _ = peak_rss_of(
+        [sys.executable, "-c", f"import json; json.load(open({str(export)!r}))"]
+    )
+    size_mb = export.stat().st_size / 2**20
+    print(f"export: {args.messages:,} messages, {size_mb:,.0f} MB")
+    print(
+        f"twin ingest export: {first_s:.1f} s, {args.messages / first_s:,.0f} messages/s, "
+        f"peak RSS {first_rss:,.0f} MB"
+    )
+    print(f"second import (nothing new): {again_s:.1f} s ({again_s / first_s:.0%} of the first)")
+    print(
+        f"plain json.load: {load_s:.1f} s, peak RSS {load_rss:,.0f} MB "
+        f"(twin uses {first_rss / load_rss:.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,485 @@
+"""Import a Telegram Desktop export (`result.json`, "Machine-readable JSON") into the store.
+
+Both shapes are handled: a single chat (top-level `name`/`type`/`id`/`messages`) and a
+full-account export (`personal_information`, `chats.list[]`, `left_chats.list[]`). The file is
+streamed with ijson, one message object at a time, because a heavy user's export is several GB:
+memory stays flat whatever the file size. The whole import is one transaction, so a file that
+turns out truncated or foreign halfway leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+from tqdm import tqdm
+
+from ingest.store import Chat, Message, Owner, Store
+from twin.errors import TwinError
+
+# Where chats live in each export shape; '' is the single-chat export's top level.
+_CHAT_CONTAINERS = ("", "chats.list.item", "left_chats.list.item")
+_FIELD_PREFIXES = {
+    f"{container}.{key}" if container else key: (container, key)
+    for container in _CHAT_CONTAINERS
+    for key in ("name", "type", "id")
+}
+_MESSAGE_PREFIXES = {
+    f"{container}.messages.item" if container else "messages.item": container
+    for container in _CHAT_CONTAINERS
+}
+_CHAT_START_PREFIXES = {c for c in _CHAT_CONTAINERS if c}
+_BATCH = 2000
+# Exports older than 2021 write "edited": "1970-01-01T05:00:00" for never-edited messages.
+_EARLIEST_REAL_DATE = 946684800  # 2000-01-01
+
+
+@dataclass
+class ImportSummary:
+    path: Path
+    chats: int = 0
+    seen: int = 0
+    added: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    owner: Owner | None = None
+
+    def line(self) -> str:
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+        rate = self.seen / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"imported {self.path.name}: {self.chats} chats, {self.added} messages added"
+            f" ({skipped or 'none skipped'}), {self.seconds:.1f} s, {rate:,.0f} messages/s"
+        )
+
+
+def import_export(
+    path: Path, store: Store, *, me: str = "", progress: bool = True
+) -> ImportSummary:
+    """Stream `path` into `store` in one transaction; raise TwinError on input that is no export.
+
+    `me` names the owner (id or display name) and wins over anything the export says.
+    """
+    path = _locate_result_json(path)
+    _check_looks_like_json(path)
+    started = time.perf_counter()
+    summary = ImportSummary(path)
+    with store.transaction(), path.open("rb") as raw:
+        size = path.stat().st_size
+        with tqdm.wrapattr(
+            raw,
+            "read",
+            total=size,
+            desc=f"importing {path.name}",
+            unit="B",
+            unit_scale=True,
+            leave=False,
+            # None: show progress on a terminal only, never as noise in logs.
+            disable=None if progress else True,
+        ) as stream:
+            reader = _ExportReader(path, store, summary)
+            reader.read(stream)
+        summary.owner = _resolve_owner(path, me, reader, store)
+        store.set_owner(summary.owner)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def parse_me(me: str) -> Owner:
+    """`--me` / `[identity] me`: "123", "user123" (as newer exports write it) or a display name."""
+    me = me.strip()
+    digits = me.removeprefix("user")
+    if digits.isdigit():
+        return Owner(user_id=int(digits))
+    return Owner(user_id=None, name=me)
+
+
+def _locate_result_json(path: Path) -> Path:
+    if path.is_dir():
+        candidate = path / "result.json"
+        if not candidate.is_file():
+            raise TwinError(
+                f"{path}: folder has no result.json (export as 'Machine-readable JSON')"
+            )
+        return candidate
+    if not path.is_file():
+        raise TwinError(f"{path}: no such file")
+    return path
+
+
+def _check_looks_like_json(path: Path) -> None:
+    """Fail fast, with a hint, on the usual wrong files before starting a transaction."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if not head.strip():
+        raise TwinError(f"{path}: empty file, not a Telegram Desktop export")
+    if b"\x00" in head:
+        raise TwinError(f"{path}: binary file, not a Telegram Desktop export")
+    first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if first == b"<":
+        raise TwinError(
+            f"{path}: this is the HTML export; export again choosing 'Machine-readable JSON'"
+        )
+    if first != b"{":
+        raise TwinError(f"{path}: not a Telegram Desktop export (expected a JSON object)")
+
+
+@dataclass
+class _ChatState:
+    """What is known of the chat being read; messages wait here only until its id is known."""
+
+    container: str
+    name: str | None = None
+    type: str | None = None
+    chat_id: int | None = None
+    position: int = 0
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    # Senders of personal chats, to tell the owner from the peer when nothing else does.
+    senders: Counter[tuple[int | None, str | None]] = field(default_factory=Counter)
+
+
+class _ExportReader:
+    """Walks ijson's event stream; builds each message object alone and stores it in batches."""
+
+    def __init__(self, path: Path, store: Store, summary: ImportSummary):
+        self.path = path
+        self.store = store
+        self.summary = summary
+        self.personal_information: dict[str, Any] = {}
+        self.chat: _ChatState | None = None
+        self.batch: list[Message] = []
+        self.found_chats = False
+        self.owner_candidates: Counter[tuple[int | None, str | None]] = Counter()
+        self.names_by_id: dict[int, str] = {}
+        self.all_senders: Counter[tuple[int | None, str | None]] = Counter()
+
+    def read(self, stream: IO[bytes]) -> None:
+        try:
+            self._walk(ijson.parse(stream, use_float=True))
+        except ijson.JSONError as err:
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise TwinError(f"{self.path}: truncated or malformed JSON ({detail})") from None
+        except UnicodeDecodeError:
+            raise TwinError(f"{self.path}: not UTF-8 text, not a Telegram Desktop export") from None
+        if not self.found_chats:
+            raise TwinError(
+                f"{self.path}: not a Telegram Desktop export (no 'messages' or 'chats' key)"
+            )
+
+    def _walk(self, events: Iterator[tuple[str, str, Any]]) -> None:
+        for prefix, event, value in events:
+            if event == "start_map":
+                if prefix in _MESSAGE_PREFIXES:
+                    self._take_message(_build_object(events))
+                elif prefix in _CHAT_START_PREFIXES:
+                    self._start_chat(prefix)
+            elif event == "end_map" and prefix in _CHAT_START_PREFIXES:
+                self._finish_chat()
+            elif prefix in _FIELD_PREFIXES and event in ("string", "number"):
+                container, key = _FIELD_PREFIXES[prefix]
+                self._set_chat_field(container, key, value)
+            elif prefix == "messages" and event == "start_array":
+                self.found_chats = True
+                if self.chat is None:
+                    self._start_chat("")
+            elif prefix.startswith("personal_information.") and event in ("string", "number"):
+                self.personal_information[prefix.partition(".")[2]] = value
+        if self.chat is not None:  # a single-chat export ends with the document
+            self._finish_chat()
+        self._flush()
+
+    def _start_chat(self, container: str) -> None:
+        self.found_chats = True
+        self.chat = _ChatState(container)
+
+    def _set_chat_field(self, container: str, key: str, value: Any) -> None:
+        if self.chat is None:
+            if container:  # a stray field outside any chat: not ours to read
+                return
+            self._start_chat("")
+        assert self.chat is not None
+        if key == "id":
+            self.chat.chat_id = _parse_id(value)
+        elif key == "name":
+            self.chat.name = str(value)
+        elif key == "type":
+            self.chat.type = str(value)
+
+    def _take_message(self, raw: dict[str, Any]) -> None:
+        chat = self.chat
+        if chat is None:
+            return
+        chat.position += 1
+        raw.setdefault("id", chat.position)  # minimal exports number nothing: use file order
+        if chat.chat_id is None:
+            chat.pending.append(raw)
+            return
+        self._store_message(chat, raw)
+
+    def _finish_chat(self) -> None:
+        chat = self.chat
+        if chat is None:
+            return
+        if chat.chat_id is None:
+            chat.chat_id = _synthetic_chat_id(chat.name, chat.pending[:1])
+        for raw in chat.pending:
+            self._store_message(chat, raw)
+        chat.pending.clear()
+        self.store.save_chat(Chat(chat.chat_id, chat.name, chat.type))
+        self.summary.chats += 1
+        if chat.type in (None, "personal_chat"):
+            candidate = _owner_of_personal_chat(chat)
+            if candidate is not None:
+                self.owner_candidates[candidate] += 1
+        self.chat = None
+
+    def _store_message(self, chat: _ChatState, raw: dict[str, Any]) -> None:
+        assert chat.chat_id is not None
+        self.summary.seen += 1
+        message = message_from_export(chat.chat_id, raw)
+        if message is None:
+            self.summary.skipped["without a date"] += 1
+            return
+        if message.kind == "message":
+            sender = (message.sender_id, message.sender_name)
+            chat.senders[sender] += 1
+            self.all_senders[sender] += 1
+            if message.sender_id is not None and message.sender_name:
+                self.names_by_id[message.sender_id] = message.sender_name
+        self.batch.append(message)
+        if len(self.batch) >= _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.batch:
+            added = self.store.add_messages(self.batch)
+            self.summary.added += added
+            if len(self.batch) > added:
+                self.summary.skipped["already stored"] += len(self.batch) - added
+            self.batch.clear()
+
+
+# Keys whose (often large) values twin never reads: skipped without building them.
+_SKIPPED_KEYS = frozenset({"text_entities", "reactions", "inline_bot_buttons"})
+_SCALARS = frozenset({"string", "number", "boolean", "null"})
+
+
+def _build_object(events: Iterator[tuple[str, str, Any]]) -> dict[str, Any]:
+    """Consume the events of one message object (its start_map already read) into a dict.
+
+    The hot loop of the importer: ijson's generic ObjectBuilder costs two Python calls per
+    event, this one none, and the keys in _SKIPPED_KEYS are stepped over without building.
+    """
+    root: dict[str, Any] = {}
+    stack: list[Any] = [root]
+    key = ""
+    for _prefix, event, value in events:
+        if event == "map_key":
+            key = value
+            if key in _SKIPPED_KEYS and len(stack) == 1:
+                _skip_value(events)
+        elif event in _SCALARS:
+            top = stack[-1]
+            if type(top) is dict:
+                top[key] = value
+            else:
+                top.append(value)
+        elif event == "start_map" or event == "start_array":
+            container: Any = {} if event == "start_map" else []
+            top = stack[-1]
+            if type(top) is dict:
+                top[key] = container
+            else:
+                top.append(container)
+            stack.append(container)
+        else:  # end_map / end_array
+            stack.pop()
+            if not stack:
+                return root
+    raise ijson.IncompleteJSONError("file ends inside a message")
+
+
+def _skip_value(events: Iterator[tuple[str, str, Any]]) -> None:
+    """Step over the value that follows a map key (a scalar or a whole container)."""
+    depth = 0
+    for _prefix, event, _value in events:
+        if event == "start_map" or event == "start_array":
+            depth += 1
+        elif event == "end_map" or event == "end_array":
+            depth -= 1
+        if depth == 0:
+            return
+
+
+def message_from_export(chat_id: int, raw: dict[str, Any]) -> Message | None:
+    """One export message object as a store row; None when it has no usable date."""
+    date = _parse_unixtime(raw.get("date_unixtime")) or _parse_iso(raw.get("date"))
+    if date is None:
+        return None
+    service = raw.get("type") == "service"
+    sender_name = raw.get("actor" if service else "from")
+    forwarded = raw.get("forwarded_from", raw.get("saved_from"))
+    forwarded_from = None
+    if "forwarded_from" in raw or "saved_from" in raw or "forwarded_from_id" in raw:
+        forwarded_from = str(forwarded or raw.get("forwarded_from_id") or "unknown")
+    edited = _parse_unixtime(raw.get("edited_unixtime")) or _parse_iso(raw.get("edited"))
+    return Message(
+        chat_id=chat_id,
+        message_id=int(raw["id"]),
+        date=date,
+        sender_id=_parse_id(raw.get("actor_id" if service else "from_id")),
+        sender_name=str(sender_name) if sender_name is not None else None,
+        kind="service" if service else "message",
+        media_type=None if service else _media_type(raw),
+        text=flatten_text(raw.get("text", "")),
+        reply_to=_parse_id(raw.get("reply_to_message_id")),
+        forwarded_from=forwarded_from,
+        edited=edited if edited and edited >= _EARLIEST_REAL_DATE else None,
+    )
+
+
+def flatten_text(text: Any) -> str:
+    """Export text is a string or a list of strings and entity objects; keep the plain text."""
+    if isinstance(text, str):
+        return text
+    if isinstance(text, list):
+        return "".join(
+            part if isinstance(part, str) else str(part.get("text", ""))
+            for part in text
+            if isinstance(part, str | dict)
+        )
+    return ""
+
+
+# Keys that mark a message as media of a kind, checked in order, for exports that do not say
+# `media_type` (photos, polls, ...). The first present key wins.
+_MEDIA_KEYS = (
+    ("photo", "photo"),
+    ("poll", "poll"),
+    ("contact_information", "contact"),
+    ("place_name", "venue"),
+    ("location_information", "location"),
+    ("game_title", "game"),
+    ("invoice_information", "invoice"),
+    ("todo_list", "todo_list"),
+    ("giveaway_information", "giveaway"),
+    ("file", "file"),
+)
+
+
+def _media_type(raw: dict[str, Any]) -> str | None:
+    if raw.get("media_type"):
+        return str(raw["media_type"])
+    for key, kind in _MEDIA_KEYS:
+        if key in raw:
+            return kind
+    if raw.get("type") not in (None, "message"):
+        return str(raw["type"])  # e.g. "unsupported": kept as a typed record, never as text
+    return None
+
+
+def _parse_id(value: Any) -> int | None:
+    """Ids are ints in old exports and "user123" / "channel123" strings in newer ones."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    digits = str(value).lstrip("abcdefghijklmnopqrstuvwxyz")
+    return int(digits) if digits.isdigit() else None
+
+
+def _parse_unixtime(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _parse_iso(value: Any) -> int | None:
+    """Exports without `date_unixtime` give local wall-clock time with no zone; only gaps
+    between messages matter to twin, so reading it as UTC is good enough."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return calendar.timegm(datetime.fromisoformat(value).timetuple())
+    except ValueError:
+        return None
+
+
+def _synthetic_chat_id(name: str | None, first: list[dict[str, Any]]) -> int:
+    """A stable negative id for exports that give a chat none (real ids are positive).
+
+    Built from the chat name and its first message, so re-importing the same file maps to the
+    same chat while two different nameless exports do not collide.
+    """
+    head = first[0] if first else {}
+    key = "|".join(
+        str(x) for x in (name, head.get("date_unixtime"), head.get("date"), head.get("from"))
+    )
+    digest = hashlib.blake2b(key.encode(), digest_size=6).digest()
+    return -(int.from_bytes(digest, "big") + 1)
+
+
+def _owner_of_personal_chat(chat: _ChatState) -> tuple[int | None, str | None] | None:
+    """In a personal chat the export's `name` is the peer; the one other sender is the owner.
+
+    Display names drift (the chat says "Grace 🧤", her messages "Grace 🧤 💍"), so a sender
+    whose name starts with the chat's name also counts as the peer.
+    """
+    if not chat.name or len(chat.senders) != 2:
+        return None
+    peers = [s for s in chat.senders if s[1] and _same_person(s[1], chat.name)]
+    if len(peers) != 1:
+        return None
+    (owner,) = [s for s in chat.senders if s != peers[0]]
+    return owner
+
+
+def _same_person(sender: str, chat_name: str) -> bool:
+    a, b = sender.casefold().strip(), chat_name.casefold().strip()
+    return a == b or a.startswith(b) or b.startswith(a)
+
+
+def _resolve_owner(path: Path, me: str, reader: _ExportReader, store: Store) -> Owner:
+    """--me / [identity] me, else the export's own account, else the store's, else inference."""
+    info = reader.personal_information
+    phone = info.get("phone_number") or None
+    if me:
+        owner = parse_me(me)
+        if owner.user_id is None:  # a name: use the id behind it where the export has one
+            ids = {sid for sid, name in reader.all_senders if name == owner.name and sid}
+            if len(ids) == 1:
+                owner = Owner(ids.pop(), owner.name)
+        name = owner.name or reader.names_by_id.get(owner.user_id or -1)
+        return Owner(owner.user_id, name, phone)
+    stored = store.owner()
+    if info.get("user_id"):
+        user_id = int(info["user_id"])
+        if stored and stored.user_id is not None and stored.user_id != user_id:
+            raise TwinError(
+                f"{path}: this export is user {user_id}'s, but the store holds user "
+                f"{stored.user_id}'s history; use another data_dir, or pass --me to switch owner"
+            )
+        name = " ".join(str(info[k]) for k in ("first_name", "last_name") if info.get(k))
+        return Owner(user_id, name or reader.names_by_id.get(user_id), phone)
+    if stored:
+        return stored
+    if reader.owner_candidates:
+        (user_id, name), _ = reader.owner_candidates.most_common(1)[0]
+        return Owner(user_id, name or (reader.names_by_id.get(user_id) if user_id else None))
+    senders = ", ".join(
+        repr(name) + (f" (id {sid})" if sid else "")
+        for (sid, name), _ in reader.all_senders.most_common(5)
+    )
+    raise TwinError(
+        f"{path}: cannot tell which sender is you; pass --me ID or --me NAME"
+        f" (senders: {senders or 'none'})"
+    )

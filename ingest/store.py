@@ -1,0 +1,225 @@
+"""The SQLite store of the owner's messages: one file, WAL mode, keyed by (chat id, message id).
+
+Both importers (Telegram Desktop exports and the Telethon pull) write `Message` rows here, and
+the dataset builder reads them back. Rows are only ever inserted, never rewritten, so importing
+the same data twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from twin.errors import TwinError
+from twin.files import ensure_private_dir, make_private_file
+
+# Each entry migrates the schema from version i to i + 1; the version lives in PRAGMA
+# user_version. Append new migrations; never edit one that has shipped.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE chats (
+        chat_id INTEGER PRIMARY KEY,
+        name TEXT,
+        type TEXT
+    );
+    CREATE TABLE messages (
+        chat_id INTEGER NOT NULL,
+        message_id INTEGER NOT NULL,
+        date INTEGER NOT NULL,            -- unix seconds
+        sender_id INTEGER,                -- NULL when the export carries no id
+        sender_name TEXT,                 -- NULL for deleted accounts
+        kind TEXT NOT NULL,               -- 'message' or 'service'
+        media_type TEXT,                  -- 'photo', 'sticker', 'voice_message', ... or NULL
+        text TEXT NOT NULL,               -- plain text (caption for media), '' when none
+        reply_to INTEGER,
+        forwarded_from TEXT,              -- set when forwarded: not the sender's own words
+        edited INTEGER,                   -- unix seconds of the last edit, NULL if never
+        PRIMARY KEY (chat_id, message_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_by_time ON messages (chat_id, date, message_id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Chat(NamedTuple):
+    chat_id: int
+    name: str | None
+    type: str | None  # Telegram Desktop's vocabulary: personal_chat, private_group, bot_chat, ...
+
+
+class Message(NamedTuple):
+    """One stored message; a NamedTuple so rows go to and from SQLite without copying."""
+
+    chat_id: int
+    message_id: int
+    date: int
+    sender_id: int | None
+    sender_name: str | None
+    kind: str
+    media_type: str | None
+    text: str
+    reply_to: int | None = None
+    forwarded_from: str | None = None
+    edited: int | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who the owner is: an id when the source has ids, else the exact display name."""
+
+    user_id: int | None
+    name: str | None = None
+    phone: str | None = None
+
+    def wrote(self, message: Message) -> bool:
+        if self.user_id is not None and message.sender_id is not None:
+            return message.sender_id == self.user_id
+        return self.name is not None and message.sender_name == self.name
+
+
+_MESSAGE_COLUMNS = ", ".join(Message._fields)
+_MESSAGE_PLACEHOLDERS = ", ".join("?" for _ in Message._fields)
+
+
+class Store:
+    """A connection to the store; use `open_store` to get one."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        self.path = path
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: an import that fails halfway leaves the store as it was."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def save_chat(self, chat: Chat) -> None:
+        """Insert or refresh a chat's name and type (names change; ids do not)."""
+        self.conn.execute(
+            "INSERT INTO chats (chat_id, name, type) VALUES (?, ?, ?) "
+            "ON CONFLICT(chat_id) DO UPDATE SET name = coalesce(excluded.name, name), "
+            "type = coalesce(excluded.type, type)",
+            chat,
+        )
+
+    def add_messages(self, messages: Iterable[Message]) -> int:
+        """Insert messages not already stored; returns how many were new."""
+        before = self.conn.total_changes
+        self.conn.executemany(
+            f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS}) VALUES ({_MESSAGE_PLACEHOLDERS})",
+            messages,
+        )
+        return self.conn.total_changes - before
+
+    def max_message_id(self, chat_id: int) -> int:
+        """Highest stored message id of a chat (0 if none): where an incremental pull resumes."""
+        row = self.conn.execute(
+            "SELECT max(message_id) FROM messages WHERE chat_id = ?", (chat_id,)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def chats(self) -> list[Chat]:
+        rows = self.conn.execute("SELECT chat_id, name, type FROM chats ORDER BY chat_id")
+        return [Chat._make(row) for row in rows]
+
+    def messages_of(self, chat_id: int) -> Iterator[Message]:
+        """A chat's messages in the order they were sent."""
+        rows = self.conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? ORDER BY date, message_id",
+            (chat_id,),
+        )
+        for row in rows:
+            yield Message._make(row)
+
+    def owner(self) -> Owner | None:
+        meta = dict(self.conn.execute("SELECT key, value FROM meta WHERE key LIKE 'owner_%'"))
+        if not meta:
+            return None
+        user_id = meta.get("owner_id")
+        return Owner(
+            user_id=int(user_id) if user_id else None,
+            name=meta.get("owner_name") or None,
+            phone=meta.get("owner_phone") or None,
+        )
+
+    def set_owner(self, owner: Owner) -> None:
+        values = {
+            "owner_id": "" if owner.user_id is None else str(owner.user_id),
+            "owner_name": owner.name or "",
+            "owner_phone": owner.phone or "",
+        }
+        self.conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            values.items(),
+        )
+
+    def count_messages(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    def count_chats(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM chats").fetchone()[0])
+
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def open_store(path: Path) -> Store:
+    """Open (creating if needed) the store at `path`, private to the owner and migrated."""
+    ensure_private_dir(path.parent)
+    make_private_file(path)
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per import.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    _migrate(conn)
+    return Store(conn, path)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise TwinError(
+            f"store schema version {version} is newer than this twin's ({SCHEMA_VERSION}):"
+            " upgrade twin"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _statements(MIGRATIONS[target - 1]):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {target}")
+        conn.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit mid-migration)."""
+    parts: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line.split("--", 1)[0] if "--" in line else line
+        if sqlite3.complete_statement(buffer):
+            parts.append(buffer.strip())
+            buffer = ""
+    return [p for p in parts if p]

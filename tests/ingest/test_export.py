@@ -1,0 +1,279 @@
+"""Importing Telegram Desktop exports: real files written by other projects, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingest.export import flatten_text, import_export, message_from_export, parse_me
+from ingest.store import Owner, Store, open_store
+from twin.errors import TwinError
+
+# file -> (--me, chats, messages stored, owner id). Counts were checked against the files:
+# every message object is stored except the "unsupported" entry with no date in each
+# Tkonverter file.
+FIXTURES = {
+    "chat-history-manager-rust__telegram_2020-01__result.json": ("", 4, 50, 11111111),
+    "chat-history-manager-rust__telegram_2021-05__result.json": ("", 1, 3, 11111111),
+    "chat-history-manager-rust__telegram_2021-06_supergroup__result.json": ("", 1, 4, 11111111),
+    "chat-history-manager-rust__telegram_2021-07__result.json": ("", 1, 2, 11111111),
+    "chat-history-manager-rust__telegram_2023-01__result.json": ("", 1, 6, 11111111),
+    "chat-history-manager-rust__telegram_2023-08__result.json": ("", 1, 2, 11111111),
+    "chat-history-manager-rust__telegram_2023-10_audio-video__result.json": ("", 1, 4, 11111111),
+    "chat-history-manager-rust__telegram_2023-11__result.json": ("", 1, 1, 11111111),
+    "chat-history-manager-rust__telegram_2024-01__result.json": ("", 1, 2, 11111111),
+    "chat-history-manager-rust__telegram_2024-01_inline-bot-buttons__result.json": (
+        "",
+        1,
+        5,
+        11111111,
+    ),
+    "chat-history-manager-rust__telegram_2024-02_create-channel_saved-from__result.json": (
+        "",
+        1,
+        2,
+        11111111,
+    ),
+    "Tkonverter__result.json": ("", 1, 86, 777000),
+    "Tkonverter__result_group.json": ("777000", 1, 44, 777000),
+    "langchain-community__result.json": ("", 1, 6, 6565661032),
+    "langchain-community__telegram_legacy.json": ("", 1, 3, 4325636679),
+    "telegram-export-sqlite__json_export_result.json": ("user12345", 1, 4, 12345),
+    "telegram-export-sqlite__voice_export_result.json": ("Alice", 1, 1, 12345),
+    "chatstyle__result.json": ("", 1, 12, 111),
+    "chat-miner__test_single_export.json": ("Author 1", 1, 2, None),
+    "chat-miner__test_batch_export.json": ("Author 1", 1, 2, None),
+}
+
+
+def test_every_json_fixture_is_covered(exports: Path) -> None:
+    on_disk = {p.name for p in exports.glob("*.json")}
+    assert on_disk == set(FIXTURES)
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_fixture_imports_with_expected_counts(name: str, exports: Path, store: Store) -> None:
+    me, chats, messages, owner_id = FIXTURES[name]
+    summary = import_export(exports / name, store, me=me, progress=False)
+    assert (summary.chats, summary.added) == (chats, messages)
+    assert store.count_messages() == messages
+    assert store.count_chats() == chats
+    owner = store.owner()
+    assert owner is not None and owner.user_id == owner_id
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_reimport_adds_nothing(name: str, exports: Path, store: Store) -> None:
+    me, _, messages, _ = FIXTURES[name]
+    import_export(exports / name, store, me=me, progress=False)
+    again = import_export(exports / name, store, me=me, progress=False)
+    assert again.added == 0
+    assert again.skipped["already stored"] == messages
+    assert store.count_messages() == messages
+
+
+def _by_id(store: Store, chat_id: int) -> dict[int, object]:
+    return {m.message_id: m for m in store.messages_of(chat_id)}
+
+
+def test_full_account_export_old_format_details(exports: Path, store: Store) -> None:
+    import_export(
+        exports / "chat-history-manager-rust__telegram_2020-01__result.json", store, progress=False
+    )
+    owner = store.owner()
+    assert owner == Owner(11111111, "Aaaaa Aaaaaaaaaaa", "+998 91 1234567")
+    group = _by_id(store, 8123123123)
+    # A reply written by the owner, edited; the list-shaped text flattened to plain text.
+    reply = group[39740]
+    assert (
+        reply.text == "+, окно в Ад"
+        and reply.reply_to == 39739
+        and reply.sender_id == owner.user_id
+    )
+    assert group[67346].edited == 1542416285
+    # "edited": "1970-01-01T05:00:00" means never edited in this old format.
+    assert group[39740].edited is None
+    # Media without text is a typed record; a forward is marked as not the sender's words.
+    assert (group[4744].media_type, group[4744].text) == ("sticker", "")
+    assert group[10355].media_type == "voice_message"
+    assert group[39125].forwarded_from == "Hearthstone Channel"
+    assert group[39125].text == "Всех с наступающим!🐶🍾🎄"  # a caption is kept as text
+    # Service messages are stored, typed, with their actor.
+    kinds = {m.kind for m in group.values()}
+    assert kinds == {"message", "service"}
+    # A contact whose names are null: the message keeps its id and text, no name.
+    null_named = _by_id(store, 4321012345)[24712]
+    assert null_named.sender_name is None and null_named.text == "Message from null-names contact"
+    # No date_unixtime in this format: the ISO date is used.
+    assert null_named.date == 1498248660
+
+
+def test_single_chat_export_with_text_entities(exports: Path, store: Store) -> None:
+    import_export(exports / "langchain-community__result.json", store, progress=False)
+    messages = _by_id(store, 5965280513)
+    assert messages[5].text == "this is bold text: BOLD TEXT"
+    assert messages[6].text == "this is an email: admin@example.com"
+    assert store.chats()[0].name == "Jimmeny"
+
+
+def test_owner_from_personal_chat_with_drifting_names(exports: Path, store: Store) -> None:
+    # The chat is named "Grace …" and her messages come from "Grace … 💍": she is the peer.
+    import_export(exports / "langchain-community__telegram_legacy.json", store, progress=False)
+    assert store.owner() == Owner(4325636679, "Henry")
+
+
+def test_minimal_export_without_ids_gets_stable_synthetic_ids(exports: Path, store: Store) -> None:
+    path = exports / "chat-miner__test_single_export.json"
+    import_export(path, store, me="Author 1", progress=False)
+    (chat,) = store.chats()
+    assert chat.chat_id < 0  # synthetic ids never collide with Telegram's positive ids
+    assert [m.message_id for m in store.messages_of(chat.chat_id)] == [1, 2]
+    assert store.owner() == Owner(None, "Author 1")
+    assert import_export(path, store, me="Author 1", progress=False).added == 0
+
+
+def test_me_wins_over_the_export(exports: Path, store: Store) -> None:
+    path = exports / "chat-history-manager-rust__telegram_2021-05__result.json"
+    import_export(path, store, me="user22222222", progress=False)
+    assert store.owner().user_id == 22222222
+
+
+def test_unknown_owner_is_a_clear_error_and_store_unchanged(exports: Path, store: Store) -> None:
+    with pytest.raises(TwinError, match=r"pass --me.*'Me' \(id 777000\)"):
+        import_export(exports / "Tkonverter__result_group.json", store, progress=False)
+    assert store.count_messages() == 0 and store.owner() is None
+
+
+def test_export_of_another_account_is_refused(exports: Path, store: Store) -> None:
+    import_export(exports / "langchain-community__result.json", store, progress=False)
+    path = exports / "chat-history-manager-rust__telegram_2021-05__result.json"
+    with pytest.raises(TwinError, match="store holds user 6565661032"):
+        import_export(path, store, progress=False)
+    assert store.count_messages() == 6
+
+
+def test_folder_with_result_json_imports(exports: Path, store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "Telegram Desktop" / "ChatExport_2024-01-01"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_bytes((exports / "chatstyle__result.json").read_bytes())
+    assert import_export(folder, store, progress=False).added == 12
+
+
+def test_flatten_text() -> None:
+    assert flatten_text("plain") == "plain"
+    assert flatten_text(["see ", {"type": "link", "text": "https://x.org"}, "!"]) == (
+        "see https://x.org!"
+    )
+    assert flatten_text(None) == ""
+
+
+def test_message_from_export_forward_and_deleted_account() -> None:
+    raw = {
+        "id": 3,
+        "type": "message",
+        "date_unixtime": "1700000000",
+        "from": None,
+        "from_id": "user5",
+        "forwarded_from": None,
+        "text": "x",
+    }
+    m = message_from_export(1, raw)
+    assert m is not None
+    assert m.sender_name is None and m.sender_id == 5 and m.forwarded_from == "unknown"
+    assert message_from_export(1, {"id": 4, "type": "message", "text": "no date"}) is None
+
+
+def test_parse_me() -> None:
+    assert parse_me("123") == Owner(123)
+    assert parse_me("user123") == Owner(123)
+    assert parse_me("Anna K") == Owner(None, "Anna K")
+
+
+# --- bad input: one clear error naming the file, store untouched ---------------------------
+
+
+def _bad_inputs(exports: Path, tmp: Path) -> dict[str, Path]:
+    good = (exports / "chat-history-manager-rust__telegram_2020-01__result.json").read_bytes()
+    files = {
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "binary": bytes(range(256)) * 8,
+        "not an export": json.dumps({"hello": [1, 2, 3]}).encode(),
+        "json array": b"[1, 2, 3]",
+        "html export": (exports / "langchain-community__messages.html").read_bytes(),
+        "whatsapp": next((exports / "whatsapp").glob("*.txt")).read_bytes(),
+    }
+    paths = {}
+    for kind, data in files.items():
+        path = tmp / f"{kind.replace(' ', '_')}.json"
+        path.write_bytes(data)
+        paths[kind] = path
+    paths["missing"] = tmp / "nope.json"
+    return paths
+
+
+BAD_MESSAGES = {
+    "truncated": "truncated or malformed JSON",
+    "empty": "empty file",
+    "binary": "binary file",
+    "not an export": "not a Telegram Desktop export (no 'messages' or 'chats' key)",
+    "json array": "not a Telegram Desktop export",
+    "html export": "HTML export",
+    "whatsapp": "not a Telegram Desktop export",
+    "missing": "no such file",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_MESSAGES))
+def test_bad_input_leaves_store_unchanged(
+    kind: str, exports: Path, store: Store, tmp_path: Path
+) -> None:
+    import_export(exports / "chatstyle__result.json", store, progress=False)
+    before = (store.count_messages(), store.count_chats(), store.owner())
+    path = _bad_inputs(exports, tmp_path)[kind]
+    with pytest.raises(TwinError) as err:
+        import_export(path, store, progress=False)
+    assert str(path) in str(err.value) and BAD_MESSAGES[kind] in str(err.value)
+    assert (store.count_messages(), store.count_chats(), store.owner()) == before
+
+
+def test_cli_bad_input_is_one_line_no_traceback(exports: Path, tmp_path: Path) -> None:
+    path = _bad_inputs(exports, tmp_path)["truncated"]
+    config = tmp_path / "config.toml"
+    config.write_text('[paths]\ndata_dir = "d"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "twin", "--config", str(config), "ingest", "export", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "Traceback" not in result.stderr and str(path) in result.stderr
+    with open_store(tmp_path / "d" / "twin.db") as store:
+        assert store.count_messages() == 0
+
+
+def test_cli_import_status_and_private_files(exports: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[paths]\ndata_dir = "d"\n')
+    twin = [sys.executable, "-m", "twin", "--config", str(config)]
+    path = exports / "chat-history-manager-rust__telegram_2020-01__result.json"
+    out = subprocess.run(
+        [*twin, "ingest", "export", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "4 chats, 50 messages added" in out and "messages/s" in out
+    status = json.loads(
+        subprocess.run(
+            [*twin, "status", "--json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert (status["messages"], status["chats"], status["examples"]) == (50, 4, 0)
+    data = tmp_path / "d"
+    assert os.stat(data).st_mode & 0o777 == 0o700
+    assert os.stat(data / "twin.db").st_mode & 0o777 == 0o600
