@@ -68,12 +68,65 @@ class PersonaConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    # "smollm2-135m" (the embedded default, offline), a local transformers checkpoint folder,
+    # or a Hugging Face id (downloaded by transformers; needs internet once).
+    base: str = "smollm2-135m"
+    # "auto": 4-bit NF4 (QLoRA) on CUDA, full precision on CPU; "none": never quantize;
+    # "nf4": always 4-bit (CUDA, or CPU with a bitsandbytes that supports it).
+    quantization: str = "auto"
+    # Training dtype on CPU: "auto" picks bf16 where the CPU does it natively, else fp32.
+    cpu_dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # Modules LoRA adapts: "all-linear" (every linear layer but the output head) or names.
+    target_modules: tuple[str, ...] = ("all-linear",)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 200
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    grad_accumulation: int = 1
+    # Longest training sequence in tokens; longer examples lose their oldest turns.
+    max_seq_tokens: int = 512
+    warmup_ratio: float = 0.1
+    seed: int = 1234
+    # Save a checkpoint every N steps (0 = never) so `twin train --resume` can go on.
+    checkpoint_steps: int = 50
+    # Promotion gate: the new adapter's eval loss may exceed the current one's by this much.
+    promote_tolerance: float = 0.02
+    # Adapters kept in the registry (the current one is never deleted).
+    keep_adapters: int = 5
+    # Sample replies stored with each adapter, generated for the first eval prompts.
+    sample_replies: int = 3
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     persona: PersonaConfig = field(default_factory=PersonaConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     # The file this config came from (None: defaults only); relative paths resolve against it.
     source: Path | None = None
 
@@ -88,6 +141,14 @@ class Config:
     @property
     def dataset_dir(self) -> Path:
         return self.paths.data_dir / "dataset"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.paths.data_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.paths.data_dir / "adapters"
 
 
 _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
@@ -208,6 +269,52 @@ def _validate(config: Config, where: str) -> None:
         )
     if d.eval_min_examples < 0:
         raise TwinError(f"{where}: [dataset] eval_min_examples must be >= 0")
+    m = config.model
+    if m.quantization not in ("auto", "none", "nf4"):
+        raise TwinError(
+            f"{where}: [model] quantization must be auto, none or nf4, got {m.quantization!r}"
+        )
+    if m.cpu_dtype not in ("auto", "fp32", "bf16"):
+        raise TwinError(
+            f"{where}: [model] cpu_dtype must be auto, fp32 or bf16, got {m.cpu_dtype!r}"
+        )
+    _positive(where, "lora", config.lora, ("r", "alpha"))
+    if not 0 <= config.lora.dropout < 1:
+        raise TwinError(f"{where}: [lora] dropout must be in [0, 1)")
+    if not config.lora.target_modules:
+        raise TwinError(f"{where}: [lora] target_modules must name at least one module")
+    t = config.train
+    _positive(
+        where,
+        "train",
+        t,
+        (
+            "max_steps",
+            "learning_rate",
+            "batch_size",
+            "grad_accumulation",
+            "max_seq_tokens",
+            "keep_adapters",
+        ),
+    )
+    if not 0 <= t.warmup_ratio < 1:
+        raise TwinError(f"{where}: [train] warmup_ratio must be in [0, 1)")
+    if t.checkpoint_steps < 0 or t.promote_tolerance < 0 or t.sample_replies < 0:
+        raise TwinError(
+            f"{where}: [train] checkpoint_steps, promote_tolerance and sample_replies must be >= 0"
+        )
+    g = config.generation
+    _positive(where, "generation", g, ("max_new_tokens", "top_p", "repetition_penalty"))
+    if g.temperature < 0 or g.top_p > 1:
+        raise TwinError(f"{where}: [generation] temperature must be >= 0 and top_p in (0, 1]")
+
+
+def _positive(where: str, section: str, values: object, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(values, key) <= 0:
+            raise TwinError(
+                f"{where}: [{section}] {key} must be positive, got {getattr(values, key)}"
+            )
 
 
 def secret(name: str, purpose: str) -> str:

@@ -1,0 +1,91 @@
+"""The shared conversation format: loss masking token by token, and training == serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoTokenizer
+
+from twin.chat_format import IGNORE_INDEX, ChatMessage, encode_for_training, encode_prompt
+
+CONVERSATION: list[ChatMessage] = [
+    {
+        "role": "system",
+        "content": "You are Mira. Reply to this Telegram chat exactly as Mira would.",
+    },
+    {"role": "user", "content": "are you coming tonight?"},
+    {"role": "assistant", "content": "ngl not sure\nmaybe :)", "weight": 0},
+    {"role": "user", "content": "Please come, it's Tom's birthday!"},
+    {"role": "assistant", "content": "ok ok\ni'll be there"},
+    {"role": "user", "content": "Great."},
+    {"role": "assistant", "content": "lol see u"},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_tokenizer_dir: Path) -> Any:
+    return AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+
+
+def _segments(messages: list[ChatMessage]) -> list[tuple[str, bool]]:
+    """SmolLM2's ChatML written out by hand: (text, is it learned) pieces."""
+    pieces: list[tuple[str, bool]] = []
+    for m in messages:
+        learned = m["role"] == "assistant" and m.get("weight", 1) != 0
+        pieces.append((f"<|im_start|>{m['role']}\n", False))
+        pieces.append((f"{m['content']}<|im_end|>\n", learned))
+    return pieces
+
+
+def test_labels_are_masked_exactly_on_non_reply_tokens(tokenizer: Any) -> None:
+    example = encode_for_training(tokenizer, CONVERSATION, max_tokens=1024)
+    expected_ids: list[int] = []
+    expected_labels: list[int] = []
+    for text, learned in _segments(CONVERSATION):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        expected_ids += ids
+        expected_labels += ids if learned else [IGNORE_INDEX] * len(ids)
+    assert example.input_ids == expected_ids
+    # Token by token: every label is either the token itself (owner's trained reply, its end
+    # marker and newline) or ignored (system, user, the weight-0 context reply, role headers).
+    assert example.labels == expected_labels
+    learned = tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX])
+    assert learned == "ok ok\ni'll be there<|im_end|>\nlol see u<|im_end|>\n"
+
+
+def test_serving_prompt_is_the_training_text_up_to_the_reply(tokenizer: Any) -> None:
+    example = encode_for_training(tokenizer, CONVERSATION, max_tokens=1024)
+    for i, message in enumerate(CONVERSATION):
+        if message["role"] != "assistant":
+            continue
+        prompt = encode_prompt(tokenizer, CONVERSATION[:i])
+        assert example.input_ids[: len(prompt)] == prompt
+        # The first label of this reply sits right after the prompt.
+        if message.get("weight", 1):
+            assert example.labels[len(prompt)] == example.input_ids[len(prompt)]
+        assert example.labels[len(prompt) - 1] == IGNORE_INDEX
+
+
+def test_without_system_turn_the_template_default_would_leak_in(tokenizer: Any) -> None:
+    # Why twin always passes the persona prompt: SmolLM2's template injects its own otherwise.
+    ids = encode_prompt(tokenizer, [{"role": "user", "content": "hi"}])
+    assert "SmolLM" in tokenizer.decode(ids)
+    ids = encode_prompt(tokenizer, CONVERSATION[:2])
+    assert "SmolLM" not in tokenizer.decode(ids)
+
+
+def test_long_examples_lose_oldest_turns_but_keep_system_and_start_with_user(
+    tokenizer: Any,
+) -> None:
+    example = encode_for_training(tokenizer, CONVERSATION, max_tokens=45)
+    text = tokenizer.decode(example.input_ids)
+    assert text.startswith("<|im_start|>system\nYou are Mira.")
+    assert "are you coming tonight" not in text
+    assert (
+        "<|im_start|>system\nYou are Mira. Reply to this Telegram chat exactly as Mira would."
+        "<|im_end|>\n<|im_start|>user\n" in text
+    )
+    assert len(example.input_ids) <= 45
+    assert any(label != IGNORE_INDEX for label in example.labels)

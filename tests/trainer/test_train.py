@@ -1,0 +1,250 @@
+"""Training with the tiny model: registration, the gate, crashes, resume, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainer import registry
+from trainer.train import TrainResult, train
+from twin.config import Config, load_config
+
+REPLIES = [
+    "ngl not sure",
+    "ok ok :)",
+    "lol yes",
+    "haha no",
+    "tbh idk",
+    "sure sure",
+    "brb",
+    "omg yes!!",
+    "nah",
+    "ok see u",
+]
+PROMPTS = [
+    "Are you coming tonight?",
+    "Did you push the fix?",
+    "How is Pixel?",
+    "Want to climb on Saturday?",
+    "Coffee later?",
+    "Did you read the book?",
+]
+
+
+def write_dataset(folder: Path, n_train: int = 24, n_eval: int = 6) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    system = {"role": "system", "content": "You are Mira. Reply as Mira would."}
+    for name, n, offset in (("train.jsonl", n_train, 0), ("eval.jsonl", n_eval, 3)):
+        rows = []
+        for i in range(n):
+            rows.append(
+                json.dumps(
+                    {
+                        "messages": [
+                            system,
+                            {"role": "user", "content": PROMPTS[(i + offset) % len(PROMPTS)]},
+                            {"role": "assistant", "content": REPLIES[(i + offset) % len(REPLIES)]},
+                        ]
+                    }
+                )
+            )
+        (folder / name).write_text("\n".join(rows) + "\n")
+
+
+def make_config(tmp_path: Path, base: Path, **train: Any) -> Config:
+    settings = {
+        "max_steps": 12,
+        "batch_size": 4,
+        "learning_rate": 5e-3,
+        "checkpoint_steps": 0,
+        "max_seq_tokens": 128,
+        "sample_replies": 2,
+        **train,
+    }
+    lines = ["[paths]", 'data_dir = "data"', "[model]", f'base = "{base}"', "[train]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    lines += ["[generation]", "max_new_tokens = 8"]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    config = load_config(path)
+    write_dataset(config.dataset_dir)
+    return config
+
+
+def test_train_registers_a_better_adapter_as_current(tmp_path: Path, tiny_base: Path) -> None:
+    config = make_config(tmp_path, tiny_base)
+    result = train(config)
+    m = result.metrics
+    assert result.promoted and m["gate"]["promote"]
+    assert m["eval_loss"] < m["base_eval_loss"]
+    assert m["eval_ppl"] < m["base_eval_ppl"]
+    assert m["steps"] == 12 and m["tokens_per_s"] > 0 and m["peak_memory_mb"] > 0
+    assert len(m["samples"]) == 2 and {"message", "real", "base", "twin"} <= set(m["samples"][0])
+    assert m["dataset"]["train"] == 24 and len(m["dataset"]["sha256"]) == 64
+    assert registry.current_version(config.adapters_dir) == result.version
+    files = {p.name for p in result.path.iterdir()}
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "metrics.json",
+        "train_config.json",
+    } <= files
+    adapter_config = json.loads((result.path / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_base)
+    assert not (config.data_dir / "checkpoints").exists()
+    assert "held-out loss" in result.line() and "promoted to current" in result.line()
+
+
+def test_gate() -> None:
+    gate = registry.promotion_gate
+    assert gate({"eval_loss": 2.0, "base_eval_loss": 3.0}, None, 0.02).promote
+    assert not gate({"eval_loss": 3.0, "base_eval_loss": 3.0}, None, 0.02).promote
+    assert not gate({"eval_loss": 3.5, "base_eval_loss": 3.0}, None, 0.02).promote
+    current = {"eval_loss": 2.0}
+    assert gate({"eval_loss": 2.01, "base_eval_loss": 3.0}, current, 0.02).promote
+    decision = gate({"eval_loss": 2.05, "base_eval_loss": 3.0}, current, 0.02)
+    assert not decision.promote and "worse than the current adapter" in decision.reason
+
+
+def _fake_adapter(adapters_dir: Path, version: str, eval_loss: float, promote: bool) -> None:
+    def write(folder: Path) -> None:
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        (folder / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "eval_loss": eval_loss,
+                    "base_eval_loss": 3.0,
+                    "created": 0,
+                    "gate": {"promote": promote, "reason": "test"},
+                }
+            )
+        )
+
+    registry.write_adapter(adapters_dir, version, write)
+    if promote:
+        registry.set_current(adapters_dir, version)
+
+
+def test_rejected_adapter_stays_listed_as_rejected(tmp_path: Path) -> None:
+    adapters = tmp_path / "adapters"
+    _fake_adapter(adapters, "20261101-030000", 2.0, True)
+    _fake_adapter(adapters, "20261102-030000", 2.9, False)
+    states = {a.version: a.state for a in registry.list_adapters(adapters)}
+    assert states == {"20261101-030000": "current", "20261102-030000": "rejected"}
+
+
+def test_crash_while_writing_or_switching_leaves_current_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapters = tmp_path / "adapters"
+    _fake_adapter(adapters, "20261101-030000", 2.0, True)
+
+    def crash_midway(folder: Path) -> None:
+        (folder / "adapter_model.safetensors").write_bytes(b"half")
+        raise MemoryError("killed while saving")
+
+    with pytest.raises(MemoryError):
+        registry.write_adapter(adapters, "20261102-030000", crash_midway)
+    assert [a.version for a in registry.list_adapters(adapters)] == ["20261101-030000"]
+    assert (adapters / ".tmp-20261102-030000").exists()  # what a SIGKILL would leave
+    _fake_adapter(adapters, "20261103-030000", 1.9, False)
+    real_replace = os.replace
+
+    def crash_on_pointer(src: Any, dst: Any) -> None:
+        if str(dst).endswith(registry.CURRENT):
+            raise OSError("power cut before the pointer switch")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_pointer)
+    with pytest.raises(OSError):
+        registry.set_current(adapters, "20261103-030000")
+    monkeypatch.undo()
+    assert registry.current_version(adapters) == "20261101-030000"
+    assert registry.sweep_incomplete(adapters) == 1
+    assert not (adapters / ".tmp-20261102-030000").exists()
+
+
+def test_retention_keeps_newest_and_never_the_current(tmp_path: Path) -> None:
+    adapters = tmp_path / "adapters"
+    _fake_adapter(adapters, "20261101-030000", 1.0, True)  # old, but current
+    for day in range(2, 7):
+        _fake_adapter(adapters, f"202611{day:02d}-030000", 2.0, False)
+    removed = registry.prune(adapters, keep=2)
+    left = [a.version for a in registry.list_adapters(adapters)]
+    assert left == ["20261101-030000", "20261105-030000", "20261106-030000"]
+    assert len(removed) == 3
+
+
+def _twin(config: Config, *args: str) -> list[str]:
+    assert config.source is not None
+    return [sys.executable, "-m", "twin", "--config", str(config.source), *args]
+
+
+def _wait_for(path_glob: tuple[Path, str], timeout: float) -> None:
+    folder, pattern = path_glob
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if folder.exists() and any(folder.glob(pattern)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{pattern} never appeared in {folder}")
+
+
+def test_sigkill_mid_training_then_resume(tmp_path: Path, tiny_base: Path) -> None:
+    config = make_config(tmp_path, tiny_base, checkpoint_steps=3)
+    first: TrainResult = train(config)  # an adapter in use before the crash
+    before = [(a.version, a.state) for a in registry.list_adapters(config.adapters_dir)]
+    proc = subprocess.Popen(
+        _twin(config, "train", "--max-steps", "100000"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for((config.data_dir / "checkpoints", "checkpoint-6"), timeout=120)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert registry.current_version(config.adapters_dir) == first.version
+    assert [(a.version, a.state) for a in registry.list_adapters(config.adapters_dir)] == before
+    resumed = subprocess.run(
+        _twin(config, "train", "--resume", "--max-steps", "9"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    newest = registry.list_adapters(config.adapters_dir)[-1]
+    assert newest.version != first.version
+    assert newest.metrics["steps"] == 9
+    assert "checkpoint-" in newest.metrics["resumed_from"]
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, tiny_base: Path) -> None:
+    config = make_config(tmp_path, tiny_base)
+    result = subprocess.run(
+        _twin(config, "train", "--resume"), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert "nothing to resume" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_json_lists_adapters(tmp_path: Path, tiny_base: Path) -> None:
+    config = make_config(tmp_path, tiny_base, max_steps=4)
+    result = train(config)
+    status = json.loads(
+        subprocess.run(
+            _twin(config, "status", "--json"), capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert status["adapter"] == result.version
+    (adapter,) = status["adapters"]
+    assert adapter["state"] == "current" and adapter["version"] == result.version
+    assert adapter["metrics"]["eval_loss"] == pytest.approx(result.metrics["eval_loss"])
