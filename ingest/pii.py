@@ -1,0 +1,268 @@
+"""Personal data masked out of chat text before it is written into a training dataset.
+
+A model trained on chats memorises what it sees often, and a phone number or card the owner
+typed a dozen times is exactly that; so each value is replaced by a typed placeholder
+(`<PHONE>`, `<EMAIL>`, `<CARD>`, `<IBAN>`) and the words around it are kept, because they are
+the owner's style, which is the point of the dataset.
+
+Order matters: e-mails first (a local part may be all digits), then IBANs and cards (long
+digit runs a phone matcher would otherwise eat half of), then the owner's own phone, then any
+other phone. Placeholders hold no digits and no "@", so a later pass can never match inside an
+earlier placeholder and nothing nests.
+
+IP addresses are left as they are: they are not personal data in a chat about a home router,
+and no phone leniency used here matches them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import phonenumbers
+from phonenumbers import Leniency, PhoneNumber, PhoneNumberFormat, PhoneNumberMatcher
+
+PHONE = "<PHONE>"
+EMAIL = "<EMAIL>"
+CARD = "<CARD>"
+IBAN = "<IBAN>"
+
+# \w and a Unicode TLD keep Cyrillic addresses (имя@почта.рф) in; labels are delimited by the
+# dot so the domain part cannot backtrack catastrophically on long junk.
+_EMAIL_RE = re.compile(r"(?<![\w.%+-])[\w.%+-]+@(?:[\w-]+\.)+[^\W\d_]{2,}(?![\w-])")
+
+# A card candidate is a digit run plus single-separator groups. Not after a letter, "+" (a
+# phone) or a digit with ".", "," or "-" (the tail of a date, a decimal, a range); which part
+# of it is a card is decided by `_is_card`, not here.
+_CARD_RE = re.compile(
+    r"(?<![\w+])(?<![0-9][.,-])[0-9]{2,19}(?:[ \u00a0-][0-9]{2,19}){0,8}(?![\w])(?![.,][0-9])"
+)
+# Upper case only: a lower-case "de89..." in chat is vanishingly rare, while case-insensitive
+# matching would test every "ab12cd..." token against mod-97.
+_IBAN_RE = re.compile(r"(?<!\w)[A-Z]{2}[0-9]{2}[A-Z0-9]*(?:[ \u00a0-][A-Z0-9]{1,34}){0,9}(?!\w)")
+_IBAN_HEAD_RE = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]+")
+_CHUNK_RE = re.compile(r"[0-9A-Z]+")
+
+# Seven digits close together: fewer cannot be a phone in any of the regions we match
+# locally, and the phonenumbers matcher costs ~0.5 ms per region, far too much to pay on every
+# "see you at 10:30".
+_PHONE_HINT_RE = re.compile(r"(?:[0-9][\s().\-\u00a0]{0,3}){7}")
+# What people put between the digits of a phone: spaces, brackets around the area code,
+# dashes, dots, and the non-breaking spaces that phone apps paste.
+_PHONE_SEP = r"[\s().\-\u00a0]{0,3}"
+_NON_DIGIT_RE = re.compile(r"[^0-9]")
+# The national part of the owner's number alone is masked only from this length on: shorter
+# runs would hit ordinary numbers, and the owner's numbers are never that short in practice.
+_MIN_OWNER_DIGITS = 7
+# With an explicit "+" the number is international by construction, so a merely *possible*
+# one (a new range, a fictional 555 number) is still masked; the length floor keeps
+# "+10 000 000" (a salary raise) out.
+_MIN_PLUS_DIGITS = 10
+
+
+@dataclass(frozen=True)
+class PiiScrubber:
+    """Masks phones, e-mails, payment cards and IBANs in chat text.
+
+    `regions` are the phonenumbers regions whose local formats ("8 (916) 123-45-67",
+    "(650) 253-0000") are recognised; numbers written with "+" are found whatever the regions.
+    `owner_phones` are always masked, in any formatting of their digits.
+    """
+
+    regions: tuple[str, ...] = ("RU", "US", "GB", "DE")
+    owner_phones: tuple[str, ...] = ()
+    _regions: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
+    _owner_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        regions = tuple(dict.fromkeys(r.strip().upper() for r in self.regions))
+        unknown = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown phone region(s): {', '.join(unknown)}")
+        object.__setattr__(self, "_regions", regions)
+        object.__setattr__(self, "_owner_re", _owner_pattern(self.owner_phones, regions))
+
+    def scrub(self, text: str) -> str:
+        """`text` with every phone, e-mail, card number and IBAN replaced by its placeholder."""
+        has_at = "@" in text
+        digits = sum(map(text.count, "0123456789"))
+        if digits == 0 and not has_at:
+            return text  # most chat messages: nothing here can hold a value
+        if has_at:
+            text = _EMAIL_RE.sub(EMAIL, text)
+        if digits < 2:
+            return text
+        if _IBAN_RE.search(text):
+            text = _IBAN_RE.sub(lambda m: _mask_groups(m, IBAN, _is_iban), text)
+        if digits >= 13:
+            text = _CARD_RE.sub(lambda m: _mask_groups(m, CARD, _is_card), text)
+        if self._owner_re is not None and digits >= _MIN_OWNER_DIGITS:
+            text = self._owner_re.sub(_phone_placeholder, text)
+        if _PHONE_HINT_RE.search(text):
+            text = self._mask_phones(text)
+        return text
+
+    def _mask_phones(self, text: str) -> str:
+        # VALID, not POSSIBLE: POSSIBLE only checks the length, so in local formats it takes
+        # "1999", "12.05.2024", "100500", "1 500", "192.168.0.1" and "10:30" for phones.
+        # VALID checks the number against the region's real numbering plan and keeps them all.
+        spans: list[tuple[int, int]] = []
+        for region in self._regions:
+            for match in PhoneNumberMatcher(text, region, leniency=Leniency.VALID):
+                spans.append(_without_open_bracket(match.raw_string, match.start, match.end))
+        if "+" in text:
+            # Region "ZZ" accepts only numbers written with "+", see _MIN_PLUS_DIGITS.
+            for match in PhoneNumberMatcher(text, "ZZ", leniency=Leniency.POSSIBLE):
+                if len(_NON_DIGIT_RE.sub("", match.raw_string)) >= _MIN_PLUS_DIGITS:
+                    spans.append(_without_open_bracket(match.raw_string, match.start, match.end))
+        return _replace_spans(text, spans, PHONE) if spans else text
+
+
+def _without_open_bracket(raw: str, start: int, end: int) -> tuple[int, int]:
+    # The matcher takes a "(" before a number even when it opens a parenthesis around the whole
+    # number ("(+7 916 ...)"); masking it would leave a lone ")" and change the sentence.
+    if raw.startswith("(") and raw.count("(") > raw.count(")"):
+        return start + 1, end
+    return start, end
+
+
+def _phone_placeholder(match: re.Match[str]) -> str:
+    start, _ = _without_open_bracket(match.group(), match.start(), match.end())
+    return match.group()[: start - match.start()] + PHONE
+
+
+def scrub_pii(text: str, scrubber: PiiScrubber) -> str:
+    """`scrubber.scrub(text)`, for callers that pass functions around."""
+    return scrubber.scrub(text)
+
+
+def _replace_spans(text: str, spans: Iterable[tuple[int, int]], placeholder: str) -> str:
+    # Every region's matcher reports the "+" numbers again, and local matches may overlap;
+    # merging first means one placeholder per number.
+    out: list[str] = []
+    pos = 0
+    for start, end in sorted(spans):
+        if end <= pos:
+            continue
+        if start < pos:
+            start = pos
+        else:
+            out.append(text[pos:start])
+            out.append(placeholder)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _mask_groups(
+    match: re.Match[str], placeholder: str, accept: Callable[[list[str]], bool]
+) -> str:
+    # The candidate regexes are greedy on purpose and cheap; here the longest run of whole
+    # groups that is a real value wins, so "4111 1111 1111 1111 12/25" masks the card and keeps
+    # the expiry, and a Luhn-failing number before a real card does not hide the card.
+    s = match.group()
+    chunks = [(m.start(), m.end()) for m in _CHUNK_RE.finditer(s)]
+    out: list[str] = []
+    pos = 0
+    i = 0
+    while i < len(chunks):
+        for j in range(len(chunks), i, -1):
+            if accept([s[a:b] for a, b in chunks[i:j]]):
+                out.append(s[pos : chunks[i][0]])
+                out.append(placeholder)
+                pos = chunks[j - 1][1]
+                i = j
+                break
+        else:
+            i += 1
+    if not out:
+        return s
+    out.append(s[pos:])
+    return "".join(out)
+
+
+def _is_card(groups: list[str]) -> bool:
+    digits = "".join(groups)
+    if not 13 <= len(digits) <= 19 or not digits.isdigit():
+        return False
+    # ISO/IEC 7812: payment cards start with 2-6 (Mir/Mastercard 2-series, Amex/JCB/Diners,
+    # Visa, Mastercard, Discover/UnionPay/Maestro); this keeps millisecond timestamps and
+    # Telegram ids (starting with 1) from passing Luhn by the 1-in-10 chance.
+    if digits[0] not in "23456":
+        return False
+    # Written cards always open with a 4-digit group (4-4-4-4, 4-6-5, 4-4-4-4-3); requiring it
+    # keeps runs of small numbers ("12 34 56 ...") out.
+    if len(groups) > 1 and len(groups[0]) != 4:
+        return False
+    return _luhn_ok(digits)
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _is_iban(groups: list[str]) -> bool:
+    compact = "".join(groups)
+    if not 15 <= len(compact) <= 34 or not _IBAN_HEAD_RE.fullmatch(compact):
+        return False
+    # IBANs are printed in groups of four; anything else split by spaces is not one.
+    if len(groups) > 1 and len(groups[0]) != 4:
+        return False
+    return _iban_mod97(compact) == 1
+
+
+def _iban_mod97(iban: str) -> int:
+    # ISO 13616: country and check digits move to the end, letters become 10..35.
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97
+
+
+def _owner_pattern(phones: Iterable[str], regions: tuple[str, ...]) -> re.Pattern[str] | None:
+    # The owner's number is the one value sure to recur in their chats, and it may be written
+    # in ways phonenumbers does not take as VALID (a fictional export number, no country code,
+    # odd grouping); so its digit strings are matched directly, whatever sits between them.
+    variants: set[str] = set()
+    for raw in phones:
+        digits = _NON_DIGIT_RE.sub("", raw)
+        if len(digits) < _MIN_OWNER_DIGITS:
+            continue
+        variants.add(digits)
+        for number in _parse_owner(raw, digits, regions):
+            national = phonenumbers.national_significant_number(number)
+            variants.add(f"{number.country_code}{national}")
+            local = _NON_DIGIT_RE.sub(
+                "", phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
+            )
+            # Without the country code the number is ambiguous only when short.
+            variants.update(v for v in (national, local) if len(v) >= _MIN_OWNER_DIGITS)
+    if not variants:
+        return None
+    # Longest first, so "+7 916 ..." is taken whole rather than as "+7 " plus the national part.
+    body = "|".join(_PHONE_SEP.join(v) for v in sorted(variants, key=len, reverse=True))
+    return re.compile(rf"(?<![0-9])(?:(?:\+|00)\s?)?\(?(?:{body})(?![0-9])")
+
+
+def _parse_owner(raw: str, digits: str, regions: tuple[str, ...]) -> list[PhoneNumber]:
+    # With "+" the country is explicit, so even an invalid number parses unambiguously.
+    # Without it, only readings that are valid somewhere are trusted.
+    if raw.strip().startswith("+"):
+        try:
+            return [phonenumbers.parse(raw, None)]
+        except phonenumbers.NumberParseException:
+            return []
+    numbers = []
+    for candidate, region in [(f"+{digits}", None), *((digits, r) for r in regions)]:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            numbers.append(number)
+    return numbers
