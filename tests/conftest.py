@@ -65,3 +65,19 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: P
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded SmolLM2 converted once per session; tests link it into their data dir."""
+    from trainer.model import convert_embedded_base
+
+    models = tmp_path_factory.mktemp("models")
+    convert_embedded_base(models)
+    return models
+
+
+def link_models(data_dir: Path, models: Path) -> None:
+    """Give a test's data dir the already converted embedded model (saves ~20 s a test)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "models").symlink_to(models, target_is_directory=True)

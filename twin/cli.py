@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     dataset = commands.add_parser("dataset", help="build the training dataset from the store")
     dataset.set_defaults(run=_dataset)
 
+    train = commands.add_parser("train", help="fine-tune a LoRA adapter on the dataset")
+    train.add_argument("--max-steps", type=int, default=None, help="override [train] max_steps")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.set_defaults(run=_train)
+
+    chat = commands.add_parser("chat", help="talk to the current twin in the terminal")
+    chat.set_defaults(run=_chat)
+
     status = commands.add_parser("status", help="what is stored, built and trained")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(run=_status)
@@ -103,10 +111,25 @@ def _dataset(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(config: Config, args: argparse.Namespace) -> int:
+    from trainer.train import train
+
+    result = train(config, max_steps=args.max_steps, resume=args.resume)
+    print(result.line())
+    return 0
+
+
+def _chat(config: Config, args: argparse.Namespace) -> int:
+    from bot.chat import run_terminal_chat
+
+    return run_terminal_chat(config)
+
+
 def status_of(config: Config) -> dict[str, Any]:
     """What `twin status --json` prints; later stages add their keys here."""
     from ingest.dataset import count_examples
     from ingest.store import open_store
+    from trainer.registry import current_version, list_adapters
 
     status: dict[str, Any] = {"data_dir": str(config.data_dir), "messages": 0, "chats": 0}
     owner = None
@@ -117,6 +140,9 @@ def status_of(config: Config) -> dict[str, Any]:
             owner = store.owner()
     status["owner"] = owner.name if owner else None
     status["examples"] = count_examples(config.dataset_dir)
+    adapters = list_adapters(config.adapters_dir)
+    status["adapter"] = current_version(config.adapters_dir)
+    status["adapters"] = [a.as_json() for a in adapters]
     return status
 
 
@@ -129,6 +155,13 @@ def _status(config: Config, args: argparse.Namespace) -> int:
     print(f"owner:    {status['owner'] or 'unknown (nothing imported yet)'}")
     print(f"store:    {status['messages']} messages in {status['chats']} chats")
     print(f"dataset:  {status['examples']} examples")
+    print(f"adapter:  {status['adapter'] or 'none yet (twin train)'}")
+    for adapter in status["adapters"][-5:]:
+        m = adapter["metrics"]
+        print(
+            f"  {adapter['version']}  {adapter['state']:<8}  held-out loss "
+            f"{m['base_eval_loss']:.3f} -> {m['eval_loss']:.3f}"
+        )
     return 0
 
 
