@@ -1,0 +1,644 @@
+"""The Telethon pull, offline: real Telethon TL objects, a scripted client double, a real store.
+
+Telegram itself is never contacted. The double serves real `telethon.tl.types.Message` objects
+the way `TelegramClient.iter_messages(entity, min_id=..., reverse=True)` does (ids above
+min_id, oldest first) and can be scripted to fail mid-chat, as flood control or a crash would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from telethon.errors import ChannelPrivateError, FloodWaitError, TakeoutInitDelayError
+from telethon.tl import types as tl
+
+from ingest.store import Chat, Message, Owner, Store, open_store
+from ingest.telegram import (
+    MAX_FLOOD_WAITS_PER_CHAT,
+    PullSummary,
+    chat_from_dialog_entity,
+    message_from_telethon,
+    pull_history,
+    run_pull,
+)
+from twin.config import Config, IngestConfig, PathsConfig
+from twin.errors import TwinError
+
+OWNER_ID = 1000
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+ME = tl.User(id=OWNER_ID, is_self=True, first_name="Olga", last_name="Owner", phone="15550001")
+ALICE = tl.User(id=42, first_name="Alice", last_name="Smith", bot=False)
+BOB = tl.User(id=43, first_name="Bob", bot=False)
+HELPER_BOT = tl.User(id=44, first_name="Helper", bot=True)
+FAMILY = tl.Chat(
+    id=77, title="Family", photo=tl.ChatPhotoEmpty(), participants_count=3, date=T0, version=1
+)
+
+
+def channel(channel_id: int, title: str, **flags: Any) -> tl.Channel:
+    return tl.Channel(id=channel_id, title=title, photo=tl.ChatPhotoEmpty(), date=T0, **flags)
+
+
+NEWS = channel(500, "News", broadcast=True)
+
+
+def at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def message(msg_id: int, peer: Any, **fields: Any) -> tl.Message:
+    fields.setdefault("message", f"text {msg_id}")
+    return tl.Message(id=msg_id, peer_id=peer, date=at(msg_id), **fields)
+
+
+def private_history(user: tl.User, ids: range) -> list[tl.Message]:
+    """A private chat where the owner writes the even ids and the peer the odd ones."""
+    return [message(i, tl.PeerUser(user.id), out=i % 2 == 0) for i in ids]
+
+
+def document(*attributes: Any, **flags: Any) -> tl.MessageMediaDocument:
+    doc = tl.Document(
+        id=1,
+        access_hash=2,
+        file_reference=b"",
+        date=T0,
+        mime_type="application/octet-stream",
+        size=10,
+        dc_id=2,
+        attributes=list(attributes),
+    )
+    return tl.MessageMediaDocument(document=doc, **flags)
+
+
+# --- the client double --------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    """Raise `error` after `after` messages of a chat's next history read (`times` reads)."""
+
+    after: int
+    error: BaseException
+    times: int = 1
+
+
+@dataclass
+class FakeClient:
+    me: tl.User
+    chats: list[tuple[Any, list[Any]]]
+    faults: dict[int, Fault] = field(default_factory=dict)
+    calls: list[tuple[int, int]] = field(default_factory=list)  # (chat id, min_id)
+
+    async def get_me(self) -> tl.User:
+        return self.me
+
+    async def iter_dialogs(self) -> AsyncIterator[SimpleNamespace]:
+        for entity, _ in self.chats:
+            yield SimpleNamespace(entity=entity)
+
+    async def iter_messages(
+        self, entity: Any, min_id: int = 0, reverse: bool = False
+    ) -> AsyncIterator[Any]:
+        assert reverse, "the pull must read oldest first"
+        self.calls.append((entity.id, min_id))
+        history = next(h for e, h in self.chats if e is entity)
+        fault = self.faults.get(entity.id)
+        for served, msg in enumerate(sorted((m for m in history if m.id > min_id), key=_id)):
+            if fault is not None and served == fault.after:
+                fault.times -= 1
+                if fault.times == 0:
+                    del self.faults[entity.id]
+                raise fault.error
+            yield msg
+
+
+def _id(msg: Any) -> int:
+    return msg.id
+
+
+@dataclass
+class Recorder:
+    """A fake `sleep` and `log`: nothing sleeps for real, every line is kept."""
+
+    sleeps: list[float] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def pull(client: FakeClient, store: Store, rec: Recorder | None = None, **kw: Any) -> PullSummary:
+    rec = rec or Recorder()
+    return asyncio.run(pull_history(client, store, sleep=rec.sleep, log=rec.log, **kw))
+
+
+def stored_ids(store: Store, chat_id: int) -> list[int]:
+    return [m.message_id for m in store.messages_of(chat_id)]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "twin.db") as store:
+        yield store
+
+
+# --- message_from_telethon ----------------------------------------------------------------
+
+
+def convert(chat_id: int, raw: Any, **kw: Any) -> Message:
+    got = message_from_telethon(chat_id, raw, **kw)
+    assert got is not None
+    return got
+
+
+def test_peer_text_message_in_a_private_chat_is_from_the_peer() -> None:
+    # Telegram omits from_id for the peer's messages in private chats: the peer is the sender.
+    raw = message(5, tl.PeerUser(42), message="hi there", from_id=None, out=False)
+    got = convert(42, raw, owner_id=OWNER_ID, names={42: "Alice Smith"})
+    assert got is not None
+    assert got._asdict() == {
+        "chat_id": 42,
+        "message_id": 5,
+        "date": int(at(5).timestamp()),
+        "sender_id": 42,
+        "sender_name": "Alice Smith",
+        "kind": "message",
+        "media_type": None,
+        "text": "hi there",
+        "reply_to": None,
+        "forwarded_from": None,
+        "edited": None,
+    }
+
+
+def test_outgoing_message_is_the_owners_and_never_guessed_as_the_peer() -> None:
+    raw = message(6, tl.PeerUser(42), out=True)
+    assert convert(42, raw, owner_id=OWNER_ID).sender_id == OWNER_ID
+    # Without the owner's id an outgoing message has no known sender, not the peer's id.
+    assert convert(42, raw).sender_id is None
+    # As an anonymous admin, from_id names the group, but the words are still the owner's.
+    anonymous = message(7, tl.PeerChannel(600), out=True, from_id=tl.PeerChannel(600))
+    assert convert(600, anonymous, owner_id=OWNER_ID).sender_id == OWNER_ID
+
+
+def test_group_and_channel_senders_are_bare_ids() -> None:
+    in_group = message(1, tl.PeerChat(77), from_id=tl.PeerUser(43))
+    assert convert(77, in_group).sender_id == 43
+    in_supergroup = message(2, tl.PeerChannel(600), from_id=tl.PeerChannel(601))
+    assert convert(600, in_supergroup).sender_id == 601  # not -100601
+    post = message(3, tl.PeerChannel(500), post=True)
+    assert convert(500, post).sender_id == 500
+
+
+def test_service_message() -> None:
+    raw = tl.MessageService(
+        id=1,
+        peer_id=tl.PeerChat(77),
+        date=at(1),
+        from_id=tl.PeerUser(OWNER_ID),
+        out=True,
+        action=tl.MessageActionChatCreate(title="Family", users=[OWNER_ID, 42]),
+    )
+    got = convert(77, raw, owner_id=OWNER_ID)
+    assert (got.kind, got.sender_id, got.text, got.media_type) == ("service", OWNER_ID, "", None)
+
+
+def test_empty_message_is_skipped() -> None:
+    assert message_from_telethon(42, tl.MessageEmpty(id=9, peer_id=None)) is None
+
+
+def test_photo_keeps_its_caption() -> None:
+    raw = message(1, tl.PeerUser(42), message="look", media=tl.MessageMediaPhoto(tl.PhotoEmpty(1)))
+    got = convert(42, raw)
+    assert (got.media_type, got.text) == ("photo", "look")
+
+
+STICKER = tl.DocumentAttributeSticker(alt="🙂", stickerset=tl.InputStickerSetEmpty())
+VIDEO = tl.DocumentAttributeVideo(duration=3.0, w=240, h=240)
+
+
+@pytest.mark.parametrize(
+    ("media", "expected"),
+    [
+        (document(STICKER), "sticker"),
+        (document(STICKER, VIDEO), "sticker"),  # a video sticker is still a sticker
+        (document(tl.DocumentAttributeAudio(duration=4, voice=True)), "voice_message"),
+        (document(voice=True), "voice_message"),  # newer layers flag it on the media
+        (
+            document(tl.DocumentAttributeVideo(duration=5, w=1, h=1, round_message=True)),
+            "video_message",
+        ),
+        (document(round=True), "video_message"),
+        (document(VIDEO), "video_file"),
+        (document(tl.DocumentAttributeAudio(duration=200, title="Song")), "audio_file"),
+        (document(tl.DocumentAttributeAnimated(), VIDEO), "animation"),
+        (document(tl.DocumentAttributeFilename("report.pdf")), "file"),
+        (tl.MessageMediaDocument(document=tl.DocumentEmpty(id=1)), "file"),
+        (tl.MessageMediaGeo(tl.GeoPointEmpty()), "location"),
+        (tl.MessageMediaContact("+1555", "Bob", "", "", 43), "contact"),
+        (tl.MessageMediaWebPage(tl.WebPageEmpty(id=1, url="https://x.org")), None),
+        (tl.MessageMediaEmpty(), None),
+        (tl.MessageMediaUnsupported(), "other"),
+    ],
+)
+def test_media_types(media: Any, expected: str | None) -> None:
+    got = convert(42, message(1, tl.PeerUser(42), message="", media=media))
+    assert got.media_type == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (tl.MessageFwdHeader(date=T0, from_name="Some Channel"), "Some Channel"),
+        (tl.MessageFwdHeader(date=T0, from_id=tl.PeerChannel(123)), "123"),
+        (tl.MessageFwdHeader(date=T0), "unknown"),
+    ],
+)
+def test_forward_names_its_source(header: tl.MessageFwdHeader, expected: str) -> None:
+    raw = message(1, tl.PeerUser(42), out=True, fwd_from=header)
+    assert convert(42, raw, owner_id=OWNER_ID).forwarded_from == expected
+
+
+def test_reply_points_at_a_message_of_the_same_chat_only() -> None:
+    reply = message(4, tl.PeerUser(42), reply_to=tl.MessageReplyHeader(reply_to_msg_id=3))
+    assert convert(42, reply).reply_to == 3
+    elsewhere = tl.MessageReplyHeader(reply_to_msg_id=3, reply_to_peer_id=tl.PeerChannel(9))
+    assert convert(42, message(5, tl.PeerUser(42), reply_to=elsewhere)).reply_to is None
+    story = tl.MessageReplyStoryHeader(peer=tl.PeerUser(42), story_id=1)
+    assert convert(42, message(6, tl.PeerUser(42), reply_to=story)).reply_to is None
+
+
+def test_edit_date_unless_telegram_hides_the_edit() -> None:
+    edited = message(1, tl.PeerUser(42), edit_date=at(100))
+    assert convert(42, edited).edited == int(at(100).timestamp())
+    hidden = message(2, tl.PeerUser(42), edit_date=at(100), edit_hide=True)
+    assert convert(42, hidden).edited is None
+
+
+# --- chat_from_dialog_entity --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entity", "expected"),
+    [
+        (ALICE, Chat(42, "Alice Smith", "personal_chat")),
+        (HELPER_BOT, Chat(44, "Helper", "bot_chat")),
+        (ME, Chat(OWNER_ID, "Olga Owner", "saved_messages")),
+        (FAMILY, Chat(77, "Family", "private_group")),
+        (channel(600, "Py", megagroup=True), Chat(600, "Py", "private_supergroup")),
+        (
+            channel(601, "Rust", megagroup=True, username="r"),
+            Chat(601, "Rust", "public_supergroup"),
+        ),
+        (NEWS, Chat(500, "News", "private_channel")),
+        (channel(501, "Wire", broadcast=True, username="w"), Chat(501, "Wire", "public_channel")),
+        # A channel whose only usernames are collectible ones is public too.
+        (
+            channel(502, "Coll", broadcast=True, usernames=[tl.Username("c", active=True)]),
+            Chat(502, "Coll", "public_channel"),
+        ),
+        (tl.User(id=45, deleted=True), Chat(45, None, "personal_chat")),
+    ],
+)
+def test_chat_from_dialog_entity(entity: Any, expected: Chat) -> None:
+    assert chat_from_dialog_entity(entity) == expected
+
+
+# --- pull_history -------------------------------------------------------------------------
+
+
+def test_first_pull_stores_everything_and_records_the_owner(db: Store) -> None:
+    family = [
+        message(i, tl.PeerChat(77), from_id=tl.PeerUser(43 if i % 2 else OWNER_ID))
+        for i in range(1, 6)
+    ]
+    client = FakeClient(ME, [(ALICE, private_history(ALICE, range(1, 8))), (FAMILY, family)])
+    rec = Recorder()
+
+    summary = pull(client, db, rec)
+
+    assert replace(summary, seconds=0.0) == PullSummary(
+        chats=2, added=12, skipped_chats=0, seconds=0.0, flood_waits=0
+    )
+    assert db.owner() == Owner(OWNER_ID, "Olga Owner", "15550001")
+    assert db.chats() == [
+        Chat(42, "Alice Smith", "personal_chat"),
+        Chat(77, "Family", "private_group"),
+    ]
+    assert stored_ids(db, 42) == list(range(1, 8))
+    assert stored_ids(db, 77) == list(range(1, 6))
+    senders = {(m.sender_id, m.sender_name) for m in db.messages_of(42)}
+    assert senders == {(OWNER_ID, "Olga Owner"), (42, "Alice Smith")}
+    assert rec.lines == ["Alice Smith (42): 7 new messages", "Family (77): 5 new messages"]
+
+
+def test_pull_with_nothing_new_adds_nothing_and_asks_from_the_highest_id(db: Store) -> None:
+    client = FakeClient(ME, [(ALICE, private_history(ALICE, range(1, 8)))])
+    pull(client, db)
+    client.calls.clear()
+    rec = Recorder()
+
+    summary = pull(client, db, rec)
+
+    assert (summary.chats, summary.added) == (1, 0)
+    assert client.calls == [(42, 7)]
+    assert rec.lines == []  # no line for a chat without new messages
+
+
+def test_new_messages_are_pulled_incrementally(db: Store) -> None:
+    history = private_history(ALICE, range(1, 8))
+    client = FakeClient(ME, [(ALICE, history)])
+    pull(client, db)
+    history.extend(private_history(ALICE, range(8, 11)))
+    client.calls.clear()
+
+    summary = pull(client, db)
+
+    assert summary.added == 3
+    assert client.calls == [(42, 7)]
+    assert stored_ids(db, 42) == list(range(1, 11))
+
+
+def test_flood_wait_sleeps_as_asked_then_resumes_where_it_stopped(db: Store) -> None:
+    client = FakeClient(
+        ME,
+        [(ALICE, private_history(ALICE, range(1, 11))), (BOB, private_history(BOB, range(1, 4)))],
+        faults={42: Fault(after=5, error=FloodWaitError(request=None, capture=42))},
+    )
+    rec = Recorder()
+
+    summary = pull(client, db, rec, batch_size=3)
+
+    assert rec.sleeps == [42]
+    assert "telegram asks to wait 42 s (flood control), sleeping…" in rec.lines
+    # The 5 messages read before the wait were kept: the retry starts above them.
+    assert client.calls == [(42, 0), (42, 5), (43, 0)]
+    assert stored_ids(db, 42) == list(range(1, 11))
+    assert stored_ids(db, 43) == [1, 2, 3]
+    assert (summary.added, summary.flood_waits, db.count_messages()) == (13, 1, 13)
+
+
+def test_endless_flood_waits_give_up_with_a_user_facing_error(db: Store) -> None:
+    flood = FloodWaitError(request=None, capture=7)
+    client = FakeClient(
+        ME,
+        [(ALICE, private_history(ALICE, range(1, 101)))],
+        faults={42: Fault(after=2, error=flood, times=100)},
+    )
+    rec = Recorder()
+
+    with pytest.raises(TwinError, match="flood control"):
+        pull(client, db, rec, batch_size=50)
+
+    assert rec.sleeps == [7] * MAX_FLOOD_WAITS_PER_CHAT
+    # Every read before giving up kept its progress; the next run resumes above it.
+    assert stored_ids(db, 42) == list(range(1, 1 + 2 * (MAX_FLOOD_WAITS_PER_CHAT + 1)))
+
+
+@pytest.mark.parametrize("crash", [RuntimeError("connection lost"), KeyboardInterrupt()])
+def test_crash_keeps_committed_batches_and_a_rerun_completes(
+    tmp_path: Path, crash: BaseException
+) -> None:
+    chats = [
+        (ALICE, private_history(ALICE, range(1, 11))),
+        (BOB, private_history(BOB, range(1, 6))),
+    ]
+    expected = {42: set(range(1, 11)), 43: set(range(1, 6))}
+    path = tmp_path / "twin.db"
+    client = FakeClient(ME, chats, faults={42: Fault(after=9, error=crash)})
+
+    with open_store(path) as store, pytest.raises(type(crash)):
+        pull(client, store, batch_size=4)
+
+    with open_store(path) as store:
+        # Two full batches were committed; the 9th message, read but not committed, is lost.
+        assert stored_ids(store, 42) == list(range(1, 9))
+        assert stored_ids(store, 43) == []
+        resumed = FakeClient(ME, chats)
+        summary = pull(resumed, store, batch_size=4)
+        assert resumed.calls == [(42, 8), (43, 0)]
+        assert summary.added == 15 - 8
+        assert {cid: set(stored_ids(store, cid)) for cid in expected} == expected
+        assert store.count_messages() == 15  # no duplicates
+
+
+def test_include_and_exclude_by_id_and_by_name(db: Store) -> None:
+    chats = [
+        (ALICE, private_history(ALICE, range(1, 3))),
+        (BOB, private_history(BOB, range(1, 3))),
+        (FAMILY, [message(1, tl.PeerChat(77), from_id=tl.PeerUser(43))]),
+    ]
+    client = FakeClient(ME, chats)
+
+    summary = pull(client, db, include=["alice smith", "77"], exclude=["Family"])
+
+    assert (summary.chats, summary.skipped_chats) == (1, 2)
+    assert [c.chat_id for c in db.chats()] == [42]  # unselected chats are not even named
+    assert [cid for cid, _ in client.calls] == [42]
+
+    summary = pull(client, db, exclude=["43"])
+    assert [c.chat_id for c in db.chats()] == [42, 77]
+
+
+def test_bot_chats_pulled_channels_only_when_named(db: Store) -> None:
+    # Which chat types teach the model is the dataset's decision; but a broadcast channel is
+    # other people's posts, possibly millions: pulled only when include_chats names it.
+    client = FakeClient(
+        ME,
+        [
+            (HELPER_BOT, private_history(HELPER_BOT, range(1, 3))),
+            (NEWS, [message(1, tl.PeerChannel(500), post=True)]),
+        ],
+    )
+    summary = pull(client, db)
+    assert (summary.added, summary.skipped_chats) == (2, 1)
+    assert {c.type for c in db.chats()} == {"bot_chat"}
+    summary = pull(client, db, include=["News", "Helper"])
+    assert summary.added == 1
+    assert {c.type for c in db.chats()} == {"bot_chat", "private_channel"}
+    assert next(db.messages_of(500)).sender_id == 500
+
+
+def test_unreadable_chat_is_skipped_and_the_others_pulled(db: Store) -> None:
+    client = FakeClient(
+        ME,
+        [
+            (NEWS, [message(1, tl.PeerChannel(500), post=True)]),
+            (ALICE, private_history(ALICE, range(1, 4))),
+        ],
+        faults={500: Fault(after=0, error=ChannelPrivateError(request=None))},
+    )
+    rec = Recorder()
+    summary = pull(client, db, rec, include=["News", "Alice Smith"])
+    assert (summary.chats, summary.skipped_chats, summary.added) == (1, 1, 3)
+    assert "News (500): history not readable (ChannelPrivateError), skipped" in rec.lines
+
+
+def test_logs_never_carry_message_text(db: Store) -> None:
+    secret = "my card is 4111 1111 1111 1111"
+    history = [message(i, tl.PeerUser(42), message=f"{secret} #{i}") for i in range(1, 6)]
+    client = FakeClient(
+        ME, [(ALICE, history)], faults={42: Fault(after=2, error=FloodWaitError(None, capture=3))}
+    )
+    rec = Recorder()
+    pull(client, db, rec, batch_size=2)
+    assert rec.lines and not any("4111" in line for line in rec.lines)
+
+
+def test_summary_line() -> None:
+    assert (
+        PullSummary(chats=3, added=120, skipped_chats=2, seconds=4.21, flood_waits=1).line()
+        == "pulled 3 chats: 120 new messages, 2 chats skipped, 1 flood wait, 4.2 s"
+    )
+    assert (
+        PullSummary(chats=1, added=1, skipped_chats=0, seconds=0.0, flood_waits=0).line()
+        == "pulled 1 chat: 1 new message, 0 chats skipped, 0 flood waits, 0.0 s"
+    )
+
+
+# --- run_pull: only what happens before any network ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({}, "TWIN_API_ID is not set"),
+        ({"TWIN_API_ID": "abc", "TWIN_API_HASH": "h"}, "TWIN_API_ID must be a number"),
+        ({"TWIN_API_ID": "123"}, "TWIN_API_HASH is not set"),
+    ],
+)
+def test_run_pull_needs_the_api_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], error: str
+) -> None:
+    monkeypatch.delenv("TWIN_API_ID", raising=False)
+    monkeypatch.delenv("TWIN_API_HASH", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = Config(paths=PathsConfig(data_dir=tmp_path / "data"))
+    with pytest.raises(TwinError, match=error):
+        run_pull(config)
+    assert not (tmp_path / "data" / "telegram.session").exists()
+
+
+class FakeTelegramClient:
+    """Stands in for `telethon.TelegramClient` inside run_pull: records how it was driven."""
+
+    def __init__(self, session: str, api_id: int, api_hash: str):
+        self.session, self.api_id, self.api_hash = Path(session), api_id, api_hash
+        self.inner = FakeClient(ME, [(ALICE, private_history(ALICE, range(1, 4)))])
+        self.takeout_kwargs: dict[str, Any] | None = None
+        self.takeout_error: BaseException | None = None
+        self.wait_time: float | None = None
+        self.disconnected = False
+        FAKE_CLIENTS.append(self)
+
+    async def start(self, phone: Any, password: Any) -> None:
+        assert callable(phone) and callable(password)  # asked interactively, never stored
+        self.session.write_bytes(b"auth key")  # as Telethon does on login
+
+    async def get_me(self) -> tl.User:
+        return await self.inner.get_me()
+
+    def iter_dialogs(self) -> AsyncIterator[SimpleNamespace]:
+        return self.inner.iter_dialogs()
+
+    def iter_messages(
+        self, entity: Any, min_id: int = 0, reverse: bool = False, wait_time: float | None = None
+    ) -> AsyncIterator[Any]:
+        self.wait_time = wait_time
+        return self.inner.iter_messages(entity, min_id=min_id, reverse=reverse)
+
+    def takeout(self, **kwargs: Any) -> FakeTelegramClient:
+        self.takeout_kwargs = kwargs
+        return self
+
+    async def __aenter__(self) -> FakeTelegramClient:
+        if self.takeout_error is not None:
+            raise self.takeout_error
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def disconnect(self) -> None:
+        self.disconnected = True
+
+
+FAKE_CLIENTS: list[FakeTelegramClient] = []
+
+
+@pytest.fixture
+def fake_telegram(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeTelegramClient]]:
+    monkeypatch.setenv("TWIN_API_ID", "123")
+    monkeypatch.setenv("TWIN_API_HASH", "abc")
+    monkeypatch.setattr("ingest.telegram.TelegramClient", FakeTelegramClient)
+    FAKE_CLIENTS.clear()
+    yield FAKE_CLIENTS
+    FAKE_CLIENTS.clear()
+
+
+def test_run_pull_logs_in_privately_and_pulls_into_the_configured_store(
+    tmp_path: Path, fake_telegram: list[FakeTelegramClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    config = Config(paths=PathsConfig(data_dir=data))
+
+    summary = run_pull(config)
+
+    (client,) = fake_telegram
+    assert (client.session, client.api_id, client.api_hash) == (
+        data / "telegram.session",
+        123,
+        "abc",
+    )
+    assert (data.stat().st_mode & 0o777, client.session.stat().st_mode & 0o777) == (0o700, 0o600)
+    assert (client.takeout_kwargs, client.wait_time, client.disconnected) == (None, None, True)
+    assert summary.added == 3
+    with open_store(config.store_path) as store:
+        assert stored_ids(store, 42) == [1, 2, 3]
+    assert "Alice Smith (42): 3 new messages" in capsys.readouterr().out
+
+
+def test_run_pull_in_a_takeout_session(
+    tmp_path: Path, fake_telegram: list[FakeTelegramClient]
+) -> None:
+    config = Config(paths=PathsConfig(data_dir=tmp_path / "data"))
+    summary = run_pull(config, takeout=True)
+    (client,) = fake_telegram
+    assert client.takeout_kwargs == {
+        "finalize": True,
+        "users": True,
+        "chats": True,
+        "megagroups": True,
+        "channels": False,
+        "files": False,
+    }
+    assert (client.wait_time, summary.added) == (0, 3)
+
+
+def test_run_pull_asks_to_confirm_a_delayed_takeout(
+    tmp_path: Path, fake_telegram: list[FakeTelegramClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def delayed(*args: Any) -> FakeTelegramClient:
+        client = FakeTelegramClient(*args)
+        client.takeout_error = TakeoutInitDelayError(request=None, capture=86400)
+        return client
+
+    monkeypatch.setattr("ingest.telegram.TelegramClient", delayed)
+    config = Config(
+        paths=PathsConfig(data_dir=tmp_path / "data"), ingest=IngestConfig(takeout=True)
+    )
+    with pytest.raises(TwinError, match="confirm the data export"):
+        run_pull(config)
+    assert fake_telegram[0].disconnected
