@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test install clean
 
 $(BIN)/twin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,8 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy twin ingest trainer bot
 	$(BIN)/python -m pytest
-
-lint: install
-	$(BIN)/ruff check .
-	$(BIN)/mypy twin ingest
 
 clean:
 	rm -rf $(VENV) twin-demo

@@ -473,8 +473,8 @@ def _resolve_owner(path: Path, me: str, reader: _ExportReader, store: Store) -> 
     if stored:
         return stored
     if reader.owner_candidates:
-        (user_id, name), _ = reader.owner_candidates.most_common(1)[0]
-        return Owner(user_id, name or (reader.names_by_id.get(user_id) if user_id else None))
+        (candidate, name), _ = reader.owner_candidates.most_common(1)[0]
+        return Owner(candidate, name or (reader.names_by_id.get(candidate) if candidate else None))
     senders = ", ".join(
         repr(name) + (f" (id {sid})" if sid else "")
         for (sid, name), _ in reader.all_senders.most_common(5)

@@ -13,11 +13,14 @@ def chat_is_selected(chat: Chat, include: Sequence[str], exclude: Sequence[str])
     Entries match the chat id as written ("123456") or the chat name, case-insensitively,
     because users copy names from the app where capitalisation is easy to get wrong.
     """
+    if chat_is_listed(chat, exclude):
+        return False
+    return not include or chat_is_listed(chat, include)
+
+
+def chat_is_listed(chat: Chat, entries: Sequence[str]) -> bool:
+    """True if one of `entries` names `chat` by id or (case-insensitively) by name."""
     keys = {str(chat.chat_id)}
     if chat.name:
         keys.add(chat.name.casefold())
-    wanted = {entry.strip().casefold() for entry in include}
-    unwanted = {entry.strip().casefold() for entry in exclude}
-    if keys & unwanted:
-        return False
-    return not wanted or bool(keys & wanted)
+    return any(entry.strip().casefold() in keys for entry in entries)

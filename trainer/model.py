@@ -88,8 +88,8 @@ def convert_embedded_base(models_dir: Path) -> Path:
     # weights are already dequantized to fp32: drop the marks.
     model.config.quantization_config = None
     del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     ensure_private_dir(models_dir)
     tmp = models_dir / f".tmp-{EMBEDDED_NAME}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -145,7 +145,7 @@ def load_base_model(checkpoint: str, plan: LoadPlan) -> Any:
             bnb_4bit_use_double_quant=True,
         )
         kwargs["device_map"] = {"": 0} if plan.device == "cuda" else {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
     if not plan.quantized:
         model.to(plan.device)
     model.eval()

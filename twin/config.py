@@ -203,7 +203,7 @@ def _build_section(cls: type, values: dict[str, Any], where: str, base: Path) ->
 def _default_of(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    return f.default_factory()  # type: ignore[misc]
+    return f.default_factory()  # type: ignore[operator, misc]
 
 
 def _resolve_paths(value: Any, base: Path) -> Any:
