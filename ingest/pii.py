@@ -17,7 +17,7 @@ and no phone leniency used here matches them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import phonenumbers
@@ -32,22 +32,40 @@ IBAN = "<IBAN>"
 # dot so the domain part cannot backtrack catastrophically on long junk.
 _EMAIL_RE = re.compile(r"(?<![\w.%+-])[\w.%+-]+@(?:[\w-]+\.)+[^\W\d_]{2,}(?![\w-])")
 
-# A card candidate is a digit run plus single-separator groups. Not after a letter, "+" (a
-# phone) or a digit with ".", "," or "-" (the tail of a date, a decimal, a range); which part
-# of it is a card is decided by `_is_card`, not here.
+# A card candidate is a digit run plus groups split by one and the same separator, so a date
+# and a number after it ("2024-05-12 89161234567") are never read as one card. Not after a
+# letter, "+" (a phone) or a digit with ".", "," or "-" (the tail of a date, a decimal, a
+# range); which part of it is a card is decided by `_is_card`, not here.
 _CARD_RE = re.compile(
-    r"(?<![\w+])(?<![0-9][.,-])[0-9]{2,19}(?:[ \u00a0-][0-9]{2,19}){0,8}(?![\w])(?![.,][0-9])"
+    r"(?<![\w+])(?<![0-9][.,-])[0-9]{2,19}(?:([ \u00a0-])[0-9]{2,19}(?:\1[0-9]{2,19})*)?"
+    r"(?!\w)(?![.,][0-9])"
 )
 # Upper case only: a lower-case "de89..." in chat is vanishingly rare, while case-insensitive
 # matching would test every "ab12cd..." token against mod-97.
-_IBAN_RE = re.compile(r"(?<!\w)[A-Z]{2}[0-9]{2}[A-Z0-9]*(?:[ \u00a0-][A-Z0-9]{1,34}){0,9}(?!\w)")
+_IBAN_RE = re.compile(
+    r"(?<!\w)[A-Z]{2}[0-9]{2}[A-Z0-9]*(?:([ \u00a0-])[A-Z0-9]{1,34}(?:\1[A-Z0-9]{1,34})*)?(?!\w)"
+)
 _IBAN_HEAD_RE = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]+")
 _CHUNK_RE = re.compile(r"[0-9A-Z]+")
 
-# Seven digits close together: fewer cannot be a phone in any of the regions we match
-# locally, and the phonenumbers matcher costs ~0.5 ms per region, far too much to pay on every
-# "see you at 10:30".
-_PHONE_HINT_RE = re.compile(r"(?:[0-9][\s().\-\u00a0]{0,3}){7}")
+# The phonenumbers matcher costs ~0.3 ms per region on a short message and grows with its
+# length, far too much to pay on every "see you at 10:30"; so it only ever sees the runs of
+# digits that could be a phone (seven or more digits close together: fewer cannot be a phone
+# in any region we match locally), each with a little context around it.
+_NUMBER_RUN_RE = re.compile(r"[0-9](?:[\s().\-\u00a0]{0,3}[0-9])*")
+_MIN_PHONE_DIGITS = 7
+# Enough for the matcher's own context checks: a letter or currency sign before the number,
+# a ":mm" after it that makes it a timestamp.
+_PHONE_CONTEXT = 4
+# Amounts grouped by thousands ("1 000 000", "25 000 000 руб") are common in chat and never
+# phones: no local format in the regions we match is groups of three after a non-zero lead.
+_AMOUNT_RE = re.compile(r"[1-9][0-9]{0,2}(?:[ \u00a0][0-9]{3}){2,}")
+# Dates are the most common 8-digit runs in chat; their digits are discounted before a run
+# is handed to the matcher.
+_DATE_RE = re.compile(
+    r"(?<![0-9])(?:[0-3]?[0-9]([.-])[01]?[0-9]\1(?:19|20)[0-9]{2}"
+    r"|(?:19|20)[0-9]{2}([.-])[01]?[0-9]\2[0-3]?[0-9])(?![0-9])"
+)
 # What people put between the digits of a phone: spaces, brackets around the area code,
 # dashes, dots, and the non-breaking spaces that phone apps paste.
 _PHONE_SEP = r"[\s().\-\u00a0]{0,3}"
@@ -59,6 +77,12 @@ _MIN_OWNER_DIGITS = 7
 # one (a new range, a fictional 555 number) is still masked; the length floor keeps
 # "+10 000 000" (a salary raise) out.
 _MIN_PLUS_DIGITS = 10
+_PHONE_PASSES = 3
+# phonenumbers' "unknown region": only numbers written with "+" parse in it.
+_PLUS_ONLY = "ZZ"
+# A card is at most 19 digits in groups of 3 or more, an IBAN at most 34 characters in groups of 4:
+# no value spans more groups than this, which bounds the search in `_first_value`.
+_MAX_GROUPS = 10
 
 
 @dataclass(frozen=True)
@@ -72,15 +96,23 @@ class PiiScrubber:
 
     regions: tuple[str, ...] = ("RU", "US", "GB", "DE")
     owner_phones: tuple[str, ...] = ()
-    _regions: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
     _owner_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+    # (region, leniency); phonenumbers' leniencies are plain ints.
+    _matchers: tuple[tuple[str, int], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
 
     def __post_init__(self) -> None:
         regions = tuple(dict.fromkeys(r.strip().upper() for r in self.regions))
         unknown = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
         if unknown:
             raise ValueError(f"unknown phone region(s): {', '.join(unknown)}")
-        object.__setattr__(self, "_regions", regions)
+        # VALID, not POSSIBLE, for local formats: POSSIBLE only checks the length, so it takes
+        # "1999", "12.05.2024", "100500", "1 500", "192.168.0.1" and "10:30" for phones; VALID
+        # checks the number against the region's real numbering plan and keeps them all.
+        # The region-less POSSIBLE pass comes last, for "+" numbers no plan knows.
+        matchers = [(r, Leniency.VALID) for r in regions] + [(_PLUS_ONLY, Leniency.POSSIBLE)]
+        object.__setattr__(self, "_matchers", tuple(matchers))
         object.__setattr__(self, "_owner_re", _owner_pattern(self.owner_phones, regions))
 
     def scrub(self, text: str) -> str:
@@ -93,43 +125,78 @@ class PiiScrubber:
             text = _EMAIL_RE.sub(EMAIL, text)
         if digits < 2:
             return text
-        if _IBAN_RE.search(text):
-            text = _IBAN_RE.sub(lambda m: _mask_groups(m, IBAN, _is_iban), text)
+        text = _mask_values(text, _IBAN_RE, IBAN, _is_iban)
         if digits >= 13:
-            text = _CARD_RE.sub(lambda m: _mask_groups(m, CARD, _is_card), text)
+            text = _mask_values(text, _CARD_RE, CARD, _is_card)
         if self._owner_re is not None and digits >= _MIN_OWNER_DIGITS:
             text = self._owner_re.sub(_phone_placeholder, text)
-        if _PHONE_HINT_RE.search(text):
+        if digits >= _MIN_PHONE_DIGITS:
             text = self._mask_phones(text)
         return text
 
     def _mask_phones(self, text: str) -> str:
-        # VALID, not POSSIBLE: POSSIBLE only checks the length, so in local formats it takes
-        # "1999", "12.05.2024", "100500", "1 500", "192.168.0.1" and "10:30" for phones.
-        # VALID checks the number against the region's real numbering plan and keeps them all.
-        spans: list[tuple[int, int]] = []
-        for region in self._regions:
-            for match in PhoneNumberMatcher(text, region, leniency=Leniency.VALID):
-                spans.append(_without_open_bracket(match.raw_string, match.start, match.end))
-        if "+" in text:
-            # Region "ZZ" accepts only numbers written with "+", see _MIN_PLUS_DIGITS.
-            for match in PhoneNumberMatcher(text, "ZZ", leniency=Leniency.POSSIBLE):
-                if len(_NON_DIGIT_RE.sub("", match.raw_string)) >= _MIN_PLUS_DIGITS:
-                    spans.append(_without_open_bracket(match.raw_string, match.start, match.end))
-        return _replace_spans(text, spans, PHONE) if spans else text
+        # One region at a time, each on the windows still left: a message usually holds one
+        # number, found by the first region, and the others then have nothing left to look at.
+        # The matcher also glues numbers separated by a bare space ("8 (916) 123-45-67
+        # 89161234567") into one candidate, rejects it and recovers only the later number;
+        # a second pass over what is left picks up the rest.
+        for _ in range(_PHONE_PASSES):
+            found_any = False
+            for region, leniency in self._matchers:
+                windows = _phone_windows(text)
+                if not windows:
+                    return text
+                spans: list[tuple[int, int]] = []
+                for start, end in windows:
+                    for a, b in _match_phones(text[start:end], region, leniency):
+                        spans.append((start + a, start + b))
+                if spans:
+                    text = _replace_spans(text, spans, PHONE)
+                    found_any = True
+            if not found_any:
+                break
+        return text
 
 
-def _without_open_bracket(raw: str, start: int, end: int) -> tuple[int, int]:
+def _match_phones(text: str, region: str, leniency: int) -> Iterator[tuple[int, int]]:
+    for match in PhoneNumberMatcher(text, region, leniency=leniency):
+        raw = match.raw_string
+        if region == _PLUS_ONLY and len(_NON_DIGIT_RE.sub("", raw)) < _MIN_PLUS_DIGITS:
+            continue
+        yield match.start + len(_open_bracket(raw)), match.end
+
+
+def _open_bracket(raw: str) -> str:
     # The matcher takes a "(" before a number even when it opens a parenthesis around the whole
-    # number ("(+7 916 ...)"); masking it would leave a lone ")" and change the sentence.
-    if raw.startswith("(") and raw.count("(") > raw.count(")"):
-        return start + 1, end
-    return start, end
+    # number ("(+7 916 ...)"); masking it would leave a lone ")" in the sentence.
+    return "(" if raw.startswith("(") and raw.count("(") > raw.count(")") else ""
+
+
+def _phone_windows(text: str) -> list[tuple[int, int]]:
+    windows: list[tuple[int, int]] = []
+    for run in _NUMBER_RUN_RE.finditer(text):
+        digits = sum(map(run.group().count, "0123456789"))
+        if digits < _MIN_PHONE_DIGITS:
+            continue
+        plus = run.start() > 0 and text[run.start() - 1] == "+"
+        if not plus and _AMOUNT_RE.fullmatch(run.group()):
+            continue
+        if "." in run.group() or "-" in run.group():
+            for date in _DATE_RE.finditer(run.group()):
+                digits -= sum(map(date.group().count, "0123456789"))
+            if digits < _MIN_PHONE_DIGITS:
+                continue
+        start = max(0, run.start() - _PHONE_CONTEXT)
+        end = run.end() + _PHONE_CONTEXT
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+    return windows
 
 
 def _phone_placeholder(match: re.Match[str]) -> str:
-    start, _ = _without_open_bracket(match.group(), match.start(), match.end())
-    return match.group()[: start - match.start()] + PHONE
+    return _open_bracket(match.group()) + PHONE
 
 
 def scrub_pii(text: str, scrubber: PiiScrubber) -> str:
@@ -138,8 +205,8 @@ def scrub_pii(text: str, scrubber: PiiScrubber) -> str:
 
 
 def _replace_spans(text: str, spans: Iterable[tuple[int, int]], placeholder: str) -> str:
-    # Every region's matcher reports the "+" numbers again, and local matches may overlap;
-    # merging first means one placeholder per number.
+    # Spans from different windows or rules may touch or overlap; merging them first means
+    # one placeholder per number, never one inside another.
     out: list[str] = []
     pos = 0
     for start, end in sorted(spans):
@@ -155,31 +222,40 @@ def _replace_spans(text: str, spans: Iterable[tuple[int, int]], placeholder: str
     return "".join(out)
 
 
-def _mask_groups(
-    match: re.Match[str], placeholder: str, accept: Callable[[list[str]], bool]
+def _mask_values(
+    text: str, candidates: re.Pattern[str], placeholder: str, accept: Callable[[list[str]], bool]
 ) -> str:
     # The candidate regexes are greedy on purpose and cheap; here the longest run of whole
     # groups that is a real value wins, so "4111 1111 1111 1111 12/25" masks the card and keeps
-    # the expiry, and a Luhn-failing number before a real card does not hide the card.
-    s = match.group()
-    chunks = [(m.start(), m.end()) for m in _CHUNK_RE.finditer(s)]
+    # the expiry, a Luhn-failing number before a real card does not hide the card, and the
+    # search resumes right after a value, not after a candidate that ran into the next one.
     out: list[str] = []
     pos = 0
-    i = 0
-    while i < len(chunks):
-        for j in range(len(chunks), i, -1):
-            if accept([s[a:b] for a, b in chunks[i:j]]):
-                out.append(s[pos : chunks[i][0]])
-                out.append(placeholder)
-                pos = chunks[j - 1][1]
-                i = j
-                break
-        else:
-            i += 1
+    while match := candidates.search(text, pos):
+        value = _first_value(match, accept)
+        if value is None:
+            out.append(text[pos : match.end()])
+            pos = match.end()
+            continue
+        out.append(text[pos : value[0]])
+        out.append(placeholder)
+        pos = value[1]
     if not out:
-        return s
-    out.append(s[pos:])
+        return text
+    out.append(text[pos:])
     return "".join(out)
+
+
+def _first_value(
+    match: re.Match[str], accept: Callable[[list[str]], bool]
+) -> tuple[int, int] | None:
+    chunks = [(m.start(), m.end()) for m in _CHUNK_RE.finditer(match.group())]
+    s = match.group()
+    for i in range(len(chunks)):
+        for j in range(min(len(chunks), i + _MAX_GROUPS), i, -1):
+            if accept([s[a:b] for a, b in chunks[i:j]]):
+                return match.start() + chunks[i][0], match.start() + chunks[j - 1][1]
+    return None
 
 
 def _is_card(groups: list[str]) -> bool:
@@ -191,9 +267,9 @@ def _is_card(groups: list[str]) -> bool:
     # Telegram ids (starting with 1) from passing Luhn by the 1-in-10 chance.
     if digits[0] not in "23456":
         return False
-    # Written cards always open with a 4-digit group (4-4-4-4, 4-6-5, 4-4-4-4-3); requiring it
-    # keeps runs of small numbers ("12 34 56 ...") out.
-    if len(groups) > 1 and len(groups[0]) != 4:
+    # Written cards open with a 4-digit group and go on in groups of 3 to 6 (4-4-4-4, 4-6-5,
+    # 4-4-4-4-3); anything else is a run of ordinary numbers ("12 34 56 ...", "2024 05 12").
+    if len(groups) > 1 and (len(groups[0]) != 4 or any(not 3 <= len(g) <= 6 for g in groups)):
         return False
     return _luhn_ok(digits)
 
@@ -212,8 +288,8 @@ def _is_iban(groups: list[str]) -> bool:
     compact = "".join(groups)
     if not 15 <= len(compact) <= 34 or not _IBAN_HEAD_RE.fullmatch(compact):
         return False
-    # IBANs are printed in groups of four; anything else split by spaces is not one.
-    if len(groups) > 1 and len(groups[0]) != 4:
+    # IBANs are printed in groups of four with a shorter tail; anything else is not one.
+    if len(groups) > 1 and any(len(g) != 4 for g in groups[:-1]):
         return False
     return _iban_mod97(compact) == 1
 
@@ -246,7 +322,8 @@ def _owner_pattern(phones: Iterable[str], regions: tuple[str, ...]) -> re.Patter
         return None
     # Longest first, so "+7 916 ..." is taken whole rather than as "+7 " plus the national part.
     body = "|".join(_PHONE_SEP.join(v) for v in sorted(variants, key=len, reverse=True))
-    return re.compile(rf"(?<![0-9])(?:(?:\+|00)\s?)?\(?(?:{body})(?![0-9])")
+    # The leading lookahead lets the engine skip the alternation at every other character.
+    return re.compile(rf"(?=[+(0-9])(?<![0-9])(?:(?:\+|00)\s?)?\(?(?:{body})(?![0-9])")
 
 
 def _parse_owner(raw: str, digits: str, regions: tuple[str, ...]) -> list[PhoneNumber]:

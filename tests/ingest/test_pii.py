@@ -170,9 +170,23 @@ def test_mixed_russian_message_keeps_its_words() -> None:
     )
 
 
-def test_card_is_masked_whole_not_as_a_phone_and_expiry_stays() -> None:
-    assert SCRUBBER.scrub("4111 1111 1111 1111 12/25") == "<CARD> 12/25"
-    assert SCRUBBER.scrub("4111111111111112 4111111111111111") == "4111111111111112 <CARD>"
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4111 1111 1111 1111 12/25", "<CARD> 12/25"),  # the expiry is not part of the card
+        ("4111111111111112 4111111111111111", "4111111111111112 <CARD>"),
+        ("4111 1111 1111 1111 5500-0000-0000-0004", "<CARD> <CARD>"),
+        ("(4111 1111 1111 1111)", "(<CARD>)"),
+        ("2024-05-12 89161234567", "2024-05-12 <PHONE>"),  # a date is not the head of a card
+        ("DE89 3704 0044 0532 0130 00 ASAP", "<IBAN> ASAP"),
+        ("8 (916) 123-45-67 89161234567 8-916-123-45-67", "<PHONE> <PHONE> <PHONE>"),
+        ("(650) 253-0000 (650) 253-0001", "<PHONE> <PHONE>"),
+        ("контакты:\n8 916 123 45 67\n+7 903 111-22-33", "контакты:\n<PHONE>\n<PHONE>"),
+        ("с 8:00 до 20:00, тел 8(495)123-45-67", "с 8:00 до 20:00, тел <PHONE>"),
+    ],
+)
+def test_adjacent_values_are_each_masked_whole(text: str, expected: str) -> None:
+    assert SCRUBBER.scrub(text) == expected
 
 
 def test_no_nested_placeholders_and_scrubbing_is_idempotent() -> None:
@@ -187,6 +201,23 @@ def test_no_nested_placeholders_and_scrubbing_is_idempotent() -> None:
 def test_scrub_pii_is_the_scrubber() -> None:
     text = "звони +7 916 123-45-67"
     assert scrub_pii(text, SCRUBBER) == SCRUBBER.scrub(text) == "звони <PHONE>"
+
+
+def test_text_without_phone_like_runs_never_reaches_the_phone_matcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The matcher is the slow part; millions of messages must not pay for it.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("PhoneNumberMatcher called")
+
+    monkeypatch.setattr("ingest.pii.PhoneNumberMatcher", refuse)
+    for text in [
+        "встреча 12.05.2024 в 19:00, билеты по 2500 руб",
+        "see you 2-3, 10:30, 2024-05-12, 1999, $1500, room 404",
+        "зарплата 1 000 000 руб, +15%",
+        "anna@example.org, 4111 1111 1111 1111",
+    ]:
+        SCRUBBER.scrub(text)
 
 
 def test_unknown_region_is_refused() -> None:
