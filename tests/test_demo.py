@@ -1,0 +1,40 @@
+"""`twin demo`, the README's main job: end to end on the bundled persona and the real SmolLM2."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import link_models
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path, smollm2_models_dir: Path) -> None:
+    folder = tmp_path / "twin-demo"
+    link_models(folder / "data", smollm2_models_dir)  # skip the one-off GGUF conversion
+    result = subprocess.run(
+        [sys.executable, "-m", "twin", "demo", "--dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "503 messages added" in out
+    assert "skipped: 1 bot_chat chats, 1 public_channel chats" in out
+    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
+        assert step in out
+    loss = re.search(
+        r"held-out loss on the owner's real replies: base ([\d.]+) .* twin ([\d.]+)", out
+    )
+    assert loss, out
+    base, twin = map(float, loss.groups())
+    assert twin < base
+    assert out.count("  twin  ") == 5 and out.count("  base  ") == 5
+    assert f"twin chat --config {folder / 'config.toml'}" in out
+    assert (folder / "data" / "adapters" / "CURRENT").exists()
