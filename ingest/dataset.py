@@ -342,11 +342,13 @@ def _write_dataset(
 ) -> str:
     """Write both files atomically (a reader never sees half a dataset); return their hash."""
     ensure_private_dir(folder)
-    digest = hashlib.sha256()
-    for name, rows in (("train.jsonl", train), ("eval.jsonl", eval_)):
-        text = "".join(row + "\n" for row in rows)
-        digest.update(name.encode() + b"\0" + text.encode())
+    texts = {
+        name: "".join(row + "\n" for row in rows)
+        for name, rows in (("train.jsonl", train), ("eval.jsonl", eval_))
+    }
+    for name, text in texts.items():
         _atomic_write(folder / name, text)
+    sha256 = dataset_sha256(texts)
     stats = {
         "train": summary.train,
         "eval": summary.eval,
@@ -354,10 +356,19 @@ def _write_dataset(
         "chats": summary.chats_used,
         "masked": summary.masked,
         "skipped": dict(summary.skipped),
-        "sha256": digest.hexdigest(),
+        "sha256": sha256,
         "built": int(time.time()),
     }
     _atomic_write(folder / "stats.json", json.dumps(stats, indent=1) + "\n")
+    return sha256
+
+
+def dataset_sha256(texts: dict[str, str]) -> str:
+    """The dataset's identity: one hash over both files' names and contents. The trainer
+    records it with each adapter; the nightly retrain skips training when it is unchanged."""
+    digest = hashlib.sha256()
+    for name in sorted(texts):
+        digest.update(name.encode() + b"\0" + texts[name].encode())
     return digest.hexdigest()
 
 

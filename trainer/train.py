@@ -13,7 +13,6 @@ subprocess, so an out-of-memory crash here never takes the bot down.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ingest.dataset import dataset_sha256
 from trainer import registry
 from trainer.model import LoadPlan, base_checkpoint, load_base_model, load_plan, load_tokenizer
 from twin.chat_format import IGNORE_INDEX, ChatMessage, encode_for_training
@@ -102,18 +102,17 @@ def train(config: Config, *, max_steps: int | None = None, resume: bool = False)
 def read_dataset(folder: Path) -> tuple[list[list[ChatMessage]], list[list[ChatMessage]], dict]:
     """The examples of train.jsonl and eval.jsonl, and the dataset's identity (hash, sizes)."""
     rows: dict[str, list[list[ChatMessage]]] = {}
-    digest = hashlib.sha256()
+    texts: dict[str, str] = {}
     for name in ("train.jsonl", "eval.jsonl"):
         path = folder / name
         if not path.exists():
             raise TwinError(f"{path} is missing: run `twin dataset` first")
-        text = path.read_text(encoding="utf-8")
-        digest.update(name.encode() + b"\0" + text.encode())
-        rows[name] = [json.loads(line)["messages"] for line in text.splitlines() if line.strip()]
+        texts[name] = path.read_text(encoding="utf-8")
+        rows[name] = [json.loads(line)["messages"] for line in texts[name].splitlines() if line]
     if not rows["train.jsonl"]:
         raise TwinError(f"{folder / 'train.jsonl'} has no examples: import more history first")
     info = {
-        "sha256": digest.hexdigest(),
+        "sha256": dataset_sha256(texts),
         "train": len(rows["train.jsonl"]),
         "eval": len(rows["eval.jsonl"]),
     }

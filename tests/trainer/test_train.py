@@ -248,3 +248,12 @@ def test_status_json_lists_adapters(tmp_path: Path, tiny_base: Path) -> None:
     (adapter,) = status["adapters"]
     assert adapter["state"] == "current" and adapter["version"] == result.version
     assert adapter["metrics"]["eval_loss"] == pytest.approx(result.metrics["eval_loss"])
+
+
+def test_adapter_records_the_hash_twin_dataset_wrote(tmp_path: Path, tiny_base: Path) -> None:
+    # The nightly retrain compares these two to skip training when nothing is new.
+    from ingest.dataset import dataset_sha256
+
+    config = make_config(tmp_path, tiny_base, max_steps=2)
+    texts = {n: (config.dataset_dir / n).read_text() for n in ("train.jsonl", "eval.jsonl")}
+    assert train(config).metrics["dataset"]["sha256"] == dataset_sha256(texts)

@@ -9,7 +9,7 @@ seconds apart, "ngl", "tbh", "lol", "ok ok", "haha", ":)" and ")))". Her friends
 sentence-case English, so the contrast is clear. The bot chat and the channel are there to show
 that twin does not train on them.
 
-The output is deterministic (fixed seed): run `python ingest/data/make_demo_export.py` from the
+The output is deterministic (fixed seed): run `python examples/make_demo_export.py` from the
 repository root to rewrite `ingest/data/demo_export.json`.
 
 Dialogue script format, one conversation per `== chat MM-DD HH:MM` header:
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-OUT = Path(__file__).with_name("demo_export.json")
+OUT = Path(__file__).resolve().parents[1] / "ingest" / "data" / "demo_export.json"
 SEED = 20261005
 YEAR = 2026
 NOT_INCLUDED = "(File not included. Change data exporting settings to download.)"
