@@ -33,6 +33,8 @@ from twin.files import ensure_private_dir, make_private_file
 # Flood waits tolerated per chat before giving up: a chat that keeps tripping flood control
 # after this many sleeps is better retried later than waited on all night.
 MAX_FLOOD_WAITS_PER_CHAT = 5
+BROADCAST_TYPES = frozenset({"public_channel", "private_channel"})
+
 # Errors that make one chat's history unreadable (left or banned from a channel, a group that
 # needs admin rights) without saying anything about the others: that chat is skipped.
 _UNREADABLE_CHAT_ERRORS = (errors.ChannelPrivateError, errors.ChatAdminRequiredError)
@@ -386,9 +388,6 @@ class _ChatPull:
             return
         with self.store.transaction():
             self.added += self.store.add_messages(batch)
-
-
-BROADCAST_TYPES = frozenset({"public_channel", "private_channel"})
 
 
 # --- the real entry point (needs the network; kept thin) ---------------------------------
