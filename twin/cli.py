@@ -13,13 +13,17 @@ from twin.config import Config, config_from_dict, load_config
 from twin.errors import TwinError
 
 DEFAULT_CONFIG = Path("config.toml")
-log = logging.getLogger("twin")
+OUR_LOGGERS = ("twin", "ingest", "trainer", "bot")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # Libraries stay at WARNING: httpx, for one, logs every request URL at INFO, and a Bot API
+    # URL carries the bot token. Secrets and message text never reach the log.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         config = _config(args.config)
         return int(args.run(config, args) or 0)
