@@ -24,8 +24,11 @@ def generate_replies(
     if not conversations:
         return []
     prompts = [encode_prompt(tokenizer, conversation) for conversation in conversations]
-    tokenizer.padding_side = "left"  # generation appends on the right: pad on the left
-    batch = tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+    # Generation appends on the right, so pad on the left; per call, not by changing the
+    # tokenizer's own setting, which the training collator also reads.
+    batch = tokenizer.pad(
+        {"input_ids": prompts}, padding=True, padding_side="left", return_tensors="pt"
+    )
     device = next(model.parameters()).device
     sampling = settings.temperature > 0
     with torch.inference_mode():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,22 @@ def test_served_prompt_is_the_training_format(
     generate_replies(twin.model, twin.tokenizer, [conversation], config.generation)
     assert seen["ids"] == encode_prompt(twin.tokenizer, conversation)
     assert twin.system_prompt.startswith("You are the owner.")
+
+
+def test_batched_replies_equal_one_at_a_time_and_tokenizer_untouched(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    config = make_config(tmp_path, tiny_base)
+    twin = load_served_twin(config)
+    side = twin.tokenizer.padding_side
+    short = with_system_prompt(twin.system_prompt, [{"role": "user", "content": "hi"}])
+    long = with_system_prompt(
+        twin.system_prompt, [{"role": "user", "content": "a much longer message " * 8}]
+    )
+    greedy = dataclasses.replace(config.generation, temperature=0.0, max_new_tokens=6)
+    batched = generate_replies(twin.model, twin.tokenizer, [short, long], greedy)
+    alone = generate_replies(twin.model, twin.tokenizer, [short], greedy)
+    # Batching several chats into one generate call must not change any chat's reply.
+    assert batched[0] == alone[0]
+    # The tokenizer's own padding side (read by the training collator) is left as it was.
+    assert twin.tokenizer.padding_side == side
