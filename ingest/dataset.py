@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.pii import PiiScrubber
+from ingest.pii import CARD, EMAIL, IBAN, PHONE, PiiScrubber
 from ingest.selection import chat_is_selected
 from ingest.store import Chat, Message, Owner, Store
 from twin.chat_format import ChatMessage, system_prompt, with_system_prompt
@@ -41,7 +41,7 @@ from twin.files import ensure_private_dir
 CHARS_PER_TOKEN = 3
 TURN_OVERHEAD_TOKENS = 6  # role markers and separators a chat template adds per turn
 GROUP_TYPES = frozenset({"private_group", "private_supergroup", "public_supergroup"})
-_PLACEHOLDERS = ("<PHONE>", "<EMAIL>", "<CARD>", "<IBAN>")
+_PLACEHOLDERS = (PHONE, EMAIL, CARD, IBAN)
 _MEDIA_LABELS = {
     "photo": "photo",
     "sticker": "sticker",

@@ -160,7 +160,7 @@ def _run_training(
     dataset_info: dict,
     resume: bool,
 ) -> dict[str, Any]:
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     t = config.train
     out = config.data_dir / "checkpoints"
@@ -214,9 +214,7 @@ def _run_training(
         model=model,
         args=args,
         train_dataset=train_set,
-        data_collator=DataCollatorForSeq2Seq(
-            tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX
-        ),
+        data_collator=_collator(tokenizer),
         processing_class=tokenizer,
         callbacks=[measure],
     )
@@ -269,30 +267,26 @@ def _peak_memory_mb(plan: LoadPlan) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
+def _collator(tokenizer: Any) -> Any:
+    """Pads a batch to its longest example: ids with the pad token, labels with IGNORE_INDEX,
+    and the attention mask. Training and evaluation batch the same way."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+
 def heldout_loss(
     model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], batch_size: int
 ) -> float:
     """Mean cross-entropy per reply token (the owner's words only) over `examples`."""
     device = next(model.parameters()).device
+    collate = _collator(tokenizer)
     total, count = 0.0, 0
     ordered = sorted(examples, key=lambda e: len(e["input_ids"]))  # little padding
     with torch.inference_mode():
         for i in range(0, len(ordered), batch_size):
-            chunk = ordered[i : i + batch_size]
-            width = max(len(e["input_ids"]) for e in chunk)
-            pad = tokenizer.pad_token_id
-            ids = torch.tensor(
-                [e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk],
-                device=device,
-            )
-            labels = torch.tensor(
-                [e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk],
-                device=device,
-            )
-            mask = torch.tensor(
-                [[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk],
-                device=device,
-            )
+            batch = {k: v.to(device) for k, v in collate(ordered[i : i + batch_size]).items()}
+            ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
             logits = model(input_ids=ids, attention_mask=mask).logits
             # Shift so that tokens < n predict n; sum over reply tokens, count them.
             loss = torch.nn.functional.cross_entropy(
