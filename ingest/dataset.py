@@ -30,7 +30,13 @@ from pathlib import Path
 from ingest.pii import CARD, EMAIL, IBAN, PHONE, PiiScrubber
 from ingest.selection import chat_is_selected
 from ingest.store import Chat, Message, Owner, Store
-from twin.chat_format import ChatMessage, system_prompt, with_system_prompt
+from twin.chat_format import (
+    ChatMessage,
+    media_placeholder,
+    speaker_prefixed,
+    system_prompt,
+    with_system_prompt,
+)
 from twin.config import Config
 from twin.errors import TwinError
 from twin.files import ensure_private_dir
@@ -42,19 +48,6 @@ CHARS_PER_TOKEN = 3
 TURN_OVERHEAD_TOKENS = 6  # role markers and separators a chat template adds per turn
 GROUP_TYPES = frozenset({"private_group", "private_supergroup", "public_supergroup"})
 _PLACEHOLDERS = (PHONE, EMAIL, CARD, IBAN)
-_MEDIA_LABELS = {
-    "photo": "photo",
-    "sticker": "sticker",
-    "voice_message": "voice message",
-    "video_message": "video message",
-    "video_file": "video",
-    "animation": "GIF",
-    "audio_file": "audio",
-    "file": "file",
-    "location": "location",
-    "contact": "contact",
-    "poll": "poll",
-}
 
 
 @dataclass
@@ -193,7 +186,7 @@ def _turn_of(message: Message, owner: Owner) -> Turn | None:
     if not text:
         if message.media_type is None:
             return None
-        text = f"[{_MEDIA_LABELS.get(message.media_type, message.media_type)}]"
+        text = media_placeholder(message.media_type)
     speaker = str(message.sender_id if message.sender_id is not None else message.sender_name)
     name = message.sender_name or "Deleted Account"
     return Turn("user", speaker, name, text, message.message_id, message.date)
@@ -204,7 +197,7 @@ def _finish(chat_id: int, turns: list[Turn], is_group: bool) -> Conversation:
     if is_group and len(speakers) > 1:
         for turn in turns:
             if turn.role == "user":
-                turn.content = f"{turn.name}: {turn.content}"
+                turn.content = speaker_prefixed(turn.name, turn.content)
     return Conversation(chat_id, turns)
 
 

@@ -24,6 +24,33 @@ class ChatMessage(TypedDict):
     weight: NotRequired[int]
 
 
+# How others' media without text appears in a conversation: "[photo]", "[sticker]"... The
+# store's media types are Telegram Desktop's names; the bot maps Bot API messages onto them.
+_MEDIA_LABELS = {
+    "photo": "photo",
+    "sticker": "sticker",
+    "voice_message": "voice message",
+    "video_message": "video message",
+    "video_file": "video",
+    "animation": "GIF",
+    "audio_file": "audio",
+    "file": "file",
+    "location": "location",
+    "contact": "contact",
+    "poll": "poll",
+}
+
+
+def media_placeholder(media_type: str) -> str:
+    """The user turn standing for a media message without text, e.g. "[voice message]"."""
+    return f"[{_MEDIA_LABELS.get(media_type, media_type)}]"
+
+
+def speaker_prefixed(name: str, text: str) -> str:
+    """A group member's turn when several people talk: "Name: text"."""
+    return f"{name}: {text}"
+
+
 def system_prompt(template: str, persona_name: str) -> str:
     """The persona system prompt; "" means none. `{name}` is the only placeholder."""
     return template.replace("{name}", persona_name).strip()
@@ -111,13 +138,40 @@ def _fit_turns(
     The dataset estimated lengths without a tokenizer; here they are exact. The example keeps
     starting with a user turn; a single exchange still too long is cut at `max_tokens`.
     """
+    return _drop_oldest_turns(tokenizer, messages, max_tokens, keep=2, serving=False)
+
+
+def fit_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: list[ChatMessage], max_tokens: int
+) -> list[ChatMessage]:
+    """A serving conversation cut to at most `max_tokens` prompt tokens, oldest turns first.
+
+    Like training examples it keeps the system turn and starts with a user turn. When even the
+    last message alone is too long (a 4096-character message on a small budget), its text is
+    cut, keeping its end: the part nearest to the reply.
+    """
+    fitted = _drop_oldest_turns(tokenizer, messages, max_tokens, keep=1, serving=True)
+    while len(encode_prompt(tokenizer, fitted)) > max_tokens and len(fitted[-1]["content"]) > 1:
+        last = fitted[-1]
+        fitted = [*fitted[:-1], {**last, "content": last["content"][len(last["content"]) // 4 :]}]
+    return fitted
+
+
+def _drop_oldest_turns(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[ChatMessage],
+    max_tokens: int,
+    *,
+    keep: int,
+    serving: bool,
+) -> list[ChatMessage]:
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system) :]
-    while len(turns) > 2:
-        text = format_conversation(tokenizer, system + turns, add_generation_prompt=False)
+    while len(turns) > keep:
+        text = format_conversation(tokenizer, system + turns, add_generation_prompt=serving)
         if len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_tokens:
             break
         turns = turns[1:]
-        while len(turns) > 2 and turns[0]["role"] != "user":
+        while len(turns) > keep and turns[0]["role"] != "user":
             turns = turns[1:]
     return system + turns

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twin.config import Config, config_from_dict, load_config
+from twin.config import Config, load_config
 from twin.errors import TwinError
 
 DEFAULT_CONFIG = Path("config.toml")
@@ -39,7 +39,7 @@ def _config(path: Path) -> Config:
     # Without a config.toml in the current folder every default applies; an explicit
     # --config that does not exist is an error.
     if path == DEFAULT_CONFIG and not path.exists():
-        return config_from_dict({}, None)
+        return load_config(None)
     return load_config(path)
 
 
@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, default=None, help="override [train] max_steps")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.set_defaults(run=_train)
+
+    retrain = commands.add_parser(
+        "retrain", help="ingest new messages, rebuild the dataset, train and promote"
+    )
+    retrain.set_defaults(run=_retrain)
+
+    serve = commands.add_parser("serve", help="run the Telegram bot (needs TWIN_BOT_TOKEN)")
+    serve.set_defaults(run=_serve)
 
     chat = commands.add_parser("chat", help="talk to the current twin in the terminal")
     chat.set_defaults(run=_chat)
@@ -121,6 +129,19 @@ def _train(config: Config, args: argparse.Namespace) -> int:
     result = train(config, max_steps=args.max_steps, resume=args.resume)
     print(result.line())
     return 0
+
+
+def _retrain(config: Config, args: argparse.Namespace) -> int:
+    from twin.retrain import retrain
+
+    print(retrain(config).line())
+    return 0
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from bot.app import serve
+
+    return serve(config)
 
 
 def _chat(config: Config, args: argparse.Namespace) -> int:

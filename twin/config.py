@@ -8,6 +8,7 @@ default. Secrets never live here: they come from environment variables (see `sec
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import types
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from twin.errors import TwinError
+from twin.files import ensure_private_dir, make_private_file
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,44 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class TelegramConfig:
+    # The Bot API server: Telegram's own, or a local telegram-bot-api server.
+    api_base_url: str = "https://api.telegram.org"
+    # User ids the twin answers in private chats; admins are always allowed too.
+    allowed_users: tuple[int, ...] = ()
+    # User ids that may use /persona (and receive reports and alerts).
+    admins: tuple[int, ...] = ()
+    # Group chat ids where the twin answers when mentioned or replied to.
+    allowed_chats: tuple[int, ...] = ()
+    # Sent once to anyone else who writes; "" = stay silent. Never model output.
+    stranger_reply: str = "Sorry, I only talk to people I know here."
+    # Webhook mode when set (the public https URL Telegram posts to); "" = long polling.
+    webhook_url: str = ""
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 8443
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    # Chat memory: at most this many recent messages, and at most this many prompt tokens.
+    context_messages: int = 20
+    context_tokens: int = 1024
+    # Each line of a reply is its own message, after a pause of this many seconds per
+    # character (capped by max_line_pause): the owner's bursts, paced. 0 = no pause.
+    line_pause_per_char: float = 0.03
+    max_line_pause: float = 3.0
+    # Requests waiting for the model (beyond this, new messages wait to be queued), and the
+    # most chats answered by one generate call.
+    queue_size: int = 64
+    max_batch: int = 16
+    # Stickers, voice, files...: "model" = shown to the twin as "[sticker]" (as in training)
+    # and answered in character; "ignore" = no answer.
+    media: str = "model"
+    # How often the current-adapter pointer is checked for a new version (seconds).
+    reload_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
@@ -127,6 +167,8 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    bot: BotConfig = field(default_factory=BotConfig)
     # The file this config came from (None: defaults only); relative paths resolve against it.
     source: Path | None = None
 
@@ -150,19 +192,90 @@ class Config:
     def adapters_dir(self) -> Path:
         return self.paths.data_dir / "adapters"
 
+    @property
+    def settings_path(self) -> Path:
+        return self.paths.data_dir / SETTINGS_FILE
+
+
+# Settings admins change from Telegram (/persona set, /persona prompt). They are kept in the
+# data dir and applied over config.toml by every command, so training uses the prompt that
+# serving uses.
+SETTINGS_FILE = "settings.json"
+ADMIN_SETTINGS = {
+    "generation": ("max_new_tokens", "temperature", "top_p", "repetition_penalty"),
+    "bot": ("line_pause_per_char", "max_line_pause"),
+    "persona": ("system_prompt",),
+}
 
 _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate `path`. A missing file is fine only if it is the default location."""
+def load_config(path: Path | None) -> Config:
+    """Read and validate `path` (None: every default), then apply the admins' settings."""
+    if path is None:
+        return with_admin_settings(config_from_dict({}, None))
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TwinError(f"{path}: config file not found (pass --config PATH)") from None
     except tomllib.TOMLDecodeError as err:
         raise TwinError(f"{path}: not valid TOML: {err}") from None
-    return config_from_dict(raw, path)
+    return with_admin_settings(config_from_dict(raw, path))
+
+
+def with_admin_settings(config: Config) -> Config:
+    """`config` with data_dir/settings.json (written by /persona set and prompt) applied."""
+    try:
+        saved = json.loads(config.settings_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return config
+    except ValueError as err:
+        raise TwinError(f"{config.settings_path}: not valid JSON: {err}") from None
+    for section, values in saved.items():
+        for key, value in values.items():
+            config = with_setting(config, section, key, value, where=config.settings_path.name)
+    return config
+
+
+def with_setting(
+    config: Config, section: str, key: str, value: Any, *, where: str = "setting"
+) -> Config:
+    """`config` with one admin-settable key changed, validated like config.toml.
+
+    `value` may be a string as typed in Telegram ("0.7"); it is converted to the key's type.
+    """
+    if key not in ADMIN_SETTINGS.get(section, ()):
+        known = ", ".join(k for keys in ADMIN_SETTINGS.values() for k in keys)
+        raise TwinError(f"{where}: {key} cannot be set here (settable: {known})")
+    current = getattr(config, section)
+    hint = typing.get_type_hints(type(current))[key]
+    label = f"{where}: [{section}] {key}"
+    if isinstance(value, str) and hint in (int, float):
+        try:
+            value = hint(value)
+        except ValueError:
+            kind = "an integer" if hint is int else "a number"
+            raise TwinError(f"{label} must be {kind}, got {value!r}") from None
+    updated = dataclasses.replace(
+        config, **{section: dataclasses.replace(current, **{key: _coerce(value, hint, label)})}
+    )
+    _validate(updated, where)
+    return updated
+
+
+def save_setting(config: Config, section: str, key: str) -> None:
+    """Persist `config`'s value of one admin-settable key into data_dir/settings.json."""
+    path = config.settings_path
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        saved = {}
+    saved.setdefault(section, {})[key] = getattr(getattr(config, section), key)
+    ensure_private_dir(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    make_private_file(tmp)
+    tmp.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def config_from_dict(raw: dict[str, Any], source: Path | None = None) -> Config:
@@ -307,6 +420,28 @@ def _validate(config: Config, where: str) -> None:
     _positive(where, "generation", g, ("max_new_tokens", "top_p", "repetition_penalty"))
     if g.temperature < 0 or g.top_p > 1:
         raise TwinError(f"{where}: [generation] temperature must be >= 0 and top_p in (0, 1]")
+    _validate_bot(config, where)
+
+
+def _validate_bot(config: Config, where: str) -> None:
+    t = config.telegram
+    if not t.api_base_url.startswith(("http://", "https://")):
+        raise TwinError(f"{where}: [telegram] api_base_url must be an http(s) URL")
+    if t.webhook_url and not t.webhook_url.startswith("https://"):
+        raise TwinError(f"{where}: [telegram] webhook_url must be an https URL (or empty)")
+    if not 0 < t.webhook_port < 65536:
+        raise TwinError(f"{where}: [telegram] webhook_port must be a port number")
+    b = config.bot
+    _positive(
+        where,
+        "bot",
+        b,
+        ("context_messages", "context_tokens", "queue_size", "max_batch", "reload_seconds"),
+    )
+    if b.line_pause_per_char < 0 or b.max_line_pause < 0:
+        raise TwinError(f"{where}: [bot] line_pause_per_char and max_line_pause must be >= 0")
+    if b.media not in ("model", "ignore"):
+        raise TwinError(f"{where}: [bot] media must be model or ignore, got {b.media!r}")
 
 
 def _positive(where: str, section: str, values: object, keys: tuple[str, ...]) -> None:

@@ -1,0 +1,105 @@
+"""Getting a reply out: one message per line, paced like typing, retried until it lands.
+
+Flood limits are PTB's AIORateLimiter's job (it waits out a 429's retry_after); this module
+retries what the rate limiter does not: timeouts, dropped connections and 5xx answers, with
+exponential backoff (tenacity). A reply that still cannot be sent is logged with the chat id,
+never with its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from telegram import Bot, ReplyParameters
+from telegram.constants import ChatAction, MessageLimit
+from telegram.error import BadRequest, NetworkError, TelegramError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from twin.config import BotConfig
+
+log = logging.getLogger(__name__)
+
+SEND_ATTEMPTS = 6
+RETRY_WAIT = wait_exponential(multiplier=0.5, max=8)  # 0.5, 1, 2, 4, 8 s: ~15 s bridged
+TYPING_EVERY = 4.0  # Telegram shows "typing…" for 5 s after each chat action
+
+
+class DeliveryFailed(Exception):
+    pass
+
+
+def _transient(err: BaseException) -> bool:
+    # BadRequest is a NetworkError subclass in PTB, but retrying a bad request cannot help.
+    return isinstance(err, NetworkError) and not isinstance(err, BadRequest)
+
+
+async def send_with_retry(bot: Bot, chat_id: int, **kwargs: Any) -> None:
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_transient),
+            stop=stop_after_attempt(SEND_ATTEMPTS),
+            wait=RETRY_WAIT,
+            reraise=True,
+        ):
+            with attempt:
+                await bot.send_message(chat_id=chat_id, **kwargs)
+    except TelegramError as err:
+        log.error("could not send a message to chat %s: %s", chat_id, type(err).__name__)
+        raise DeliveryFailed(str(chat_id)) from err
+
+
+async def tell_admins(bot: Bot, admins: tuple[int, ...], text: str) -> None:
+    """Alerts and reports for the owner; an admin who never opened the bot is skipped."""
+    for admin in admins:
+        with contextlib.suppress(DeliveryFailed):
+            await send_with_retry(bot, admin, text=text)
+
+
+def reply_messages(reply: str) -> list[str]:
+    """The messages a reply goes out as: its non-empty lines, each cut to Telegram's limit."""
+    size = MessageLimit.MAX_TEXT_LENGTH
+    return [
+        line[i : i + size]
+        for line in (raw.strip() for raw in reply.splitlines())
+        if line
+        for i in range(0, len(line), size)
+    ]
+
+
+def line_pause(line: str, settings: BotConfig) -> float:
+    return min(len(line) * settings.line_pause_per_char, settings.max_line_pause)
+
+
+async def send_reply(
+    bot: Bot, chat_id: int, reply: str, settings: BotConfig, *, reply_to: int | None = None
+) -> None:
+    """Send `reply` line by line. Raises DeliveryFailed when a line could not be delivered."""
+    for n, line in enumerate(reply_messages(reply)):
+        if n > 0 and settings.line_pause_per_char > 0:
+            await send_typing(bot, chat_id)
+            await asyncio.sleep(line_pause(line, settings))
+        extra: dict[str, Any] = {}
+        if n == 0 and reply_to is not None:
+            extra["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)
+        await send_with_retry(bot, chat_id, text=line, **extra)
+
+
+async def send_typing(bot: Bot, chat_id: int) -> None:
+    # Cosmetic: a failed chat action must never cost a reply.
+    with contextlib.suppress(TelegramError):
+        await bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING)
+
+
+async def keep_typing(bot: Bot, chat_id: int) -> None:
+    """Show "typing…" until cancelled (while the model works on this chat's reply)."""
+    while True:
+        await send_typing(bot, chat_id)
+        await asyncio.sleep(TYPING_EVERY)

@@ -1,0 +1,226 @@
+"""/persona: the owner's controls, one small function per subcommand.
+
+Only admins reach `command` (the handler's filter, bot.access); everyone else gets nothing.
+Each subcommand returns the text to answer with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bot.delivery import DeliveryFailed, send_with_retry
+from bot.retraining import last_retrain, start_retrain
+from bot.runtime import runtime_of
+from bot.serving import AdapterRefused
+from ingest.dataset import count_examples
+from ingest.store import open_store
+from trainer.registry import list_adapters, set_current
+from twin.config import ADMIN_SETTINGS, save_setting, with_setting
+from twin.errors import TwinError
+
+HELP = """/persona commands:
+status - adapter, metrics, data, queue, uptime
+list - recent adapters and their metrics
+use VERSION - serve that adapter
+rollback - back to the previous adapter
+train - retrain now (ingest, dataset, train, promote)
+pause / resume - stop / start answering others
+set KEY VALUE - one of: {settable}
+prompt TEXT - the persona system prompt ({{name}} = your name)
+sample TEXT - what the twin would answer (sent to nobody)"""
+
+Subcommand = Callable[[ContextTypes.DEFAULT_TYPE, str], Awaitable[str]]
+
+
+async def command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    # "/persona prompt You are..." keeps the text after the subcommand as typed (newlines too).
+    parts = message.text.split(maxsplit=2)
+    name = parts[1].lower() if len(parts) > 1 else "help"
+    rest = parts[2].strip() if len(parts) > 2 else ""
+    subcommand = SUBCOMMANDS.get(name)
+    if subcommand is None:
+        answer = f"Unknown subcommand {name!r}.\n\n{help_text()}"
+    else:
+        try:
+            answer = await subcommand(context, rest)
+        except TwinError as err:
+            answer = str(err)
+    with contextlib.suppress(DeliveryFailed):
+        await send_with_retry(context.bot, message.chat_id, text=answer)
+
+
+def help_text() -> str:
+    return HELP.format(settable=", ".join(k for keys in ADMIN_SETTINGS.values() for k in keys))
+
+
+async def show_help(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    return help_text()
+
+
+async def status(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    runtime = runtime_of(context)
+    config = runtime.config
+    worker = runtime.worker
+    lines = []
+    if worker.version is None:
+        lines.append("Serving: the base model (no adapter yet)")
+    else:
+        lines.append(f"Serving: adapter {worker.version}")
+        current = [a for a in list_adapters(config.adapters_dir) if a.version == worker.version]
+        if current:
+            lines.append(f"Held-out loss: {_losses(current[0].metrics)}")
+    messages = 0
+    if config.store_path.exists():
+        with open_store(config.store_path) as store:
+            messages = store.count_messages()
+    lines.append(f"Data: {count_examples(config.dataset_dir)} examples from {messages} messages")
+    last = last_retrain(runtime)
+    lines.append(f"Last retrain: {_when(last) if last else 'never'}")
+    lines.append(
+        f"Next retrain: {_when(runtime.next_retrain) if runtime.next_retrain else 'not scheduled'}"
+    )
+    if runtime.retrain is not None and not runtime.retrain.done():
+        lines.append("A retrain is running now.")
+    stats = worker.stats
+    lines.append(
+        f"Queue: {worker.queued} waiting; {stats.replies} replies in "
+        f"{stats.generate_calls} generate calls"
+    )
+    lines.append(f"Uptime: {_duration(time.time() - runtime.started)}")
+    lines.append("Replying: paused" if runtime.memory.paused else "Replying: on")
+    return "\n".join(lines)
+
+
+async def list_versions(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    adapters = list_adapters(runtime_of(context).config.adapters_dir)
+    if not adapters:
+        return "No adapters yet: /persona train makes one."
+    return "\n".join(
+        f"{a.version} {a.state}: {_losses(a.metrics)}" for a in reversed(adapters[-10:])
+    )
+
+
+async def use(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    version = rest.split()[0] if rest else ""
+    if not version:
+        return "Usage: /persona use VERSION (see /persona list)"
+    return await _switch_to(context, version)
+
+
+async def rollback(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    runtime = runtime_of(context)
+    adapters = list_adapters(runtime.config.adapters_dir)
+    serving = runtime.worker.version
+    older = [a for a in adapters if serving is None or a.version < serving]
+    previous = [a for a in older if a.state == "ready"]
+    if not previous:
+        return "There is no earlier adapter to go back to."
+    return await _switch_to(context, previous[-1].version)
+
+
+async def _switch_to(context: ContextTypes.DEFAULT_TYPE, version: str) -> str:
+    runtime = runtime_of(context)
+    adapters_dir = runtime.config.adapters_dir
+    if version not in {a.version for a in list_adapters(adapters_dir)}:
+        return f"There is no adapter {version} (see /persona list)."
+    try:
+        # Load first, point CURRENT at it only once it serves: a refused adapter changes nothing.
+        await runtime.worker.use(version)
+    except AdapterRefused as err:
+        return f"Refused, still serving {runtime.worker.version or 'the base model'}: {err}"
+    set_current(adapters_dir, version)
+    return f"Now serving adapter {version}."
+
+
+async def train(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    if not start_retrain(context.application):
+        return "A retrain is already running; you will get its outcome when it ends."
+    return "Retrain started (ingest, dataset, train, promote). I will report when it ends."
+
+
+async def pause(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    runtime_of(context).memory.paused = True
+    return "Paused: I stay up and remember messages, but answer nobody until /persona resume."
+
+
+async def resume(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    runtime_of(context).memory.paused = False
+    return "Resumed: answering again."
+
+
+async def set_value(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    parts = rest.split()
+    if len(parts) != 2:
+        return f"Usage: /persona set KEY VALUE\n\n{help_text()}"
+    key, value = parts
+    sections = [s for s, keys in ADMIN_SETTINGS.items() if key in keys and s != "persona"]
+    if not sections:
+        settable = [k for s, keys in ADMIN_SETTINGS.items() if s != "persona" for k in keys]
+        return f"{key} cannot be set; settable: {', '.join(settable)}"
+    return _apply(context, sections[0], key, value)
+
+
+async def prompt(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    if not rest:
+        current = runtime_of(context).config.persona.system_prompt
+        return f"Usage: /persona prompt TEXT\nNow: {current}"
+    answer = _apply(context, "persona", "system_prompt", rest)
+    return (
+        f"{answer}\nThe current adapter learned with the previous prompt; "
+        "the next retrain trains with this one."
+    )
+
+
+def _apply(context: ContextTypes.DEFAULT_TYPE, section: str, key: str, value: str) -> str:
+    runtime = runtime_of(context)
+    config = with_setting(runtime.config, section, key, value, where="/persona")
+    save_setting(config, section, key)
+    runtime.config = config
+    runtime.worker.set_config(config)
+    return f"{key} = {getattr(getattr(config, section), key)!r} (saved)"
+
+
+async def sample(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+    if not rest:
+        return "Usage: /persona sample TEXT"
+    reply = await runtime_of(context).worker.sample([{"role": "user", "content": rest}])
+    return f"The twin would answer:\n{reply or '(nothing)'}"
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "help": show_help,
+    "status": status,
+    "list": list_versions,
+    "use": use,
+    "rollback": rollback,
+    "train": train,
+    "pause": pause,
+    "resume": resume,
+    "set": set_value,
+    "prompt": prompt,
+    "sample": sample,
+}
+
+
+def _losses(metrics: dict) -> str:
+    nan = float("nan")
+    twin, base = metrics.get("eval_loss", nan), metrics.get("base_eval_loss", nan)
+    return f"{twin:.3f} (base {base:.3f})"
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(epoch))
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes >= 60:
+        return f"{minutes // 60}h {minutes % 60}m"
+    return f"{minutes}m {int(seconds) % 60}s"

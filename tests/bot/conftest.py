@@ -1,0 +1,91 @@
+"""Bot test fixtures: a Bot API stand-in, a bot config pointing at it, trained tiny adapters,
+and `serving()`, which runs the real Application (long polling over real HTTP) in a test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import build_application, running
+from bot.runtime import BotRuntime
+from tests.bot.botapi import TOKEN, BotApiStandIn
+from tests.trainer.test_train import write_dataset
+from trainer import registry
+from trainer.train import train
+from twin.config import Config, load_config
+
+ADMIN = 42
+FRIENDS = tuple(range(1, 21))
+STRANGER = 77
+GROUP = -100123
+
+
+@pytest.fixture
+def api() -> Iterator[BotApiStandIn]:
+    with BotApiStandIn() as standin:
+        yield standin
+
+
+def bot_config(folder: Path, base: Path, api_url: str, **sections: dict[str, Any]) -> Config:
+    """A config for a bot on `base` talking to the stand-in; sections override the defaults."""
+    settings: dict[str, dict[str, Any]] = {
+        "paths": {"data_dir": "data"},
+        "model": {"base": str(base)},
+        "generation": {"max_new_tokens": 8},
+        "train": {
+            "max_steps": 6,
+            "batch_size": 4,
+            "learning_rate": 5e-3,
+            "checkpoint_steps": 0,
+            "max_seq_tokens": 128,
+            "sample_replies": 1,
+        },
+        "telegram": {
+            "api_base_url": api_url,
+            "allowed_users": list(FRIENDS),
+            "admins": [ADMIN],
+            "allowed_chats": [GROUP],
+        },
+        "bot": {"line_pause_per_char": 0.0, "reload_seconds": 0.2},
+    }
+    for name, values in sections.items():
+        settings.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in settings.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = folder / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return load_config(path)
+
+
+@pytest.fixture(scope="session")
+def trained_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
+    """Two adapters of the tiny model (different seeds), trained once per session."""
+    folder = tmp_path_factory.mktemp("trained")
+    config = bot_config(folder, tiny_base, "http://127.0.0.1:9")
+    write_dataset(config.dataset_dir)
+    first = train(config).version
+    config = bot_config(folder, tiny_base, "http://127.0.0.1:9", train={"seed": 99})
+    second = train(config, max_steps=8).version
+    assert first < second
+    registry.set_current(config.adapters_dir, first)
+    return config.adapters_dir
+
+
+def copy_adapters(trained: Path, config: Config) -> list[str]:
+    shutil.copytree(trained, config.adapters_dir)
+    return [a.version for a in registry.list_adapters(config.adapters_dir)]
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Config) -> AsyncIterator[BotRuntime]:
+    app = build_application(config, TOKEN, poll_timeout=1)
+    async with running(app, poll_timeout=1) as runtime:
+        yield runtime
