@@ -189,9 +189,12 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def follow_current_adapter(context: ContextTypes.DEFAULT_TYPE) -> None:
     """JobQueue job: a retrain promoted a new adapter? Swap it in; tell admins."""
-    swap = await runtime_of(context).worker.follow_current()
+    runtime = runtime_of(context)
+    if runtime.retrain is not None and not runtime.retrain.done():
+        return  # the bot's own retrain swaps and reports when it ends
+    swap = await runtime.worker.follow_current()
     if swap is not None:
-        await tell_admins(context.bot, runtime_of(context).config.telegram.admins, swap.message())
+        await tell_admins(context.bot, runtime.config.telegram.admins, swap.message())
 
 
 async def start_bot(app: Application) -> None:

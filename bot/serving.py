@@ -103,12 +103,13 @@ def swap_adapter(twin: ServedTwin, folder: Path) -> None:
 
 def check_adapter(twin: ServedTwin, folder: Path) -> None:
     """Refuse an adapter that does not fit the served base, before it touches the model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         settings = json.loads((folder / "adapter_config.json").read_text())
-        from safetensors.torch import load_file
-
         state = load_file(str(folder / "adapter_model.safetensors"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         raise AdapterRefused(f"adapter {folder.name} cannot be read: {err}") from None
     recorded = str(settings.get("base_model_name_or_path") or "")
     if not _same_base(recorded, twin.checkpoint):

@@ -14,6 +14,7 @@ import email.parser
 import email.policy
 import itertools
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +50,7 @@ class BotApiStandIn:
         self._faults: list[tuple[str, int, int | None]] = []  # (method, status, retry_after)
         self._lock = threading.Condition()
         self.pushed_at: dict[int, float] = {}  # update_id -> time.monotonic() it was queued
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -196,6 +197,13 @@ class BotApiStandIn:
         if method == "getMyCommands":
             return []
         raise KeyError(method)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client hanging up mid long-poll (the bot stopping) is normal, not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(api: BotApiStandIn) -> type[BaseHTTPRequestHandler]:

@@ -1,0 +1,135 @@
+"""/persona: every admin subcommand, through the real bot and the Bot API stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from tests.bot.botapi import BotApiStandIn
+from tests.bot.conftest import ADMIN, bot_config, copy_adapters, serving
+from trainer import registry
+from twin.config import load_config
+from twin.demo import demo_export_path
+
+
+async def ask(api: BotApiStandIn, text: str, timeout: float = 30.0) -> str:
+    """Send /persona ... as the admin and return the bot's answer."""
+    seen = len(api.texts(ADMIN))
+    api.push_message(ADMIN, text, first_name="Owner")
+    await api.wait_for(lambda a: len(a.texts(ADMIN)) > seen, timeout)
+    return api.texts(ADMIN)[seen]
+
+
+def test_admin_subcommands(
+    tmp_path: Path, tiny_base: Path, trained_adapters: Path, api: BotApiStandIn
+) -> None:
+    config = bot_config(tmp_path, tiny_base, api.url)
+    first, second = copy_adapters(trained_adapters, config)
+
+    async def scenario() -> None:
+        async with serving(config) as runtime:
+            assert "rollback" in await ask(api, "/persona")
+            assert "sample TEXT" in await ask(api, "/persona help")
+            assert "Unknown subcommand 'frob'" in await ask(api, "/persona frob")
+
+            status = await ask(api, "/persona status")
+            assert f"Serving: adapter {first}" in status
+            assert "Held-out loss: " in status and "(base " in status
+            assert "Data: 0 examples from 0 messages" in status  # adapters only, no data here
+            assert "Replying: on" in status and "Next retrain: not scheduled" in status
+
+            listing = await ask(api, "/persona list")
+            assert listing.splitlines()[0].startswith(second)
+            assert f"{first} current" in listing
+
+            assert await ask(api, f"/persona use {second}") == f"Now serving adapter {second}."
+            assert registry.current_version(config.adapters_dir) == second
+            assert runtime.worker.version == second
+            assert "no adapter 2000" in await ask(api, "/persona use 20000101-000000")
+            assert await ask(api, "/persona rollback") == f"Now serving adapter {first}."
+            assert registry.current_version(config.adapters_dir) == first
+            assert "no earlier adapter" in await ask(api, "/persona rollback")
+
+            assert "Paused" in await ask(api, "/persona pause")
+            api.push_message(1, "hello? anyone?")
+            await api.settle(1.0)
+            assert api.sent(chat_id=1) == []
+            assert "Replying: paused" in await ask(api, "/persona status")
+            assert "Resumed" in await ask(api, "/persona resume")
+            api.push_message(1, "now?")
+            await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
+            # What was said while paused stayed in the chat's memory.
+            assert runtime.memory.recent(1)[0]["content"] == "hello? anyone?\nnow?"
+
+            assert await ask(api, "/persona set temperature 0.5") == "temperature = 0.5 (saved)"
+            assert runtime.worker.config.generation.temperature == 0.5
+            assert "must be a number" in await ask(api, "/persona set temperature hot")
+            assert "top_p in (0, 1]" in await ask(api, "/persona set top_p 2")
+            assert "cannot be set" in await ask(api, "/persona set base gpt2")
+            assert "Usage" in await ask(api, "/persona set max_new_tokens")
+            assert "(saved)" in await ask(api, "/persona set line_pause_per_char 0")
+
+            answer = await ask(api, "/persona prompt You are {name}. Short answers,\nno emoji.")
+            assert "the next retrain trains with this one" in answer
+            assert runtime.worker.system_prompt == "You are the owner. Short answers,\nno emoji."
+
+            others = len(api.sent())
+            sample = await ask(api, "/persona sample are you coming tonight?")
+            assert sample.startswith("The twin would answer:")
+            assert len(api.sent()) == others + 1  # only the admin got it
+            assert runtime.worker.stats.replies >= 2
+
+    asyncio.run(scenario())
+    # The settings persist: every later command (the next retrain too) reads them.
+    saved = json.loads(config.settings_path.read_text())
+    assert saved["generation"]["temperature"] == 0.5
+    reloaded = load_config(config.source)
+    assert reloaded.generation.temperature == 0.5
+    assert reloaded.persona.system_prompt == "You are {name}. Short answers,\nno emoji."
+
+
+def test_persona_train_retrains_in_the_background_and_reports(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
+    config = bot_config(
+        tmp_path,
+        tiny_base,
+        api.url,
+        ingest={"exports": [str(demo_export_path())]},
+        dataset={"max_tokens": 128},
+    )
+
+    async def scenario() -> None:
+        async with serving(config) as runtime:
+            assert runtime.worker.version is None  # nothing trained yet: the base serves
+            assert "Retrain started" in await ask(api, "/persona train")
+            assert "already running" in await ask(api, "/persona train")
+            api.push_message(1, "you there while it trains?")  # serving goes on
+            await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
+            report = await ask_later(api, "Retrain finished", timeout=240)
+            version = registry.current_version(config.adapters_dir)
+            assert version is not None
+            assert f"Now serving adapter {version}." in report
+            assert "new messages" in report and "held-out loss" in report
+            assert runtime.worker.version == version
+
+    asyncio.run(scenario())
+
+
+def test_failed_retrain_is_reported(tmp_path: Path, tiny_base: Path, api: BotApiStandIn) -> None:
+    config = bot_config(tmp_path, tiny_base, api.url, ingest={"exports": ["missing/result.json"]})
+
+    async def scenario() -> None:
+        async with serving(config) as runtime:
+            await ask(api, "/persona train")
+            report = await ask_later(api, "Retrain failed", timeout=120)
+            assert "missing/result.json" in report
+            assert runtime.worker.version is None
+
+    asyncio.run(scenario())
+
+
+async def ask_later(api: BotApiStandIn, start: str, timeout: float) -> str:
+    await api.wait_for(lambda a: any(t.startswith(start) for t in a.texts(ADMIN)), timeout)
+    return next(t for t in api.texts(ADMIN) if t.startswith(start))

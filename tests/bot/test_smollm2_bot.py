@@ -1,0 +1,55 @@
+"""The bot serving the real embedded SmolLM2: the reply is exactly what `generate` gives for the
+training-format prompt, and the bot adds little time on top of the model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.serving import load_served_twin
+from tests.bot.botapi import BotApiStandIn
+from tests.bot.conftest import bot_config, serving
+from tests.conftest import link_models
+from twin.chat_format import with_system_prompt
+from twin.generation import generate_replies
+
+
+@pytest.mark.slow
+def test_bot_serves_smollm2_in_the_training_format(
+    tmp_path: Path, smollm2_models_dir: Path, api: BotApiStandIn
+) -> None:
+    link_models(tmp_path / "data", smollm2_models_dir)
+    config = bot_config(
+        tmp_path,
+        Path("unused"),
+        api.url,
+        model={"base": "smollm2-135m", "cpu_dtype": "fp32"},
+        # Greedy, so the bot's reply and a bare generate call must agree token for token.
+        generation={"max_new_tokens": 24, "temperature": 0.0},
+    )
+    message = "hey! are we still on for dinner tomorrow?"
+
+    async def scenario() -> float:
+        async with serving(config) as runtime:
+            api.push_message(1, message)
+            await api.wait_for(lambda a: len(runtime.memory.recent(1)) == 2, 120)
+            update_id = max(api.pushed_at)
+            return api.sent(chat_id=1)[-1].at - api.pushed_at[update_id]
+
+    latency = asyncio.run(scenario())
+    twin = load_served_twin(config)
+    conversation = with_system_prompt(twin.system_prompt, [{"role": "user", "content": message}])
+    started = time.perf_counter()
+    (expected,) = generate_replies(twin.model, twin.tokenizer, [conversation], config.generation)
+    bare = time.perf_counter() - started
+    assert (
+        twin.system_prompt
+        == "You are the owner. Reply to this Telegram chat exactly as the owner would."
+    )
+    sent = [line.strip() for line in expected.splitlines() if line.strip()]
+    assert api.texts(1) == sent and sent
+    # Loose here (shared CI machines); `make bench` measures the ratio properly.
+    assert latency < bare * 2 + 1.0, (latency, bare)
