@@ -46,6 +46,8 @@ def message(i: int) -> str:
 
 
 async def measure(config, chats: int) -> dict:  # type: ignore[no-untyped-def]
+    # chat ids: 1000 warm-up, 2000+ latency, 3000+ one at a time, 4000+ all at once
+    allowed = [1000, *range(2000, 2005), *range(3000, 3000 + chats), *range(4000, 4000 + chats)]
     result: dict = {}
     with BotApiStandIn() as api:
         config = bot_config(
@@ -54,6 +56,7 @@ async def measure(config, chats: int) -> dict:  # type: ignore[no-untyped-def]
             api.url,
             model={"base": "smollm2-135m", "cpu_dtype": "fp32"},
             generation={"max_new_tokens": config["new_tokens"], "temperature": 0.0},
+            telegram={"allowed_users": allowed},
         )
         async with serving(config) as runtime:
             # warm-up

@@ -64,7 +64,9 @@ def build_application(config: Config, token: str, *, poll_timeout: float = 10.0)
     app.bot_data["twin"] = BotRuntime(config, memory, ModelWorker(config, memory))
     access = access_filters(config.telegram)
     new_messages = filters.UpdateType.MESSAGE
-    app.add_handler(CommandHandler("persona", persona.command, filters=access.admins))
+    app.add_handler(
+        CommandHandler("persona", persona.command, filters=access.admins & new_messages)
+    )
     app.add_handler(CommandHandler("reset", on_reset, filters=access.talkers & new_messages))
     app.add_handler(MessageHandler(access.talkers & new_messages & ~filters.COMMAND, on_message))
     app.add_handler(

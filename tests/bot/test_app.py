@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from bot import delivery
 from bot.app import build_application
 from tests.bot.botapi import TOKEN, BotApiStandIn
 from tests.bot.conftest import ADMIN, FRIENDS, GROUP, STRANGER, bot_config, serving
+from twin.config import BotConfig
 
 
 def test_allowed_user_is_answered_with_typing_and_memory(
@@ -349,3 +351,64 @@ def test_bot_api_url_and_token_reach_the_stand_in(
         "persona" in c.params["commands"] and str(ADMIN) in c.params.get("scope", "") for c in menus
     )
     assert any("persona" not in c.params["commands"] for c in menus)
+
+
+def test_multi_line_reply_goes_out_line_by_line_with_pauses(api: BotApiStandIn) -> None:
+    from telegram import Bot
+
+    settings = BotConfig(line_pause_per_char=0.01, max_line_pause=0.3)
+    reply = "ok ok\n\nsee you at 7\n" + "y" * 5000
+
+    async def scenario() -> None:
+        async with Bot(TOKEN, base_url=f"{api.url}/bot") as bot:
+            await delivery.send_reply(bot, 5, reply, settings)
+
+    asyncio.run(scenario())
+    sent = api.sent(chat_id=5)
+    assert [c.params["text"] for c in sent] == ["ok ok", "see you at 7", "y" * 4096, "y" * 904]
+    assert sent[1].at - sent[0].at >= 0.12  # 12 characters at 0.01 s
+    assert sent[2].at - sent[1].at >= 0.3  # capped at max_line_pause
+    assert api.sent("sendChatAction", chat_id=5)  # "typing…" between the lines
+
+
+def test_webhook_mode(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = bot_config(
+        tmp_path,
+        tiny_base,
+        api.url,
+        telegram={"webhook_url": "https://twin.example.org/telegram", "webhook_port": port},
+    )
+    monkeypatch.setenv("TWIN_WEBHOOK_SECRET", "s3cret-token")
+    update = {
+        "update_id": 1,
+        "message": {
+            "message_id": 1,
+            "date": 0,
+            "chat": {"id": 1, "type": "private"},
+            "from": {"id": 1, "is_bot": False, "first_name": "Ann"},
+            "text": "hello via webhook",
+        },
+    }
+
+    async def scenario() -> None:
+        async with serving(config), httpx.AsyncClient() as client:
+            (registered,) = api.sent("setWebhook")
+            assert registered.params["url"] == "https://twin.example.org/telegram"
+            assert registered.params["secret_token"] == "s3cret-token"
+            url = f"http://127.0.0.1:{port}/telegram"
+            forged = await client.post(url, json=update)
+            assert forged.status_code == 403  # no secret header: not from Telegram
+            headers = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"}
+            accepted = await client.post(url, json=update, headers=headers)
+            assert accepted.status_code == 200
+            await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
+            assert len(api.sent("sendMessage")) == len(api.sent(chat_id=1))
+
+    asyncio.run(scenario())
