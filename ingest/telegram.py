@@ -393,10 +393,13 @@ class _ChatPull:
 # --- the real entry point (needs the network; kept thin) ---------------------------------
 
 
-def run_pull(config: Config, *, takeout: bool | None = None) -> PullSummary:
+def run_pull(
+    config: Config, *, takeout: bool | None = None, interactive: bool = True
+) -> PullSummary:
     """`twin ingest telegram`: log in (interactively the first time) and pull new messages.
 
-    `takeout` None follows `[ingest] takeout`; True or False overrides it.
+    `takeout` None follows `[ingest] takeout`; True or False overrides it. With `interactive`
+    False (the nightly retrain) a machine that is not logged in is an error, never a prompt.
     """
     api_id_text = secret("TWIN_API_ID", "your app's api_id from https://my.telegram.org")
     try:
@@ -410,7 +413,7 @@ def run_pull(config: Config, *, takeout: bool | None = None) -> PullSummary:
     # The session is a login to the owner's account: private before Telethon writes a byte.
     make_private_file(session_path)
     try:
-        return asyncio.run(_pull(config, session_path, api_id, api_hash, use_takeout))
+        return asyncio.run(_pull(config, session_path, api_id, api_hash, use_takeout, interactive))
     except errors.ApiIdInvalidError:
         raise TwinError("Telegram rejected TWIN_API_ID / TWIN_API_HASH: check both") from None
     except errors.FloodWaitError as err:
@@ -422,14 +425,27 @@ def run_pull(config: Config, *, takeout: bool | None = None) -> PullSummary:
 
 
 async def _pull(
-    config: Config, session_path: Path, api_id: int, api_hash: str, use_takeout: bool
+    config: Config,
+    session_path: Path,
+    api_id: int,
+    api_hash: str,
+    use_takeout: bool,
+    interactive: bool,
 ) -> PullSummary:
     client = TelegramClient(str(session_path), api_id, api_hash)
     try:
-        await client.start(
-            phone=lambda: input("phone number (international format): "),
-            password=lambda: getpass.getpass("2FA password: "),
-        )
+        if interactive:
+            await client.start(
+                phone=lambda: input("phone number (international format): "),
+                password=lambda: getpass.getpass("2FA password: "),
+            )
+        else:
+            await client.connect()
+            if not await client.is_user_authorized():
+                raise TwinError(
+                    "this machine is not logged in to Telegram (or the login expired): "
+                    "run `twin ingest telegram` once in a terminal"
+                )
         os.chmod(session_path, 0o600)
         with open_store(config.store_path) as store:
             if not use_takeout:

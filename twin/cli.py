@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     retrain = commands.add_parser(
         "retrain", help="ingest new messages, rebuild the dataset, train and promote"
     )
+    retrain.add_argument("--force", action="store_true", help="train even if nothing new arrived")
     retrain.set_defaults(run=_retrain)
 
     serve = commands.add_parser("serve", help="run the Telegram bot (needs TWIN_BOT_TOKEN)")
@@ -134,7 +135,7 @@ def _train(config: Config, args: argparse.Namespace) -> int:
 def _retrain(config: Config, args: argparse.Namespace) -> int:
     from twin.retrain import retrain
 
-    print(retrain(config).line())
+    print(retrain(config, force=args.force).line())
     return 0
 
 

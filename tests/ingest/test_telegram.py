@@ -547,6 +547,12 @@ class FakeTelegramClient:
         assert callable(phone) and callable(password)  # asked interactively, never stored
         self.session.write_bytes(b"auth key")  # as Telethon does on login
 
+    async def connect(self) -> None:
+        pass
+
+    async def is_user_authorized(self) -> bool:
+        return self.session.read_bytes() == b"auth key"
+
     async def get_me(self) -> tl.User:
         return await self.inner.get_me()
 
@@ -642,3 +648,14 @@ def test_run_pull_asks_to_confirm_a_delayed_takeout(
     with pytest.raises(TwinError, match="confirm the data export"):
         run_pull(config)
     assert fake_telegram[0].disconnected
+
+
+def test_unattended_pull_never_prompts(
+    tmp_path: Path, fake_telegram: list[FakeTelegramClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = Config(paths=PathsConfig(data_dir=tmp_path / "data"))
+    monkeypatch.setattr("builtins.input", lambda *_: pytest.fail("prompted"))
+    with pytest.raises(TwinError, match="not logged in to Telegram"):
+        run_pull(config, interactive=False)
+    (config.data_dir / "telegram.session").write_bytes(b"auth key")  # logged in once
+    assert run_pull(config, interactive=False).added == 3

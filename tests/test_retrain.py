@@ -1,0 +1,130 @@
+"""`twin retrain`: ingest -> dataset -> train -> promote, skipped when nothing is new, one at a
+time, and a record of every run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bot.conftest import bot_config
+from trainer import registry
+from twin.config import Config, save_setting, with_setting
+from twin.demo import demo_export_path
+from twin.errors import TwinError
+from twin.retrain import LOCK_FILE, read_records, retrain, retrain_lock
+
+
+def retrain_config(tmp_path: Path, tiny_base: Path, exports: list[str] | None = None) -> Config:
+    return bot_config(
+        tmp_path,
+        tiny_base,
+        "http://127.0.0.1:9",
+        ingest={"exports": exports if exports is not None else [str(demo_export_path())]},
+        dataset={"max_tokens": 128},
+    )
+
+
+def test_retrain_promotes_then_skips_until_something_changes(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    config = retrain_config(tmp_path, tiny_base)
+    first = retrain(config)
+    assert first.outcome == "promoted"
+    assert first.messages_added == 503 and first.examples > 50
+    assert set(first.stages) == {"ingest", "dataset", "train"}
+    assert registry.current_version(config.adapters_dir) == first.adapter
+    assert first.metrics["eval_loss"] < first.metrics["base_eval_loss"]
+
+    again = retrain(config)  # the export re-read adds nothing: same dataset, no training
+    assert again.outcome == "skipped" and again.messages_added == 0
+    assert "nothing new since adapter" in again.reason
+    assert "train" not in again.stages
+
+    forced = retrain(config, force=True)
+    assert forced.outcome in ("promoted", "not promoted") and forced.adapter != first.adapter
+
+    # A new persona prompt changes every example: the twin must learn it, not skip.
+    config = with_setting(config, "persona", "system_prompt", "You are {name}. Be brief.")
+    save_setting(config, "persona", "system_prompt")
+    assert retrain(config).outcome != "skipped"
+
+    records = read_records(config.data_dir)
+    assert [r["outcome"] for r in records][:2] == ["promoted", "skipped"]
+    assert len(records) == 4
+    assert (
+        records[0]["dataset_sha256"] == records[1]["dataset_sha256"] != records[3]["dataset_sha256"]
+    )
+
+
+def test_retrain_refuses_while_another_runs(tmp_path: Path, tiny_base: Path) -> None:
+    config = retrain_config(tmp_path, tiny_base)
+    with retrain_lock(config.data_dir):
+        with pytest.raises(TwinError, match=r"another retrain is running \(pid \d+"):
+            retrain(config)
+        result = subprocess.run(
+            [sys.executable, "-m", "twin", "--config", str(config.source), "retrain"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert "another retrain is running" in result.stderr
+    assert read_records(config.data_dir) == []  # refused runs did nothing
+
+
+def test_stale_lock_of_a_dead_run_is_taken_over(
+    tmp_path: Path, tiny_base: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = retrain_config(tmp_path, tiny_base)
+    config.data_dir.mkdir(parents=True)
+    (config.data_dir / LOCK_FILE).write_text("pid 999999, started 2026-11-20 03:00:00")
+    with caplog.at_level(logging.WARNING):
+        assert retrain(config).outcome == "promoted"
+    assert "taking over the retrain lock" in caplog.text
+    assert (config.data_dir / LOCK_FILE).read_text() == ""  # released cleanly
+
+
+def test_killed_run_releases_the_lock(tmp_path: Path, tiny_base: Path) -> None:
+    config = retrain_config(tmp_path, tiny_base)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from twin.retrain import retrain_lock\n"
+            "with retrain_lock(Path(sys.argv[1])):\n"
+            "    print('locked', flush=True); time.sleep(60)",
+            str(config.data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with pytest.raises(TwinError, match=f"pid {holder.pid}"):
+        retrain(config)
+    holder.kill()
+    holder.wait()
+    assert retrain(config).outcome == "promoted"
+
+
+def test_failing_stage_is_recorded_and_reported(tmp_path: Path, tiny_base: Path) -> None:
+    config = retrain_config(tmp_path, tiny_base, exports=["missing/result.json"])
+    result = subprocess.run(
+        [sys.executable, "-m", "twin", "--config", str(config.source), "retrain"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "missing/result.json" in result.stderr.strip().splitlines()[-1]
+    (record,) = read_records(config.data_dir)
+    assert record["outcome"] == "failed"
+    assert record["reason"].startswith("failed in ingest")
+    assert "missing/result.json" in record["error"]
+    assert json.dumps(record)  # machine-readable as written
