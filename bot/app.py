@@ -30,7 +30,9 @@ from bot import persona
 from bot.access import access_filters
 from bot.delivery import DeliveryFailed, keep_typing, send_reply, send_with_retry, tell_admins
 from bot.memory import ChatMemory
+from bot.retraining import retrain_running
 from bot.runtime import BotRuntime, runtime_of
+from bot.schedule import schedule_retrain
 from bot.worker import ModelWorker
 from twin.chat_format import media_placeholder
 from twin.config import Config, secret
@@ -192,7 +194,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def follow_current_adapter(context: ContextTypes.DEFAULT_TYPE) -> None:
     """JobQueue job: a retrain promoted a new adapter? Swap it in; tell admins."""
     runtime = runtime_of(context)
-    if runtime.retrain is not None and not runtime.retrain.done():
+    if retrain_running(runtime):
         return  # the bot's own retrain swaps and reports when it ends
     swap = await runtime.worker.follow_current()
     if swap is not None:
@@ -210,6 +212,7 @@ async def start_bot(app: Application) -> None:
     app.job_queue.run_repeating(
         follow_current_adapter, interval=runtime.config.bot.reload_seconds, name="reload"
     )
+    schedule_retrain(app)
 
 
 async def register_commands(app: Application) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import Bot, ReplyParameters
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 SEND_ATTEMPTS = 6
 RETRY_WAIT = wait_exponential(multiplier=0.5, max=8)  # 0.5, 1, 2, 4, 8 s: ~15 s bridged
-TYPING_EVERY = 4.0  # Telegram shows "typing…" for 5 s after each chat action
+TYPING_EVERY = 4.0
+MAX_CAPTION = MessageLimit.CAPTION_LENGTH  # Telegram shows "typing…" for 5 s after each chat action
 
 
 class DeliveryFailed(Exception):
@@ -42,6 +44,18 @@ def _transient(err: BaseException) -> bool:
 
 
 async def send_with_retry(bot: Bot, chat_id: int, **kwargs: Any) -> None:
+    """sendMessage with retries; raises DeliveryFailed when it could not be delivered."""
+    await _retrying(chat_id, lambda: bot.send_message(chat_id=chat_id, **kwargs))
+
+
+async def send_photo_with_retry(bot: Bot, chat_id: int, png: bytes, caption: str) -> None:
+    await _retrying(
+        chat_id,
+        lambda: bot.send_photo(chat_id=chat_id, photo=png, caption=caption[:MAX_CAPTION]),
+    )
+
+
+async def _retrying(chat_id: int, send: Callable[[], Awaitable[object]]) -> None:
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_transient),
@@ -50,17 +64,25 @@ async def send_with_retry(bot: Bot, chat_id: int, **kwargs: Any) -> None:
             reraise=True,
         ):
             with attempt:
-                await bot.send_message(chat_id=chat_id, **kwargs)
+                await send()
     except TelegramError as err:
         log.error("could not send a message to chat %s: %s", chat_id, type(err).__name__)
         raise DeliveryFailed(str(chat_id)) from err
 
 
-async def tell_admins(bot: Bot, admins: tuple[int, ...], text: str) -> None:
-    """Alerts and reports for the owner; an admin who never opened the bot is skipped."""
+async def tell_admins(
+    bot: Bot, admins: tuple[int, ...], text: str, *, chart: bytes | None = None
+) -> None:
+    """Alerts and reports for the owner (with a PNG chart when given, the text then goes in
+    its caption and in full after it if longer); an admin who never opened the bot is skipped."""
     for admin in admins:
         with contextlib.suppress(DeliveryFailed):
-            await send_with_retry(bot, admin, text=text)
+            if chart is None:
+                await send_with_retry(bot, admin, text=text)
+                continue
+            await send_photo_with_retry(bot, admin, chart, text)
+            if len(text) > MAX_CAPTION:
+                await send_with_retry(bot, admin, text=text)
 
 
 def reply_messages(reply: str) -> list[str]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.delivery import DeliveryFailed, send_with_retry
-from bot.retraining import last_retrain, start_retrain
+from bot.delivery import DeliveryFailed, send_photo_with_retry, send_with_retry
+from bot.report import adapter_summary, loss_chart
+from bot.retraining import last_retrain, retrain_running, start_retrain
 from bot.runtime import runtime_of
 from bot.serving import AdapterRefused
 from ingest.dataset import count_examples
@@ -32,9 +34,19 @@ train - retrain now (ingest, dataset, train, promote)
 pause / resume - stop / start answering others
 set KEY VALUE - one of: {settable}
 prompt TEXT - the persona system prompt ({{name}} = your name)
-sample TEXT - what the twin would answer (sent to nobody)"""
+sample TEXT - what the twin would answer (sent to nobody)
+report - the current adapter's metrics and loss chart"""
 
-Subcommand = Callable[[ContextTypes.DEFAULT_TYPE, str], Awaitable[str]]
+
+@dataclass(frozen=True)
+class Charted:
+    """An answer sent as a PNG chart with the text as its caption."""
+
+    text: str
+    chart: bytes
+
+
+Subcommand = Callable[[ContextTypes.DEFAULT_TYPE, str], Awaitable[str | Charted]]
 
 
 async def command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -45,6 +57,7 @@ async def command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     name = parts[1].lower() if len(parts) > 1 else "help"
     rest = parts[2].strip() if len(parts) > 2 else ""
     subcommand = SUBCOMMANDS.get(name)
+    answer: str | Charted
     if subcommand is None:
         answer = f"Unknown subcommand {name!r}.\n\n{help_text()}"
     else:
@@ -53,7 +66,10 @@ async def command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         except TwinError as err:
             answer = str(err)
     with contextlib.suppress(DeliveryFailed):
-        await send_with_retry(context.bot, message.chat_id, text=answer)
+        if isinstance(answer, Charted):
+            await send_photo_with_retry(context.bot, message.chat_id, answer.chart, answer.text)
+        else:
+            await send_with_retry(context.bot, message.chat_id, text=answer)
 
 
 def help_text() -> str:
@@ -83,10 +99,9 @@ async def status(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
     lines.append(f"Data: {count_examples(config.dataset_dir)} examples from {messages} messages")
     last = last_retrain(runtime)
     lines.append(f"Last retrain: {_when(last) if last else 'never'}")
-    lines.append(
-        f"Next retrain: {_when(runtime.next_retrain) if runtime.next_retrain else 'not scheduled'}"
-    )
-    if runtime.retrain is not None and not runtime.retrain.done():
+    upcoming = runtime.next_retrain
+    lines.append(f"Next retrain: {_when(upcoming.timestamp()) if upcoming else 'not scheduled'}")
+    if retrain_running(runtime):
         lines.append("A retrain is running now.")
     stats = worker.stats
     lines.append(
@@ -187,6 +202,14 @@ def _apply(context: ContextTypes.DEFAULT_TYPE, section: str, key: str, value: st
     return f"{key} = {getattr(getattr(config, section), key)!r} (saved)"
 
 
+async def report(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str | Charted:
+    adapters = list_adapters(runtime_of(context).config.adapters_dir)
+    current = [a for a in adapters if a.state == "current"]
+    if not current:
+        return "No adapter in use yet: /persona train makes one."
+    return Charted(adapter_summary(current[0]), loss_chart(current[0], adapters))
+
+
 async def sample(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
     if not rest:
         return "Usage: /persona sample TEXT"
@@ -206,6 +229,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "set": set_value,
     "prompt": prompt,
     "sample": sample,
+    "report": report,
 }
 
 

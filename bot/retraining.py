@@ -2,19 +2,23 @@
 
 A child process, not a thread: training holds gigabytes and minutes of CPU or GPU, and must
 not share an interpreter (or a crash) with the process that answers messages. The bot keeps
-serving meanwhile and swaps in the new adapter when the run promoted one.
+serving meanwhile (unless `[schedule] pause_serving_while_training`) and swaps in the new
+adapter when the run promoted one. The nightly schedule (bot.schedule) and /persona train
+both start runs here; one runs at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
-import time
 from typing import TYPE_CHECKING
 
 from bot.delivery import tell_admins
+from bot.report import loss_chart, run_summary
 from trainer.registry import current_version, list_adapters
+from twin.retrain import read_records
 
 if TYPE_CHECKING:
     from telegram.ext import Application
@@ -31,10 +35,14 @@ def retrain_command(runtime: BotRuntime) -> list[str]:
     return [*command, "retrain"]
 
 
+def retrain_running(runtime: BotRuntime) -> bool:
+    return runtime.retrain is not None and not runtime.retrain.done()
+
+
 def start_retrain(app: Application) -> bool:
     """Start a retrain in the background; False when one is already running."""
     runtime: BotRuntime = app.bot_data["twin"]
-    if runtime.retrain is not None and not runtime.retrain.done():
+    if retrain_running(runtime):
         return False
     runtime.retrain = asyncio.create_task(run_retrain(app), name="twin-retrain")
     return True
@@ -42,41 +50,57 @@ def start_retrain(app: Application) -> bool:
 
 async def run_retrain(app: Application) -> None:
     runtime: BotRuntime = app.bot_data["twin"]
-    admins = runtime.config.telegram.admins
-    before = current_version(runtime.config.adapters_dir)
-    started = time.monotonic()
-    log.info("retrain started")
+    config = runtime.config
+    before = {a.version: a for a in list_adapters(config.adapters_dir)}
+    previous = before.get(current_version(config.adapters_dir) or "")
+    runs_before = len(read_records(config.data_dir))
+    pause = config.schedule.pause_serving_while_training
+    log.info("retrain started%s", " (serving paused to free memory)" if pause else "")
+    if pause:
+        await runtime.worker.unload()
+    try:
+        returncode, stderr = await _run_child(retrain_command(runtime))
+    finally:
+        if pause:
+            await runtime.worker.load()
+    swap = await runtime.worker.follow_current()
+    records = read_records(config.data_dir)[runs_before:]
+    if records:
+        text = run_summary(records[-1], previous)
+    else:  # killed before it could write its record (OOM killer, SIGKILL)
+        text = f"Retrain failed: {_death(returncode, stderr)}"
+    if swap is not None and swap.refused:
+        text += f"\n{swap.message()}"
+    log.info("retrain ended: %s", records[-1]["outcome"] if records else "died")
+    adapters = list_adapters(config.adapters_dir)
+    trained = [a for a in adapters if a.version not in before]
+    chart = loss_chart(trained[-1], adapters) if trained else None
+    await tell_admins(app.bot, config.telegram.admins, text, chart=chart)
+
+
+async def _run_child(command: list[str]) -> tuple[int, str]:
+    # Output is not echoed into the bot's log: the child logs no message text, but its
+    # samples are printed in training runs by hand, never here.
     process = await asyncio.create_subprocess_exec(
-        *retrain_command(runtime),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     try:
-        out, err = await process.communicate()
+        _, err = await process.communicate()
     except asyncio.CancelledError:  # the bot is stopping: do not leave the trainer behind
         process.terminate()
         await process.wait()
         raise
-    minutes = (time.monotonic() - started) / 60
-    if process.returncode != 0:
-        lines = err.decode(errors="replace").strip().splitlines() or ["(no output)"]
-        log.error("retrain failed (exit %s)", process.returncode)
-        await tell_admins(
-            app.bot,
-            admins,
-            f"Retrain failed after {minutes:.1f} min (exit {process.returncode}): {lines[-1]}",
-        )
-        return
-    summary = out.decode(errors="replace").strip().splitlines() or ["(no output)"]
-    swap = await runtime.worker.follow_current()
-    after = current_version(runtime.config.adapters_dir)
-    text = f"Retrain finished in {minutes:.1f} min.\n{summary[-1]}"
-    if swap is not None:
-        text += f"\n{swap.message()}"
-    elif after == before:
-        text += f"\nStill serving {before or 'the base model'}."
-    log.info("retrain finished: %s", "new adapter" if after != before else "no change")
-    await tell_admins(app.bot, admins, text)
+    assert process.returncode is not None
+    return process.returncode, err.decode(errors="replace")
+
+
+def _death(returncode: int, stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}" + (f"; last output: {lines[-1]}" if lines else "")
+    return lines[-1] if lines else f"exit status {returncode}"
 
 
 def last_retrain(runtime: BotRuntime) -> float | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from telegram.ext import ContextTypes
+from telegram.ext import ContextTypes, Job
 
 from bot.memory import ChatMemory
 from bot.worker import ModelWorker
@@ -20,7 +22,11 @@ class BotRuntime:
     worker: ModelWorker
     started: float = field(default_factory=time.time)
     retrain: asyncio.Task[None] | None = None
-    next_retrain: float | None = None  # epoch seconds, when a schedule is set
+    retrain_job: Job[Any] | None = None  # the nightly schedule, when one is set
+
+    @property
+    def next_retrain(self) -> dt.datetime | None:
+        return self.retrain_job.next_t if self.retrain_job is not None else None
 
 
 def runtime_of(context: ContextTypes.DEFAULT_TYPE) -> BotRuntime:

@@ -68,6 +68,7 @@ class ModelWorker:
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=config.bot.queue_size)
         self._waiting: dict[int, _Request] = {}  # chats whose request is queued, not started
         self._twin: ServedTwin | None = None
+        self._loaded = asyncio.Event()  # cleared while the model is unloaded for training
         self._task: asyncio.Task[None] | None = None
         self.system_prompt = ""
 
@@ -81,9 +82,31 @@ class ModelWorker:
 
     async def start(self) -> None:
         """Load the base model and start answering; `follow_current` then adds the adapter."""
+        await self.load()
+        self._task = asyncio.create_task(self._serve(), name="twin-model-worker")
+
+    async def load(self) -> None:
         self._twin = await self._run(load_served_twin, self.config, with_adapter=False)
         self.system_prompt = self._twin.system_prompt
-        self._task = asyncio.create_task(self._serve(), name="twin-model-worker")
+        self._loaded.set()
+
+    async def unload(self) -> None:
+        """Free the model's memory (for training on the same GPU); requests wait in the queue
+        until `load` and are answered then."""
+        self._loaded.clear()
+        await self._run(self._drop_model)
+        log.info("model unloaded while training; messages wait")
+
+    def _drop_model(self) -> None:
+        import gc
+
+        import torch
+
+        self._twin = None
+        self.refused.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     async def stop(self) -> None:
         if self._task:
@@ -115,7 +138,7 @@ class ModelWorker:
     async def follow_current(self) -> Swap | None:
         """Swap in the adapter CURRENT points to, if it changed (None: nothing to do)."""
         version = current_version(self.config.adapters_dir)
-        if version is None or version == self.version or version in self.refused:
+        if self._twin is None or version in (None, self.version) or version in self.refused:
             return None
         try:
             await self.use(version)
@@ -125,7 +148,8 @@ class ModelWorker:
 
     async def use(self, version: str) -> None:
         """Serve `version` (between batches). Raises AdapterRefused; the old one stays."""
-        assert self._twin is not None, "start() first"
+        if self._twin is None:
+            raise AdapterRefused("the model is unloaded while a retrain runs; try when it ends")
         folder = self.config.adapters_dir / version
         try:
             await self._run(swap_adapter, self._twin, folder)
@@ -138,6 +162,7 @@ class ModelWorker:
     async def _serve(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            await self._loaded.wait()
             while len(batch) < self.config.bot.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             conversations = []

@@ -13,6 +13,7 @@ import os
 import tomllib
 import types
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,17 @@ class BotConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    # When `twin serve` runs `twin retrain` (crontab syntax: minute hour day month weekday);
+    # "" = never (run it yourself, or /persona train).
+    retrain_cron: str = "0 3 * * *"
+    # IANA time zone of retrain_cron, e.g. "Europe/Berlin"; "" = this machine's.
+    timezone: str = ""
+    # Unload the model while training (one GPU, not enough memory for both); messages wait.
+    pause_serving_while_training: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
@@ -169,6 +181,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     bot: BotConfig = field(default_factory=BotConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # The file this config came from (None: defaults only); relative paths resolve against it.
     source: Path | None = None
 
@@ -442,6 +455,25 @@ def _validate_bot(config: Config, where: str) -> None:
         raise TwinError(f"{where}: [bot] line_pause_per_char and max_line_pause must be >= 0")
     if b.media not in ("model", "ignore"):
         raise TwinError(f"{where}: [bot] media must be model or ignore, got {b.media!r}")
+    schedule = config.schedule
+    if schedule.timezone:
+        try:
+            zoneinfo.ZoneInfo(schedule.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise TwinError(
+                f"{where}: [schedule] timezone {schedule.timezone!r} is not a known time zone "
+                "(use an IANA name such as Europe/Berlin)"
+            ) from None
+    if schedule.retrain_cron:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(schedule.retrain_cron)
+        except ValueError as err:
+            raise TwinError(
+                f"{where}: [schedule] retrain_cron {schedule.retrain_cron!r} is not a crontab "
+                f"line (minute hour day month weekday): {err}"
+            ) from None
 
 
 def _positive(where: str, section: str, values: object, keys: tuple[str, ...]) -> None:

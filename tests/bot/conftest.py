@@ -53,6 +53,7 @@ def bot_config(folder: Path, base: Path, api_url: str, **sections: dict[str, Any
             "allowed_chats": [GROUP],
         },
         "bot": {"line_pause_per_char": 0.0, "reload_seconds": 0.2},
+        "schedule": {"retrain_cron": ""},  # the schedule's own tests turn it on
     }
     for name, values in sections.items():
         settings.setdefault(name, {}).update(values)

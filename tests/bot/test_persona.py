@@ -107,12 +107,22 @@ def test_persona_train_retrains_in_the_background_and_reports(
             assert "already running" in await ask(api, "/persona train")
             api.push_message(1, "you there while it trains?")  # serving goes on
             await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
-            report = await ask_later(api, "Retrain finished", timeout=240)
+            await api.wait_for(lambda a: len(a.sent("sendPhoto", chat_id=ADMIN)) == 1, 240)
+            report = api.sent("sendPhoto", chat_id=ADMIN)[0]
             version = registry.current_version(config.adapters_dir)
             assert version is not None
-            assert f"Now serving adapter {version}." in report
-            assert "new messages" in report and "held-out loss" in report
+            caption = report.params["caption"]
+            assert caption.startswith(f"Retrain: adapter {version} promoted, now serving.")
+            assert "New messages: 503" in caption and "Held-out loss: base " in caption
+            assert report.files["photo"].startswith(b"\x89PNG\r\n\x1a\n")
             assert runtime.worker.version == version
+            # /persona report: the same chart and numbers for the adapter in use
+            seen = len(api.sent("sendPhoto", chat_id=ADMIN))
+            api.push_message(ADMIN, "/persona report")
+            await api.wait_for(lambda a: len(a.sent("sendPhoto", chat_id=ADMIN)) > seen)
+            again = api.sent("sendPhoto", chat_id=ADMIN)[-1]
+            assert again.params["caption"].startswith(f"Adapter {version} (current)")
+            assert again.files["photo"].startswith(b"\x89PNG")
 
     asyncio.run(scenario())
 
@@ -125,6 +135,7 @@ def test_failed_retrain_is_reported(tmp_path: Path, tiny_base: Path, api: BotApi
             await ask(api, "/persona train")
             report = await ask_later(api, "Retrain failed", timeout=120)
             assert "missing/result.json" in report
+            assert "No adapter in use yet" in await ask(api, "/persona report")
             assert runtime.worker.version is None
 
     asyncio.run(scenario())
