@@ -37,4 +37,5 @@ def test_demo_end_to_end(tmp_path: Path, smollm2_models_dir: Path) -> None:
     assert twin < base
     assert out.count("  twin  ") == 5 and out.count("  base  ") == 5
     assert f"twin chat --config {folder / 'config.toml'}" in out
+    assert "TWIN_BOT_TOKEN" in out and "twin serve" in out and "twin retrain" in out
     assert (folder / "data" / "adapters" / "CURRENT").exists()

@@ -13,6 +13,7 @@ import pytest
 
 from tests.bot.conftest import bot_config
 from trainer import registry
+from twin.cli import status_of
 from twin.config import Config, save_setting, with_setting
 from twin.demo import demo_export_path
 from twin.errors import TwinError
@@ -54,6 +55,7 @@ def test_retrain_promotes_then_skips_until_something_changes(
     assert retrain(config).outcome != "skipped"
 
     records = read_records(config.data_dir)
+    assert status_of(config)["last_run"] == records[-1]
     assert [r["outcome"] for r in records][:2] == ["promoted", "skipped"]
     assert len(records) == 4
     assert (

@@ -156,6 +156,7 @@ def status_of(config: Config) -> dict[str, Any]:
     from ingest.dataset import count_examples
     from ingest.store import open_store
     from trainer.registry import current_version, list_adapters
+    from twin.retrain import read_records
 
     status: dict[str, Any] = {"data_dir": str(config.data_dir), "messages": 0, "chats": 0}
     owner = None
@@ -169,6 +170,8 @@ def status_of(config: Config) -> dict[str, Any]:
     adapters = list_adapters(config.adapters_dir)
     status["adapter"] = current_version(config.adapters_dir)
     status["adapters"] = [a.as_json() for a in adapters]
+    runs = read_records(config.data_dir)
+    status["last_run"] = runs[-1] if runs else None
     return status
 
 
@@ -182,6 +185,9 @@ def _status(config: Config, args: argparse.Namespace) -> int:
     print(f"store:    {status['messages']} messages in {status['chats']} chats")
     print(f"dataset:  {status['examples']} examples")
     print(f"adapter:  {status['adapter'] or 'none yet (twin train)'}")
+    run = status["last_run"]
+    if run:
+        print(f"last run: {run['started']} {run['outcome']}: {run['reason']}")
     for adapter in status["adapters"][-5:]:
         m = adapter["metrics"]
         print(

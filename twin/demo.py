@@ -78,7 +78,9 @@ def run_demo(folder: Path) -> int:
         "    twin ingest export PATH/result.json && twin dataset && twin train\n"
         "  or pull it from your account: export TWIN_API_ID=... TWIN_API_HASH=... (from\n"
         "    my.telegram.org), then twin ingest telegram\n"
-        "  The Telegram bot (twin serve, TWIN_BOT_TOKEN from @BotFather): see the README."
+        "  Telegram: create a bot with @BotFather, put your user id in [telegram] admins in\n"
+        "    config.toml, then export TWIN_BOT_TOKEN=... and run twin serve: it answers as\n"
+        "    you and retrains itself every night (twin retrain does one refresh by hand)."
     )
     return 0
 
