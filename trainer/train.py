@@ -27,6 +27,8 @@ import torch
 
 from ingest.dataset import dataset_sha256
 from trainer import registry
+from trainer.eval_report import write_report
+from trainer.evaluate import headline, measure_fidelity
 from trainer.model import LoadPlan, base_checkpoint, load_base_model, load_plan, load_tokenizer
 from twin.chat_format import IGNORE_INDEX, ChatMessage, encode_for_training
 from twin.config import Config
@@ -77,10 +79,14 @@ def train(config: Config, *, max_steps: int | None = None, resume: bool = False)
     log.info("base model held-out loss %.4f", base_loss)
     model = add_lora(model, config, plan)
     steps = max_steps or config.train.max_steps
-    run = _run_training(model, tokenizer, train_set, config, plan, steps, dataset_info, resume)
+    run = run_training(model, tokenizer, train_set, config, plan, steps, dataset_info, resume)
     model.eval()
     twin_loss = heldout_loss(model, tokenizer, eval_set, config.train.batch_size)
     samples = sample_replies(model, tokenizer, eval_rows[: config.train.sample_replies], config)
+    fidelity = None
+    if config.eval.on_train:
+        result = measure_fidelity(model, tokenizer, train_rows, eval_rows, config)
+        fidelity = {**headline(result), "full": result}
     metrics = {
         "created": time.time(),
         "base_model": config.model.base,
@@ -96,6 +102,8 @@ def train(config: Config, *, max_steps: int | None = None, resume: bool = False)
         "dataset": dataset_info,
         "samples": samples,
     }
+    if fidelity is not None:
+        metrics["fidelity"] = fidelity
     return register(config, model, metrics)
 
 
@@ -150,7 +158,7 @@ def add_lora(model: Any, config: Config, plan: LoadPlan) -> Any:
     return get_peft_model(model, lora)
 
 
-def _run_training(
+def run_training(
     model: Any,
     tokenizer: Any,
     train_set: list[dict[str, list[int]]],
@@ -322,7 +330,9 @@ def register(config: Config, model: Any, metrics: dict[str, Any]) -> TrainResult
     adapters_dir = config.adapters_dir
     current = registry.current_version(adapters_dir)
     current_metrics = registry.read_metrics(adapters_dir / current) if current else None
-    decision = registry.promotion_gate(metrics, current_metrics, config.train.promote_tolerance)
+    decision = registry.promotion_gate(
+        metrics, current_metrics, config.train.promote_tolerance, config.eval
+    )
     version = registry.new_version(adapters_dir)
     metrics = {
         **metrics,
@@ -339,6 +349,8 @@ def register(config: Config, model: Any, metrics: dict[str, Any]) -> TrainResult
         }
         (folder / "train_config.json").write_text(json.dumps(settings, indent=1))
         (folder / registry.METRICS).write_text(json.dumps(metrics, indent=1, ensure_ascii=False))
+        if "fidelity" in metrics:
+            write_report(folder, metrics)
 
     path = registry.write_adapter(adapters_dir, version, write)
     if decision.promote:

