@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(BIN)/twin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy twin ingest trainer bot
 	$(BIN)/python -m pytest
+
+# The benchmark suite (docs/benchmarks.md); `make bench QUICK=1` is the few-minute smoke run.
+bench: install
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) twin-demo

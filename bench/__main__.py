@@ -12,20 +12,33 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from bench.ingest import measure_ingest
-from bench.replies import measure_replies
-from bench.training import measure_training
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def measured(module: str, *args: str) -> dict[str, Any]:
+    """Run one benchmark in a child process of its own: no model, thread pool or allocator
+    state from another measurement, and peak RSS figures that start from nothing."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "result.json"
+        subprocess.run(
+            [sys.executable, "-m", f"bench.{module}", *args, "--out", str(out)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+
 def machine() -> dict[str, Any]:
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -52,7 +65,7 @@ def run(quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
     steps = 4 if quick else 20
     print(f"training: twin vs a naive loop, {steps} steps each ...", flush=True)
-    training = measure_training(steps)
+    training = measured("training", "--steps", str(steps))
     results["train_speedup_vs_naive"] = figure(
         training["speedup"],
         ">= 1.5",
@@ -73,7 +86,7 @@ def run(quick: bool) -> dict[str, Any]:
     chats = 4 if quick else 16
     new_tokens = 8 if quick else 32
     print(f"replies: latency and {chats}-chat throughput through the bot ...", flush=True)
-    replies = measure_replies(chats, new_tokens)
+    replies = measured("replies", "--chats", str(chats), "--new-tokens", str(new_tokens))
     results["reply_overhead"] = figure(
         replies["reply_overhead"],
         "<= 1.10",
@@ -96,7 +109,7 @@ def run(quick: bool) -> dict[str, Any]:
     )
     messages = 100_000 if quick else 1_000_000
     print(f"ingest: {messages:,}-message export ...", flush=True)
-    ingest = measure_ingest(messages)
+    ingest = measured("ingest", "--messages", str(messages))
     results["ingest_rss_vs_jsonload"] = figure(
         ingest["first_import_peak_rss_mb"] / ingest["json_load_peak_rss_mb"],
         "<= 0.2",

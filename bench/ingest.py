@@ -116,8 +116,12 @@ def measure_ingest(messages: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, help="also write the result there (JSON)")
     args = parser.parse_args()
-    print(json.dumps(measure_ingest(args.messages), indent=1))
+    result = measure_ingest(args.messages)
+    if args.out:
+        args.out.write_text(json.dumps(result))
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

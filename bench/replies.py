@@ -53,6 +53,7 @@ async def measure(config, chats: int) -> dict:  # type: ignore[no-untyped-def]
             model={"base": "smollm2-135m", "cpu_dtype": "fp32"},
             generation={"max_new_tokens": config["new_tokens"], "temperature": 0.0},
             telegram={"allowed_users": allowed},
+            bot={"reload_seconds": 10.0, "line_pause_per_char": 0.0},  # as served
         )
         async with serving(config) as runtime:
             # warm-up
@@ -119,8 +120,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chats", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--out", type=Path, help="also write the result there (JSON)")
     args = parser.parse_args()
-    print(json.dumps(measure_replies(args.chats, args.new_tokens), indent=1))
+    result = measure_replies(args.chats, args.new_tokens)
+    if args.out:
+        args.out.write_text(json.dumps(result))
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

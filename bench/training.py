@@ -140,8 +140,12 @@ def measure_training(steps: int, models: Path | None = None) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--out", type=Path, help="also write the result there (JSON)")
     args = parser.parse_args()
-    print(json.dumps(measure_training(args.steps), indent=1))
+    result = measure_training(args.steps)
+    if args.out:
+        args.out.write_text(json.dumps(result))
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ class ChatMemory:
         make_private_file(path)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL stays consistent; a power cut may lose the last remembered
+        # message, and no fsync sits on the reply path.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self.context_messages = context_messages

@@ -217,8 +217,21 @@ def run_training(
                 if "loss" in logs:
                     history.append({"step": state.global_step, "loss": float(logs["loss"])})
 
+    class ReplyLossTrainer(Trainer):  # type: ignore[misc]
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: Any,
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            loss, n = reply_loss_sum(model, inputs)
+            # With gradient accumulation the Trainer passes the reply tokens of all micro-batches.
+            loss = loss / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
+            return (loss, None) if return_outputs else loss
+
     measure = Measure()
-    trainer = Trainer(
+    trainer = ReplyLossTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
@@ -283,6 +296,26 @@ def _collator(tokenizer: Any) -> Any:
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
+def reply_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the reply tokens of `batch`, and how many there are.
+
+    The output head runs on reply positions only. Most tokens of a chat example are context
+    (the system prompt, the other side's messages) whose logits the loss never reads, and on
+    a small model the head (vocabulary x hidden) and its softmax are a large share of a step:
+    skipping them made training steps about a quarter faster on CPU. Same numbers as the
+    model's own loss (tested).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    labels = batch["labels"][:, 1:]  # tokens < n predict n
+    keep = labels != IGNORE_INDEX
+    hidden = base.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+    loss = torch.nn.functional.cross_entropy(logits.float(), labels[keep], reduction="sum")
+    return loss, int(keep.sum())
+
+
 def heldout_loss(
     model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], batch_size: int
 ) -> float:
@@ -294,17 +327,9 @@ def heldout_loss(
     with torch.inference_mode():
         for i in range(0, len(ordered), batch_size):
             batch = {k: v.to(device) for k, v in collate(ordered[i : i + batch_size]).items()}
-            ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            # Shift so that tokens < n predict n; sum over reply tokens, count them.
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                labels[:, 1:].reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
+            loss, n = reply_loss_sum(model, batch)
             total += float(loss)
-            count += int((labels[:, 1:] != IGNORE_INDEX).sum())
+            count += n
     return total / max(count, 1)
 
 

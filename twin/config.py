@@ -78,7 +78,7 @@ class ModelConfig:
     # "auto": 4-bit NF4 (QLoRA) on CUDA, full precision on CPU; "none": never quantize;
     # "nf4": always 4-bit (CUDA, or CPU with a bitsandbytes that supports it).
     quantization: str = "auto"
-    # Training dtype on CPU: "auto" picks bf16 where the CPU does it natively, else fp32.
+    # Training dtype on CPU: "auto" picks bf16 on CPUs with AMX (faster there), else fp32.
     cpu_dtype: str = "auto"
 
 

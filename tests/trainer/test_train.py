@@ -259,3 +259,46 @@ def test_adapter_records_the_hash_twin_dataset_wrote(tmp_path: Path, tiny_base: 
     config = make_config(tmp_path, tiny_base, max_steps=2)
     texts = {n: (config.dataset_dir / n).read_text() for n in ("train.jsonl", "eval.jsonl")}
     assert train(config).metrics["dataset"]["sha256"] == dataset_sha256(texts)
+
+
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "setting", "dtype"),
+    [
+        (False, True, "auto", "float32"),  # AVX512-BF16 without AMX: bf16 measured slower
+        (True, True, "auto", "bfloat16"),
+        (False, False, "auto", "float32"),
+        (False, False, "bf16", "bfloat16"),  # asked for explicitly
+        (True, True, "fp32", "float32"),
+    ],
+)
+def test_cpu_dtype_picks_bf16_only_with_amx(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, setting: str, dtype: str
+) -> None:
+    import torch
+
+    from trainer.model import load_plan
+    from twin.config import config_from_dict
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    plan = load_plan(config_from_dict({"model": {"cpu_dtype": setting}}))
+    assert plan.device == "cpu" and plan.dtype == getattr(torch, dtype)
+
+
+def test_reply_only_head_gives_the_models_own_loss(tmp_path: Path, tiny_base: Path) -> None:
+    import torch
+
+    from trainer.model import load_base_model, load_plan, load_tokenizer
+    from trainer.train import _collator, encode_examples, read_dataset, reply_loss_sum
+
+    config = make_config(tmp_path, tiny_base)
+    tokenizer = load_tokenizer(str(tiny_base))
+    model = load_base_model(str(tiny_base), load_plan(config))
+    rows, _, _ = read_dataset(config.dataset_dir)
+    batch = _collator(tokenizer)(encode_examples(tokenizer, rows[:4], 128))
+    with torch.inference_mode():
+        loss, n = reply_loss_sum(model, batch)
+        reference = model(**batch).loss  # transformers' mean over the labelled tokens
+    assert n == int((batch["labels"][:, 1:] != -100).sum()) > 0
+    assert float(loss) / n == pytest.approx(float(reference), rel=1e-5)
