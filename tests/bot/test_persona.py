@@ -119,10 +119,12 @@ def test_persona_train_retrains_in_the_background_and_reports(
             # /persona report: the same chart and numbers for the adapter in use
             seen = len(api.sent("sendPhoto", chat_id=ADMIN))
             api.push_message(ADMIN, "/persona report")
-            await api.wait_for(lambda a: len(a.sent("sendPhoto", chat_id=ADMIN)) > seen)
-            again = api.sent("sendPhoto", chat_id=ADMIN)[-1]
-            assert again.params["caption"].startswith(f"Adapter {version} (current)")
-            assert again.files["photo"].startswith(b"\x89PNG")
+            # the loss chart with the numbers, then the fidelity report's two charts
+            await api.wait_for(lambda a: len(a.sent("sendPhoto", chat_id=ADMIN)) == seen + 3)
+            charts = api.sent("sendPhoto", chat_id=ADMIN)[seen:]
+            assert charts[0].params["caption"].startswith(f"Adapter {version} (current)")
+            assert "style distance (0 = yours)" in charts[0].params["caption"]
+            assert all(c.files["photo"].startswith(b"\x89PNG") for c in charts)
 
     asyncio.run(scenario())
 
