@@ -35,7 +35,7 @@ pause / resume - stop / start answering others
 set KEY VALUE - one of: {settable}
 prompt TEXT - the persona system prompt ({{name}} = your name)
 sample TEXT - what the twin would answer (sent to nobody)
-report - the current adapter's metrics and loss chart"""
+report - the current adapter's numbers and charts"""
 
 
 @dataclass(frozen=True)

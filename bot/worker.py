@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bot.memory import ChatMemory
 from bot.serving import AdapterRefused, ServedTwin, load_served_twin, served_prompt, swap_adapter
@@ -30,7 +30,6 @@ class _Request:
     future: asyncio.Future[str]
     chat_id: int | None = None  # answer this chat from its memory...
     conversation: list[ChatMessage] | None = None  # ...or exactly this conversation
-    queued: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
