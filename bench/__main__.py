@@ -145,7 +145,23 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for name, f in report["results"].items():
         lines.append(f"| `{name}` | {f['value']:.3g} | {f['target']} | {f['compares']} |")
-    lines += ["", "Raw numbers: `bench/results.json`.", ""]
+    lines += [
+        "",
+        "How to read them:",
+        "- Training: the demo persona's dataset, the embedded SmolLM2-135M, LoRA r=16 on every",
+        "  linear layer, batch 4, the same steps for both loops; tokens are real (non-padding)",
+        "  tokens. twin's loop groups examples by length and runs the output head on reply",
+        "  tokens only; the naive loop pads every batch to the longest example and computes",
+        "  logits everywhere. MFU counts 6 x parameters x tokens (`mfu_with_4nt` in the raw",
+        "  numbers counts 4x: with a frozen base no weight gradients are computed).",
+        "- Replies: greedy decoding (so both produce the same tokens) with the Bot API stand-in",
+        "  of the tests on 127.0.0.1; the batched figure is one generate call for all chats.",
+        "- Ingest: a generated full-account export, imported by the `twin` command in a child",
+        "  process (start-up included); the second import is of the very same file.",
+        "",
+        "Raw numbers: `bench/results.json`. Regenerate: `make bench` (about 10 minutes here).",
+        "",
+    ]
     return "\n".join(lines)
 
 
