@@ -2,8 +2,8 @@
 
 Each figure compares twin against the obvious alternative in the same run on the same machine
 (absolute times drift on shared machines; ratios hold), and keeps the raw numbers behind it.
-Writes bench/results.json and a Markdown table (docs/benchmarks.md for a full run,
-bench/out/benchmarks.md for --quick, which is a smoke test: small sizes, no thresholds).
+Writes bench/results.json and docs/benchmarks.md for a full run; --quick, a smoke test with
+small sizes and no thresholds, writes bench/out/results.json and bench/out/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -168,8 +168,10 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--out", type=Path, help="default bench/results.json (--quick: bench/out/)")
     args = parser.parse_args()
+    if args.out is None:  # a smoke run must not overwrite the recorded figures
+        args.out = ROOT / "bench" / ("out/results.json" if args.quick else "results.json")
     report = run(args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
