@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -39,7 +38,7 @@ from twin.chat_format import (
 )
 from twin.config import Config
 from twin.errors import TwinError
-from twin.files import ensure_private_dir
+from twin.files import ensure_private_dir, write_private_text
 
 # The dataset is built without loading a tokenizer (that needs the model); 3 characters a token
 # is a conservative estimate for chat text (English runs ~4, Cyrillic ~3). The trainer
@@ -340,7 +339,7 @@ def _write_dataset(
         for name, rows in (("train.jsonl", train), ("eval.jsonl", eval_))
     }
     for name, text in texts.items():
-        _atomic_write(folder / name, text)
+        write_private_text(folder / name, text)
     sha256 = dataset_sha256(texts)
     stats = {
         "train": summary.train,
@@ -352,7 +351,7 @@ def _write_dataset(
         "sha256": sha256,
         "built": int(time.time()),
     }
-    _atomic_write(folder / "stats.json", json.dumps(stats, indent=1) + "\n")
+    write_private_text(folder / "stats.json", json.dumps(stats, indent=1) + "\n")
     return sha256
 
 
@@ -363,16 +362,6 @@ def dataset_sha256(texts: dict[str, str]) -> str:
     for name in sorted(texts):
         digest.update(name.encode() + b"\0" + texts[name].encode())
     return digest.hexdigest()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def count_examples(folder: Path) -> int:

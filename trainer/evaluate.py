@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +23,7 @@ from trainer.model import base_checkpoint, load_base_model, load_plan, load_toke
 from twin.chat_format import ChatMessage
 from twin.config import Config
 from twin.errors import TwinError
+from twin.files import write_private_text
 from twin.generation import generate_replies
 
 log = logging.getLogger(__name__)
@@ -174,12 +173,6 @@ def evaluate_adapter(
         result["canaries"] = canary_exposure(config, train_rows, eval_rows, canaries)
     metrics = registry.read_metrics(folder)
     metrics["fidelity"] = {**headline(result), "full": result}
-    _write_json(folder / registry.METRICS, metrics)
+    write_private_text(folder / registry.METRICS, json.dumps(metrics, indent=1, ensure_ascii=False))
     write_report(folder, metrics)
     return metrics
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)

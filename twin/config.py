@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from twin.errors import TwinError
-from twin.files import ensure_private_dir, make_private_file
+from twin.files import ensure_private_dir, write_private_text
 
 
 @dataclass(frozen=True)
@@ -306,10 +306,7 @@ def save_setting(config: Config, section: str, key: str) -> None:
         saved = {}
     saved.setdefault(section, {})[key] = getattr(getattr(config, section), key)
     ensure_private_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    make_private_file(tmp)
-    tmp.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_private_text(path, json.dumps(saved, indent=2) + "\n")
 
 
 def config_from_dict(raw: dict[str, Any], source: Path | None = None) -> Config:

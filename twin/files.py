@@ -18,3 +18,15 @@ def make_private_file(path: Path) -> None:
     fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically (a reader sees the old or the new file, never
+    half), created 0600 and fsynced before the rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -31,7 +31,7 @@ from trainer import registry
 from trainer.train import train
 from twin.config import Config
 from twin.errors import TwinError
-from twin.files import ensure_private_dir, make_private_file
+from twin.files import ensure_private_dir, make_private_file, write_private_text
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,7 @@ def write_record(data_dir: Path, record: RunRecord) -> Path:
     while path.exists():
         n += 1
         path = folder / f"{record.started}-{n}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=1))
-    os.replace(tmp, path)
+    write_private_text(path, json.dumps(asdict(record), indent=1))
     return path
 
 
