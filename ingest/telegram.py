@@ -393,6 +393,18 @@ class _ChatPull:
 # --- the real entry point (needs the network; kept thin) ---------------------------------
 
 
+def telegram_session(config: Config) -> Path:
+    """Telethon's login to the owner's account (0600 in the data dir)."""
+    return config.data_dir / "telegram.session"
+
+
+def can_pull_unattended(config: Config) -> bool:
+    """Whether `run_pull(interactive=False)` can run: credentials set and logged in once."""
+    session = telegram_session(config)
+    has_credentials = bool(os.environ.get("TWIN_API_ID") and os.environ.get("TWIN_API_HASH"))
+    return has_credentials and session.exists() and session.stat().st_size > 0
+
+
 def run_pull(
     config: Config, *, takeout: bool | None = None, interactive: bool = True
 ) -> PullSummary:
@@ -409,7 +421,7 @@ def run_pull(
     api_hash = secret("TWIN_API_HASH", "your app's api_hash from https://my.telegram.org")
     use_takeout = config.ingest.takeout if takeout is None else takeout
     ensure_private_dir(config.data_dir)
-    session_path = config.data_dir / "telegram.session"
+    session_path = telegram_session(config)
     # The session is a login to the owner's account: private before Telethon writes a byte.
     make_private_file(session_path)
     try:

@@ -27,6 +27,7 @@ from typing import Any
 from ingest.dataset import build_dataset
 from ingest.export import import_export
 from ingest.store import open_store
+from ingest.telegram import can_pull_unattended, run_pull
 from trainer import registry
 from trainer.train import train
 from twin.config import Config
@@ -92,9 +93,7 @@ def _run_stages(config: Config, record: RunRecord, force: bool) -> None:
         for export in config.ingest.exports:
             log.info("re-reading %s", export)
             import_export(export, store, me=config.identity.me)
-        if can_pull(config):
-            from ingest.telegram import run_pull
-
+        if can_pull_unattended(config):
             log.info("pulling new messages from Telegram")
             run_pull(config, interactive=False)
         record.messages_added = store.count_messages() - before
@@ -130,13 +129,6 @@ def _stage(record: RunRecord, name: str) -> Iterator[None]:
         yield
     finally:
         record.stages[name] = round(time.perf_counter() - started, 3)
-
-
-def can_pull(config: Config) -> bool:
-    """A pull runs unattended only with credentials and an existing login (session file)."""
-    session = config.data_dir / "telegram.session"
-    has_credentials = bool(os.environ.get("TWIN_API_ID") and os.environ.get("TWIN_API_HASH"))
-    return has_credentials and session.exists() and session.stat().st_size > 0
 
 
 @contextlib.contextmanager

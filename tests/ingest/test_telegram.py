@@ -23,10 +23,12 @@ from ingest.store import Chat, Message, Owner, Store, open_store
 from ingest.telegram import (
     MAX_FLOOD_WAITS_PER_CHAT,
     PullSummary,
+    can_pull_unattended,
     chat_from_dialog_entity,
     message_from_telethon,
     pull_history,
     run_pull,
+    telegram_session,
 )
 from twin.config import Config, IngestConfig, PathsConfig
 from twin.errors import TwinError
@@ -659,3 +661,20 @@ def test_unattended_pull_never_prompts(
         run_pull(config, interactive=False)
     (config.data_dir / "telegram.session").write_bytes(b"auth key")  # logged in once
     assert run_pull(config, interactive=False).added == 3
+
+
+def test_unattended_pull_needs_credentials_and_a_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = Config(paths=PathsConfig(data_dir=tmp_path / "data"))
+    monkeypatch.setenv("TWIN_API_ID", "123")
+    monkeypatch.setenv("TWIN_API_HASH", "abc")
+    assert not can_pull_unattended(config)  # never logged in
+    session = telegram_session(config)
+    session.parent.mkdir(parents=True)
+    session.write_bytes(b"")  # created, but the login never finished
+    assert not can_pull_unattended(config)
+    session.write_bytes(b"auth key")
+    assert can_pull_unattended(config)
+    monkeypatch.delenv("TWIN_API_HASH")
+    assert not can_pull_unattended(config)
