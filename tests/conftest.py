@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ingest.store import Store, open_store
+from twin.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORTS = REPO.parent / "shared" / "fixtures" / "telegram-exports"
@@ -81,3 +85,17 @@ def link_models(data_dir: Path, models: Path) -> None:
     """Give a test's data dir the already converted embedded model (saves ~20 s a test)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "models").symlink_to(models, target_is_directory=True)
+
+
+def twin_command(config: Config, *args: str) -> list[str]:
+    """The `twin` command line for `config`, as a user would type it."""
+    assert config.source is not None
+    return [sys.executable, "-m", "twin", "--config", str(config.source), *args]
+
+
+def run_twin(config: Config, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run `twin ARGS` with `config` in a child process; output captured as text."""
+    options.setdefault("timeout", 120)
+    return subprocess.run(
+        twin_command(config, *args), capture_output=True, text=True, check=False, **options
+    )

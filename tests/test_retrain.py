@@ -11,23 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.conftest import bot_config
+from tests.bot.conftest import retrain_config
+from tests.conftest import run_twin
 from trainer import registry
 from twin.cli import status_of
-from twin.config import Config, save_setting, with_setting
-from twin.demo import demo_export_path
+from twin.config import save_setting, with_setting
 from twin.errors import TwinError
 from twin.retrain import LOCK_FILE, read_records, retrain, retrain_lock
-
-
-def retrain_config(tmp_path: Path, tiny_base: Path, exports: list[str] | None = None) -> Config:
-    return bot_config(
-        tmp_path,
-        tiny_base,
-        "http://127.0.0.1:9",
-        ingest={"exports": exports if exports is not None else [str(demo_export_path())]},
-        dataset={"max_tokens": 128},
-    )
 
 
 def test_retrain_promotes_then_skips_until_something_changes(
@@ -68,13 +58,7 @@ def test_retrain_refuses_while_another_runs(tmp_path: Path, tiny_base: Path) -> 
     with retrain_lock(config.data_dir):
         with pytest.raises(TwinError, match=r"another retrain is running \(pid \d+"):
             retrain(config)
-        result = subprocess.run(
-            [sys.executable, "-m", "twin", "--config", str(config.source), "retrain"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = run_twin(config, "retrain")
         assert result.returncode == 1
         assert "another retrain is running" in result.stderr
     assert read_records(config.data_dir) == []  # refused runs did nothing
@@ -116,13 +100,7 @@ def test_killed_run_releases_the_lock(tmp_path: Path, tiny_base: Path) -> None:
 
 def test_failing_stage_is_recorded_and_reported(tmp_path: Path, tiny_base: Path) -> None:
     config = retrain_config(tmp_path, tiny_base, exports=["missing/result.json"])
-    result = subprocess.run(
-        [sys.executable, "-m", "twin", "--config", str(config.source), "retrain"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_twin(config, "retrain")
     assert result.returncode == 1
     assert "missing/result.json" in result.stderr.strip().splitlines()[-1]
     (record,) = read_records(config.data_dir)

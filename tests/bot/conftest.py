@@ -19,6 +19,7 @@ from tests.trainer.test_train import write_dataset
 from trainer import registry
 from trainer.train import train
 from twin.config import Config, load_config
+from twin.demo import demo_export_path
 
 ADMIN = 42
 FRIENDS = tuple(range(1, 21))
@@ -66,6 +67,25 @@ def bot_config(folder: Path, base: Path, api_url: str, **sections: dict[str, Any
     path = folder / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return load_config(path)
+
+
+def retrain_config(
+    folder: Path,
+    base: Path,
+    api_url: str = "http://127.0.0.1:9",
+    *,
+    exports: list[str] | None = None,
+    **sections: dict[str, Any],
+) -> Config:
+    """A bot config whose `twin retrain` re-reads the bundled demo export (or `exports`)."""
+    return bot_config(
+        folder,
+        base,
+        api_url,
+        ingest={"exports": exports if exports is not None else [str(demo_export_path())]},
+        dataset={"max_tokens": 128},
+        **sections,
+    )
 
 
 @pytest.fixture(scope="session")

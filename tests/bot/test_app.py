@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from bot import delivery
 from bot.app import build_application
 from tests.bot.botapi import TOKEN, BotApiStandIn
 from tests.bot.conftest import ADMIN, FRIENDS, GROUP, STRANGER, bot_config, serving
+from tests.conftest import run_twin
 from twin.config import BotConfig
 
 
@@ -321,15 +321,8 @@ def test_reset_and_memory_survives_a_restart(
 
 def test_serve_needs_the_token(tmp_path: Path, tiny_base: Path) -> None:
     config = bot_config(tmp_path, tiny_base, "http://127.0.0.1:9")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TWIN_BOT_TOKEN"}
-    result = subprocess.run(
-        [sys.executable, "-m", "twin", "--config", str(config.source), "serve"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    env = {k: v for k, v in os.environ.items() if k != "TWIN_BOT_TOKEN"}
+    result = run_twin(config, "serve", env=env)
     assert result.returncode == 1
     assert "TWIN_BOT_TOKEN is not set" in result.stderr
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.serving import load_served_twin
+from tests.conftest import run_twin
 from tests.trainer.test_train import make_config
 from trainer.train import train
 from twin.chat_format import encode_prompt, with_system_prompt
@@ -20,14 +19,7 @@ from twin.generation import generate_replies
 def test_terminal_chat_with_current_adapter(tmp_path: Path, tiny_base: Path) -> None:
     config = make_config(tmp_path, tiny_base, max_steps=4)
     version = train(config).version
-    result = subprocess.run(
-        [sys.executable, "-m", "twin", "--config", str(config.source), "chat"],
-        input="hi there\n/reset\nhow are you?\n/quit\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_twin(config, "chat", input="hi there\n/reset\nhow are you?\n/quit\n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"chatting with adapter {version}" in result.stdout
     assert result.stdout.count("you> ") == 4

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import ADMIN, bot_config, copy_adapters, serving
+from tests.bot.conftest import ADMIN, bot_config, copy_adapters, retrain_config, serving
 from trainer import registry
 from twin.config import load_config
-from twin.demo import demo_export_path
 
 
 async def ask(api: BotApiStandIn, text: str, timeout: float = 30.0) -> str:
@@ -92,13 +91,7 @@ def test_admin_subcommands(
 def test_persona_train_retrains_in_the_background_and_reports(
     tmp_path: Path, tiny_base: Path, api: BotApiStandIn
 ) -> None:
-    config = bot_config(
-        tmp_path,
-        tiny_base,
-        api.url,
-        ingest={"exports": [str(demo_export_path())]},
-        dataset={"max_tokens": 128},
-    )
+    config = retrain_config(tmp_path, tiny_base, api.url)
 
     async def scenario() -> None:
         async with serving(config) as runtime:
@@ -130,7 +123,7 @@ def test_persona_train_retrains_in_the_background_and_reports(
 
 
 def test_failed_retrain_is_reported(tmp_path: Path, tiny_base: Path, api: BotApiStandIn) -> None:
-    config = bot_config(tmp_path, tiny_base, api.url, ingest={"exports": ["missing/result.json"]})
+    config = retrain_config(tmp_path, tiny_base, api.url, exports=["missing/result.json"])
 
     async def scenario() -> None:
         async with serving(config) as runtime:

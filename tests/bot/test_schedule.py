@@ -15,9 +15,8 @@ from bot.app import build_application, running
 from bot.retraining import retrain_running
 from bot.schedule import missed_fire, schedule_retrain
 from tests.bot.botapi import TOKEN, BotApiStandIn
-from tests.bot.conftest import ADMIN, bot_config
+from tests.bot.conftest import ADMIN, bot_config, retrain_config
 from tests.bot.test_persona import ask
-from twin.demo import demo_export_path
 from twin.retrain import read_records
 
 UTC = dt.UTC
@@ -65,13 +64,8 @@ def test_missed_nights_run_once_at_start(
 def test_scheduled_retrain_fires_once_at_a_time_and_reports_with_a_chart(
     tmp_path: Path, tiny_base: Path, api: BotApiStandIn
 ) -> None:
-    config = bot_config(
-        tmp_path,
-        tiny_base,
-        api.url,
-        ingest={"exports": [str(demo_export_path())]},
-        dataset={"max_tokens": 128},
-        schedule={"pause_serving_while_training": True},
+    config = retrain_config(
+        tmp_path, tiny_base, api.url, schedule={"pause_serving_while_training": True}
     )
     app = build_application(config, TOKEN, poll_timeout=1)
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_twin
 from tests.trainer.test_train import make_config
 from trainer import fidelity, registry
 from trainer.train import train
@@ -181,13 +180,7 @@ def test_twin_eval_end_to_end_with_canaries(tmp_path: Path, tiny_base: Path) -> 
     fid = result.metrics["fidelity"]  # measured after training, for the gate
     assert fid["style_distance_twin"] >= 0 and fid["pii_in_replies"] >= 0
     assert (folder / "eval" / "report.md").exists()
-    run = subprocess.run(
-        [sys.executable, "-m", "twin", "--config", str(config.source), "eval", "--canaries", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_twin(config, "eval", "--canaries", "2", timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"adapter {result.version}:" in run.stdout
     assert "style distance (0 = yours): base" in run.stdout
@@ -203,11 +196,5 @@ def test_twin_eval_end_to_end_with_canaries(tmp_path: Path, tiny_base: Path) -> 
     for chart in ("lengths.png", "habits.png"):
         assert (folder / "eval" / chart).read_bytes().startswith(b"\x89PNG")
     # an unknown version is a clear error
-    bad = subprocess.run(
-        [sys.executable, "-m", "twin", "--config", str(config.source), "eval", "--adapter", "x"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    bad = run_twin(config, "eval", "--adapter", "x")
     assert bad.returncode == 1 and "there is no adapter x" in bad.stderr
