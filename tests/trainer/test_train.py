@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import twin_command
 from trainer import registry
 from trainer.train import TrainResult, train
 from twin.config import Config, load_config
@@ -185,11 +186,6 @@ def test_retention_keeps_newest_and_never_the_current(tmp_path: Path) -> None:
     assert len(removed) == 3
 
 
-def _twin(config: Config, *args: str) -> list[str]:
-    assert config.source is not None
-    return [sys.executable, "-m", "twin", "--config", str(config.source), *args]
-
-
 def _wait_for(path_glob: tuple[Path, str], timeout: float) -> None:
     folder, pattern = path_glob
     deadline = time.monotonic() + timeout
@@ -205,7 +201,7 @@ def test_sigkill_mid_training_then_resume(tmp_path: Path, tiny_base: Path) -> No
     first: TrainResult = train(config)  # an adapter in use before the crash
     before = [(a.version, a.state) for a in registry.list_adapters(config.adapters_dir)]
     proc = subprocess.Popen(
-        _twin(config, "train", "--max-steps", "100000"),
+        twin_command(config, "train", "--max-steps", "100000"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -216,8 +212,12 @@ def test_sigkill_mid_training_then_resume(tmp_path: Path, tiny_base: Path) -> No
         proc.wait()
     assert registry.current_version(config.adapters_dir) == first.version
     assert [(a.version, a.state) for a in registry.list_adapters(config.adapters_dir)] == before
+    # The kill lands a few steps after checkpoint-6 at the earliest: resume from whichever
+    # complete checkpoint is newest and train 3 steps past it.
+    saved = _complete_checkpoint_steps(config.data_dir / "checkpoints")
+    target = max(saved) + 3
     resumed = subprocess.run(
-        _twin(config, "train", "--resume", "--max-steps", "9"),
+        twin_command(config, "train", "--resume", "--max-steps", str(target)),
         capture_output=True,
         text=True,
         check=False,
@@ -225,14 +225,23 @@ def test_sigkill_mid_training_then_resume(tmp_path: Path, tiny_base: Path) -> No
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     newest = registry.list_adapters(config.adapters_dir)[-1]
     assert newest.version != first.version
-    assert newest.metrics["steps"] == 9
-    assert "checkpoint-" in newest.metrics["resumed_from"]
+    assert newest.metrics["steps"] == target
+    assert newest.metrics["resumed_from"].endswith(f"checkpoint-{max(saved)}")
+
+
+def _complete_checkpoint_steps(folder: Path) -> list[int]:
+    steps = []
+    for checkpoint in folder.glob("checkpoint-*"):
+        # One cut short by the kill is not resumable; the trainer decides the same way.
+        with contextlib.suppress(OSError, ValueError):
+            steps.append(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
+    return steps
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, tiny_base: Path) -> None:
     config = make_config(tmp_path, tiny_base)
     result = subprocess.run(
-        _twin(config, "train", "--resume"), capture_output=True, text=True, check=False
+        twin_command(config, "train", "--resume"), capture_output=True, text=True, check=False
     )
     assert result.returncode == 1
     assert "nothing to resume" in result.stderr and "Traceback" not in result.stderr
@@ -243,7 +252,7 @@ def test_status_json_lists_adapters(tmp_path: Path, tiny_base: Path) -> None:
     result = train(config)
     status = json.loads(
         subprocess.run(
-            _twin(config, "status", "--json"), capture_output=True, text=True, check=True
+            twin_command(config, "status", "--json"), capture_output=True, text=True, check=True
         ).stdout
     )
     assert status["adapter"] == result.version
