@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import emit
+
 OUT = Path(__file__).resolve().parent / "out"
 WORDS = (
     "ok",
@@ -118,10 +120,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, help="also write the result there (JSON)")
     args = parser.parse_args()
-    result = measure_ingest(args.messages)
-    if args.out:
-        args.out.write_text(json.dumps(result))
-    print(json.dumps(result, indent=1))
+    emit(measure_ingest(args.messages), args.out)
 
 
 if __name__ == "__main__":

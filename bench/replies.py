@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from bench import emit
 from bot.serving import load_served_twin
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import bot_config, serving
@@ -122,10 +122,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--out", type=Path, help="also write the result there (JSON)")
     args = parser.parse_args()
-    result = measure_replies(args.chats, args.new_tokens)
-    if args.out:
-        args.out.write_text(json.dumps(result))
-    print(json.dumps(result, indent=1))
+    emit(measure_replies(args.chats, args.new_tokens), args.out)
 
 
 if __name__ == "__main__":

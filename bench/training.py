@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import torch
 
+from bench import emit
 from ingest.dataset import build_dataset
 from ingest.export import import_export
 from ingest.store import open_store
@@ -142,10 +142,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", type=Path, help="also write the result there (JSON)")
     args = parser.parse_args()
-    result = measure_training(args.steps)
-    if args.out:
-        args.out.write_text(json.dumps(result))
-    print(json.dumps(result, indent=1))
+    emit(measure_training(args.steps), args.out)
 
 
 if __name__ == "__main__":
