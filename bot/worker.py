@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -53,7 +52,6 @@ class Swap:
 class WorkerStats:
     generate_calls: int = 0
     replies: int = 0
-    generate_seconds: float = 0.0
     largest_batch: int = 0
 
 
@@ -192,12 +190,10 @@ class ModelWorker:
         # A conversation whose last turn is not a user's (memory cleared meanwhile) gets none.
         todo = [i for i, c in enumerate(fitted) if c and c[-1]["role"] == "user"]
         replies = [""] * len(fitted)
-        started = time.perf_counter()
         outputs = generate_replies(
             twin.model, twin.tokenizer, [fitted[i] for i in todo], config.generation
         )
         self.stats.generate_calls += 1 if todo else 0
-        self.stats.generate_seconds += time.perf_counter() - started
         self.stats.largest_batch = max(self.stats.largest_batch, len(todo))
         self.stats.replies += len(todo)
         for i, reply in zip(todo, outputs, strict=True):
