@@ -104,11 +104,11 @@ def measure_fidelity(
     # The dataset masks PII as <PHONE>...; a twin that writes a real-looking number made it up
     # from somewhere: count them (the report shows none should be there).
     result["pii_in_replies"] = sum(scrubber.scrub(t) != t for t in written)
+    # Triples for the report, and the adapter's stored samples (train.sample_replies).
+    shown = max(EXAMPLES_IN_REPORT, config.train.sample_replies)
     result["examples"] = [
         {"message": p[-1]["content"], "real": r, "base": b, "twin": t}
-        for p, r, b, t in list(zip(prompts, real_replies, base, twin, strict=True))[
-            :EXAMPLES_IN_REPORT
-        ]
+        for p, r, b, t in list(zip(prompts, real_replies, base, twin, strict=True))[:shown]
     ]
     return result
 

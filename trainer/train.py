@@ -82,11 +82,15 @@ def train(config: Config, *, max_steps: int | None = None, resume: bool = False)
     run = run_training(model, tokenizer, train_set, config, plan, steps, dataset_info, resume)
     model.eval()
     twin_loss = heldout_loss(model, tokenizer, eval_set, config.train.batch_size)
-    samples = sample_replies(model, tokenizer, eval_rows[: config.train.sample_replies], config)
     fidelity = None
     if config.eval.on_train:
         result = measure_fidelity(model, tokenizer, train_rows, eval_rows, config)
         fidelity = {**headline(result), "full": result}
+        # The eval answered the first held-out prompts already, base and twin: those are the
+        # samples; generating them again would only cost time.
+        samples = result["examples"][: config.train.sample_replies]
+    else:
+        samples = sample_replies(model, tokenizer, eval_rows[: config.train.sample_replies], config)
     metrics = {
         "created": time.time(),
         "base_model": config.model.base,
