@@ -2,13 +2,15 @@
 
 A model trained on chats memorises what it sees often, and a phone number or card the owner
 typed a dozen times is exactly that; so each value is replaced by a typed placeholder
-(`<PHONE>`, `<EMAIL>`, `<CARD>`, `<IBAN>`) and the words around it are kept, because they are
-the owner's style, which is the point of the dataset.
+(`<PHONE>`, `<EMAIL>`, `<CARD>`, `<IBAN>`, and for Russian identity numbers `<INN>`, `<SNILS>`,
+`<PASSPORT>`) and the words around it are kept, because they are the owner's style, which is
+the point of the dataset.
 
 Order matters: e-mails first (a local part may be all digits), then IBANs and cards (long
-digit runs a phone matcher would otherwise eat half of), then the owner's own phone, then any
-other phone. Placeholders hold no digits and no "@", so a later pass can never match inside an
-earlier placeholder and nothing nests.
+digit runs a phone matcher would otherwise eat half of), then the owner's own phone (a value
+known for sure beats any guess), then ИНН, СНИЛС and passports (the phone matcher takes some of
+them for phones), then any other phone. Placeholders hold no digits and no "@", so a later pass
+can never match inside an earlier placeholder and nothing nests.
 
 IP addresses are left as they are: they are not personal data in a chat about a home router,
 and no phone leniency used here matches them.
@@ -27,6 +29,11 @@ PHONE = "<PHONE>"
 EMAIL = "<EMAIL>"
 CARD = "<CARD>"
 IBAN = "<IBAN>"
+INN = "<INN>"
+SNILS = "<SNILS>"
+PASSPORT = "<PASSPORT>"
+# Every placeholder `PiiScrubber.scrub` can write, for callers that count what was masked.
+PLACEHOLDERS = (PHONE, EMAIL, CARD, IBAN, INN, SNILS, PASSPORT)
 
 # \w and a Unicode TLD keep Cyrillic addresses (имя@почта.рф) in; labels are delimited by the
 # dot so the domain part cannot backtrack catastrophically on long junk.
@@ -80,6 +87,54 @@ _MIN_PLUS_DIGITS = 10
 _PHONE_PASSES = 3
 # phonenumbers' "unknown region": only numbers written with "+" parse in it.
 _PLUS_ONLY = "ZZ"
+# Russian identity numbers. ИНН and СНИЛС carry check digits, so the regexes only find where
+# one may stand and the checksum decides; a passport has none, so it needs a word naming it.
+# Each regex starts at a digit (the lookahead lets the engine skip every other character
+# cheaply); a naming word is looked for only before a candidate, with `_has_word`.
+#
+# Where an identity number may stand: not inside a word, not after "+" (a phone), "/" (a URL
+# path, a fraction) or a digit and ".", ",", ":" or "-" (the tail of a date, a decimal, a time,
+# a range); and not followed by a word character or a decimal or range tail. A "/" after it is
+# fine: "ИНН/КПП 7707083893/770701001" is how organisations write it.
+_ID_BEFORE = r"(?=[0-9])(?<![\w+/])(?<![0-9][.,:-])"
+_ID_AFTER = r"(?!\w)(?![.,:-][0-9])"
+# ИНН: 12 digits (a person) or 10 (an organisation), always bare: the same digits grouped
+# ("+7 916 123-45-67", "8 916 123 45 67") are phones.
+_INN_RE = re.compile(rf"{_ID_BEFORE}[0-9]{{10}}(?:[0-9]{{2}})?{_ID_AFTER}")
+_INN10_WEIGHTS = (2, 4, 10, 3, 5, 9, 4, 6, 8)
+_INN11_WEIGHTS = (7, 2, 4, 10, 3, 5, 9, 4, 6, 8)
+_INN12_WEIGHTS = (3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8)
+# СНИЛС: "112-233-445 95", "112 233 445 95", "112233445 95" or bare "11223344595".
+_SNILS_RE = re.compile(
+    rf"{_ID_BEFORE}[0-9]{{3}}([- \u00a0]?)[0-9]{{3}}\1[0-9]{{3}}[- \u00a0]?[0-9]{{2}}{_ID_AFTER}"
+)
+# Numbers up to 001-001-998 were issued before the checksum existed and nobody checks them;
+# they include "000-000-000 00", which would pass it.
+_SNILS_FIRST_CHECKED = 1001999
+# Passport: series "45 06" or "4506", then the number "123456", maybe after "№" or "номер"
+# ("серия 4506 номер 123456", "паспорт 4506123456"). One placeholder takes the series, the
+# number and the "номер" between them: one value, one placeholder.
+_PASSPORT_RE = re.compile(
+    rf"{_ID_BEFORE}[0-9]{{2}}[ \u00a0]?[0-9]{{2}}"
+    rf"[ \u00a0,№]*(?:(?i:номер|no\.?|n)[ \u00a0]*)?[0-9]{{6}}{_ID_AFTER}"
+)
+# A word naming the number, as a whole word ("Инна" and "длинный" are not "инн"), then at
+# most `_WORD_GAP` characters without a digit up to the number: "ИНН: ", "инн организации ",
+# "паспорт гражданина РФ серия " all fit, and the word belongs to the first number after it
+# only. Latin "INN" only in capitals: "Holiday Inn" is not one.
+_WORD_GAP = 30
+_WORD_END = rf"(?![^\W\d_])[^\d\n]{{0,{_WORD_GAP}}}$"
+_INN_WORD_RE = re.compile(rf"(?<![^\W\d_])(?:(?i:инн)|INN){_WORD_END}")
+_SNILS_WORD_RE = re.compile(rf"(?<![^\W\d_])(?i:снилс|snils){_WORD_END}")
+_PASSPORT_WORD_RE = re.compile(
+    rf"(?<![^\W\d_])(?i:паспорт[^\W\d_]{{0,4}}|пасп\.|серия|серии|passport){_WORD_END}"
+)
+# The longest word ("паспортного") and its gap fit in this many characters before a number.
+_WORD_REACH = 12 + _WORD_GAP
+# The shortest identity number (a 10-digit ИНН, a passport) and the СНИЛС length: messages
+# with fewer digits in all skip these passes.
+_MIN_ID_DIGITS = 10
+_SNILS_DIGITS = 11
 # A card is at most 19 digits in groups of 3 or more, an IBAN at most 34 characters in groups of 4:
 # no value spans more groups than this, which bounds the search in `_first_value`.
 _MAX_GROUPS = 10
@@ -87,7 +142,7 @@ _MAX_GROUPS = 10
 
 @dataclass(frozen=True)
 class PiiScrubber:
-    """Masks phones, e-mails, payment cards and IBANs in chat text.
+    """Masks phones, e-mails, payment cards, IBANs and Russian ИНН, СНИЛС, passports in chat text.
 
     `regions` are the phonenumbers regions whose local formats ("8 (916) 123-45-67",
     "(650) 253-0000") are recognised; numbers written with "+" are found whatever the regions.
@@ -116,7 +171,7 @@ class PiiScrubber:
         object.__setattr__(self, "_owner_re", _owner_pattern(self.owner_phones, regions))
 
     def scrub(self, text: str) -> str:
-        """`text` with every phone, e-mail, card number and IBAN replaced by its placeholder."""
+        """`text` with every value `PLACEHOLDERS` name replaced by its placeholder."""
         has_at = "@" in text
         digits = sum(map(text.count, "0123456789"))
         if digits == 0 and not has_at:
@@ -130,9 +185,28 @@ class PiiScrubber:
             text = _mask_values(text, _CARD_RE, CARD, _is_card)
         if self._owner_re is not None and digits >= _MIN_OWNER_DIGITS:
             text = self._owner_re.sub(_phone_placeholder, text)
+        if digits >= _MIN_ID_DIGITS:
+            text = _mask_ids(text, _INN_RE, INN, _is_inn)
+            if digits >= _SNILS_DIGITS:
+                text = _mask_ids(text, _SNILS_RE, SNILS, self._is_snils)
+            # Last, so its word may reach over an ИНН or СНИЛС masked just before:
+            # "ИНН и паспорт: <INN>, 4506 123456".
+            text = _mask_ids(text, _PASSPORT_RE, PASSPORT, _is_passport)
         if digits >= _MIN_PHONE_DIGITS:
             text = self._mask_phones(text)
         return text
+
+    def _is_snils(self, match: re.Match[str]) -> bool:
+        number = match.group()
+        digits = _NON_DIGIT_RE.sub("", number)
+        if not _snils_ok(digits):
+            return False
+        # Eleven bare digits are also how most Russians write a mobile ("89161234567"), and one
+        # in a hundred of those passes the checksum. Without the word "СНИЛС" such a number is
+        # left to the phone matcher, which masks it anyway: only its type could be wrong.
+        if digits == number and not _has_word(match, _SNILS_WORD_RE):
+            return not _is_valid_phone(digits, [region for region, _ in self._matchers])
+        return True
 
     def _mask_phones(self, text: str) -> str:
         # One region at a time, each on the windows still left: a message usually holds one
@@ -199,11 +273,6 @@ def _phone_placeholder(match: re.Match[str]) -> str:
     return _open_bracket(match.group()) + PHONE
 
 
-def scrub_pii(text: str, scrubber: PiiScrubber) -> str:
-    """`scrubber.scrub(text)`, for callers that pass functions around."""
-    return scrubber.scrub(text)
-
-
 def _replace_spans(text: str, spans: Iterable[tuple[int, int]], placeholder: str) -> str:
     # Spans from different windows or rules may touch or overlap; merging them first means
     # one placeholder per number, never one inside another.
@@ -244,6 +313,25 @@ def _mask_values(
         return text
     out.append(text[pos:])
     return "".join(out)
+
+
+def _mask_ids(
+    text: str,
+    candidates: re.Pattern[str],
+    placeholder: str,
+    accept: Callable[[re.Match[str]], bool],
+) -> str:
+    return candidates.sub(lambda m: placeholder if accept(m) else m.group(), text)
+
+
+def _has_word(match: re.Match[str], word: re.Pattern[str]) -> bool:
+    # `endpos` makes the "$" in the word regex stand right before the number.
+    return word.search(match.string, max(0, match.start() - _WORD_REACH), match.start()) is not None
+
+
+def _is_passport(match: re.Match[str]) -> bool:
+    # Ten digits and no checksum could be any number at all; only the word makes it one.
+    return _has_word(match, _PASSPORT_WORD_RE)
 
 
 def _first_value(
@@ -298,6 +386,50 @@ def _iban_mod97(iban: str) -> int:
     # ISO 13616: country and check digits move to the end, letters become 10..35.
     rearranged = iban[4:] + iban[:4]
     return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97
+
+
+def _is_inn(match: re.Match[str]) -> bool:
+    digits = match.group()
+    # Region code 00 does not exist; it also keeps "000000000000" (checksum 0) out.
+    if digits.startswith("00"):
+        return False
+    if len(digits) == 12:
+        # Two check digits: one ordinary 12-digit number in a hundred passes both, so a bare
+        # run is enough, and it wins over the phone matcher, which takes some of them
+        # ("027165015237") for local numbers.
+        first_ok = _inn_digit(digits, _INN11_WEIGHTS) == int(digits[10])
+        return first_ok and _inn_digit(digits, _INN12_WEIGHTS) == int(digits[11])
+    # Ten digits need the word "ИНН" before them. One check digit lets one number in ten
+    # through: Unix times ("1715500807"), Telegram ids and order numbers are 10 digits too, and
+    # so is a Russian mobile without its prefix ("9161234567" passes the checksum). A bare
+    # run is left to the phone matcher, which masks it when it is a phone; an organisation's
+    # ИНН is public record (ЕГРЮЛ) anyway, unlike a person's 12-digit one.
+    return _inn_digit(digits, _INN10_WEIGHTS) == int(digits[9]) and _has_word(match, _INN_WORD_RE)
+
+
+def _inn_digit(digits: str, weights: tuple[int, ...]) -> int:
+    return sum(int(d) * w for d, w in zip(digits, weights, strict=False)) % 11 % 10
+
+
+def _snils_ok(digits: str) -> bool:
+    if int(digits[:9]) < _SNILS_FIRST_CHECKED:
+        return False
+    total = sum(int(d) * w for d, w in zip(digits[:9], range(9, 0, -1), strict=True))
+    if total > 101:
+        total %= 101
+    return (0 if total >= 100 else total) == int(digits[9:])
+
+
+def _is_valid_phone(digits: str, regions: Iterable[str]) -> bool:
+    # The phone matcher's own test (VALID in one of the regions), for a single candidate.
+    for region in regions:
+        try:
+            number = phonenumbers.parse(digits, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
 
 
 def _owner_pattern(phones: Iterable[str], regions: tuple[str, ...]) -> re.Pattern[str] | None:
