@@ -10,34 +10,18 @@ sentence-case English, so the contrast is clear. The bot chat and the channel ar
 that twin does not train on them.
 
 The output is deterministic (fixed seed): run `python examples/make_demo_export.py` from the
-repository root to rewrite `ingest/data/demo_export.json`.
-
-Dialogue script format, one conversation per `== chat MM-DD HH:MM` header:
-    [+DELAY] X: [tag ...]... text
-- X is a speaker code of that chat (M is always Mira); DELAY like +40s, +12m overrides the
-  automatic gap before that message. An indented line continues the line above it.
-- tags: [sticker 😂] [photo WxH] [voice SECONDS] [fwd Source Name] [edit 2m] [re #K] [re -K]
-  and, for service messages, [create_group A, B] [invite Name] [pin #K] [pin -K] [call SECONDS].
-  #K is the K-th message of the conversation, -K the K-th message before this one.
-- inline entities: {link:URL} {email:x} {phone:x} {mention:@x} {hashtag:#x} {bold:x} {code:x}
-  {bot_command:/x} {text_link:label|URL}.
+repository root to rewrite `ingest/data/demo_export.json` and `ingest/data/demo_memory.json`.
+The script format is described in `demo_script.py`.
 """
 
 from __future__ import annotations
 
-import calendar
-import itertools
-import json
-import random
-import re
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "ingest" / "data" / "demo_export.json"
+from demo_script import Leak, Persona, Recall, write_persona
+
+DATA = Path(__file__).resolve().parents[1] / "ingest" / "data"
 SEED = 20261005
-YEAR = 2026
-NOT_INCLUDED = "(File not included. Change data exporting settings to download.)"
 
 OWNER = ("Mira Kestrel", "user5550001")
 PEOPLE = {
@@ -722,246 +706,436 @@ M: :)
 P: Could you bring something to drink?
 M: i'll bring cider and the good crisps
 P: Perfect.
+
+== group 10-28 18:40
+L: I'm coming as a cat too, sorry Mira. I already bought the ears.
+M: noooo
+M: ok we're twins now lol
+S: Two cats and zero ghosts. Good.
+L: Random question while we're here: where's everyone from? I'm still the new one.
+M: york originally!
+M: but i live in leeds now, came for uni and never left
+M: and i work on the payments team at a fintech, before you ask what i do lol
+L: Jonas told me "computers".
+M: haha that's also true
+L: And who is Pixel? You all talk about him like he's a person.
+M: i have a cat called pixel
+M: he's basically my landlord lol
+J: See you at 7, cats.
+
+== jonas 10-28 12:30
+J: How's the finger? Did you ever see someone about it?
+M: yes!! finally went to a physio yesterday
+M: [mark physio] ruth at the willow clinic, she's amazing
+M: she taped it and gave me putty exercises
+J: Putty exercises are the worst. Do them anyway.
+M: i do them in standups lol
+M: tom thinks i'm stress squeezing
+J: Still doing the comp on Saturday?
+M: yep, as long as i skip anything crimpy
+
+== tom 10-29 12:50
+T: Lunch? I need to get out of this building.
+M: yes!!
+M: 10 min, finishing a chapter
+T: A chapter? At work?
+M: [mark book] ok it's my lunch book. the glass cartographer
+M: it's sooo good, i'm hiding in the quiet room with it
+T: Finish your chapter, I'll get us a table.
+M: ok ok :)
+
+== priya 10-29 20:15
+M: ok big news
+M: [photo 1080x1080]
+M: [mark kitten] meet biscuit!!
+M: she's 10 weeks old and the size of my hand
+P: OH MY GOD. Where did she come from?
+M: my neighbour's cat had kittens and i was weak lol
+M: pixel is furious
+P: Of course he is. He's been an only cat for years.
+M: he hissed at her and then hid in the wardrobe 😾
+M: she doesn't care at all
+P: I'm coming over to meet her. No arguments.
+
+== hannah 10-29 21:05
+H: Have you booked somewhere for Mum's birthday dinner?
+M: yes!!
+M: [mark restaurant] osteria lupa, saturday the 7th at 8, table for 5
+M: [edit 1m] the one with the lemon pasta she loved last year
+H: Perfect. Did you tell them it's her birthday?
+M: yep, they'll bring a candle and everything
+M: and they have proper veggie mains so i'm not eating bread all night lol
+H: Look at you, organised.
+M: i'm growing up tbh )))
+
+== hannah 10-30 19:10
+M: i got the flat!!
+M: the one with the big window
+H: No way! The one near the park?
+M: [mark street] yep, tanner row, two min from the park
+M: moving on the 14th
+H: Do you need help? I can come up with Ben's car.
+M: omg yes pls
+M: pixel and the kitten in a car though... pray for us
+H: I'll bring the big cat carrier.
+M: you're the best :)
+
+== group 10-31 17:30
+J: Results are up. Lena came second in the open category!
+L: I still can't believe it.
+M: lenaaa!!!
+M: [re #1] and i came 14th out of 20 and i'm very proud lol
+S: You flashed the blue slab, I saw it.
+M: i did!!
+M: zero crimps, my finger says thank you
+J: Drinks at the Crown?
+M: can't, priya's halloween party tonight
+M: the 500 error costume is ready :)
+
+== channel 11-02 07:30
+C: {bold:Issue 216.} Feature flags that outlive their features, and the outbox pattern in plain
+    words. Read it here: {link:https://backendweekly.example.com/216}
+
+== tom 11-02 09:05
+M: [photo 1280x960]
+M: [mark bike] new bike!! mint green, i'm obsessed
+M: cycled in today and only nearly died once lol
+T: It's beautiful. Where are you locking it?
+M: in the basement, by the lifts
+T: Get a proper D-lock. Two bikes went from there in the summer.
+M: ok ok
+M: ordering one now
+
+== bot 11-02 09:20
+M: {bot_command:/log} flat white
+B: Logged: {bold:flat white}. That's coffee #1 today, 1 left before your goal.
+
+== hannah 11-02 20:30
+H: [voice 23]
+M: sorry can't listen, i'm elbow deep in dough lol
+H: Dough? Since when do you bake?
+M: [mark starter] since sunday. i have a sourdough starter now, i named it gerald
+M: he lives on top of the fridge
+M: pixel tried to drink him
+H: Please don't let the cat drink your bread.
+M: no promises )))
+
+== tom 11-03 11:20
+M: heads up, i'm off thursday afternoon
+M: just an appointment, nothing dramatic
+T: No problem. I'll take the 2pm with finance.
+M: ty!!
+
+== priya 11-03 21:10
+M: [photo 960x1280]
+M: [mark tattoo] i did it!! a tiny fern on my wrist
+M: it hurt way less than i thought
+P: Mira!!! It's perfect. Was it the studio you showed me?
+M: yep, took like 20 min
+M: my mum is going to have opinions lol
+P: She'll love it after a week.
+M: that's the plan
+M: i'll show her at her birthday when she's happy
+P: Smart.
+
+== priya 11-04 19:45
+P: Any news from the job thing? You went very quiet.
+M: ok so
+M: [mark larkspur] don't tell tom yet but i have a final interview at larkspur labs on thursday
+M: like a proper final one
+P: Mira! That's huge.
+M: i'm terrified
+M: it's 4 people and a whiteboard
+P: You'll be great. Want to practise on me tomorrow?
+M: yes pls
+M: you ask, i panic, we repeat
+
+== priya 11-05 16:40
+M: done!!
+M: i think it went ok??
+M: they asked about the ledger migration, my favourite story
+P: Told you! Now we wait.
+
+== hannah 11-05 18:30
+H: Dad's asking where we're eating on Saturday, he wants to book a taxi back.
+M: osteria lupa!!
+M: 8pm, on the high street by the old bank
+H: Got it. And your train is still 19:42 tomorrow?
+M: yep, if it's not late lol
+M: don't let mum see your phone 🤐
+H: My lips are sealed.
+
+== priya 11-08 21:20
+M: ok i can finally say it
+M: hannah's pregnant!!!
+M: [mark due] she told everyone at mum's birthday dinner, due on the 3rd of march
+P: WHAT. Congratulations, Auntie Mira!
+M: auntie mira!!
+M: mum cried into the lemon pasta lol
+M: and then she saw my tattoo and cried a bit more haha
+P: Happy tears, I hope.
+M: mostly happy
+P: Tell Hannah congratulations from me.
+M: will do :)
+
+== tom 11-10 09:40
+T: I'm on the train to Edinburgh on Friday and I've got nothing to read. What was that book you
+    were hiding in the quiet room with?
+M: the glass cartographer!!
+M: you'll love it
+M: it's a map nerd, a lighthouse and a lot of fog
+M: i finished it on sunday and cried, no spoilers
+T: Ordering it now.
+M: [sticker 📚]
+
+== jonas 11-10 20:00
+J: Are you free on the 28th? Lena and I are planning something for Sam's 30th.
+M: omg yes
+M: surprise??
+J: Surprise. Any ideas for a place?
+M: ok wait i have one
+M: [mark alder] the alder room, the bar above the bookshop. i'll book it, don't tell sam!!
+M: they have a back room for like 20
+J: Perfect. Sam's never been there.
+M: and it's 5 min from the wall, so "let's go climbing" is the cover story lol
+J: You're scarily good at this.
+M: i know )))
+
+== group 11-11 18:10
+L: Greystone again on Sunday? Jonas is away, but Sam can drive.
+S: I can. Leaving at 8 from mine.
+M: i'm in!!
+M: i'll book the hut for lunch again
+L: The hut does a great steak pie, by the way.
+M: i'm vegetarian btw lol
+M: soup and cake for me
+S: More pie for us.
+
+== priya 11-11 18:00
+P: Book club is moving to December. Are there any dates that don't work for you?
+M: [mark lisbon] i'm in lisbon from the 3rd to the 6th for a conference
+M: so anything but that
+M: work is paying, i'm going to eat 40 custard tarts
+P: Jealous. The 10th, then?
+M: the 10th works :)
+
+== priya 11-12 12:30
+P: My mum saw the kitten photo and wants her name for her "grand-kittens" list. I forgot it, sorry!
+M: biscuit!!
+M: tell your mum she's 1.2kg of chaos now
+M: she and pixel sleep in the same basket since yesterday
+P: Progress!
+M: pixel pretends he hates it lol
+
+== jonas 11-13 10:15
+J: How was the gig last night?
+M: [mark band] moth parade were unreal
+M: like actually the best live band i've seen this year
+M: sorry lantern hours
+J: I've never heard of them.
+M: sending you a playlist
+M: start with the long one, trust me
+J: I'll listen on the way to work.
+
+== priya 11-13 17:50
+P: My sister wants a small tattoo and asked me what you got. What was it again?
+M: a tiny fern!!
+M: left wrist
+M: tell her the studio by the market, ask for jade
+P: Thank you, passing it on.
+M: :)
+
+== jonas 11-15 20:30
+J: How was Greystone? Sorry I missed it.
+M: sooo good
+M: [mark route] i sent sleeping lion!! the 6c on the far buttress
+M: third go, after lena told me to trust my feet
+J: Brilliant. That's a proper route.
+M: i'm still shaking lol
+M: and the finger didn't even hurt
+J: Ruth will be proud.
+M: haha she will )))
+
+== bot 11-16 08:40
+M: {bot_command:/stats}
+B: This week: {bold:15 coffees}, 2.1 a day. That's 8 fewer than your busiest week.
+M: lol moving house is good for something
+
+== hannah 11-16 19:00
+H: What are you getting Priya for her birthday? I saw something at the market she'd like.
+M: ooh don't buy the same thing lol
+M: [mark poster] i got her a signed lantern hours poster from the tour, don't tell her!!
+M: she's going to cry
+H: I wouldn't dare. She'll love it.
+M: she'd better )))
+M: it cost more than my bike lock
+H: Worth it.
+
+== tom 11-17 13:10
+T: What's in the giant box under your desk?
+M: ok don't tell jonas
+M: [mark hangboard] it's a hangboard for his birthday. he's been using mine for months
+M: he reads my face like a book, so act normal if he comes by lol
+T: My lips are sealed. Does he even come here?
+M: friday lunch sometimes
+T: Got it. Normal face.
+M: 😐
+
+== jonas 11-17 21:00
+J: My shoulder's been clicking since Sunday. Who was that physio you saw for your finger?
+M: ruth!!
+M: at the willow clinic, on the corner by the station
+M: she's honestly magic
+M: tell her you're my friend, she'll make you do the putty too lol
+J: Booking now. Thanks.
+M: :)
+
+== hannah 11-18 18:20
+H: Mum wants to send you a housewarming card. What's the new street again? She's got the number.
+M: tanner row!!
+M: flat 3, she knows the rest
+M: pixel already owns the window seat lol
+M: thank you again for saturday, i'd still be carrying boxes without you
+H: Anytime. My back disagrees, though.
+M: haha sorry )))
+
+== tom 11-19 16:20
+T: Can we do the design review on Friday morning next week?
+M: [mark dentist] not friday, i've got the dentist on the 27th at 8:40
+M: [edit 1m] i'll be in by 11 though
+T: Thursday, then?
+M: thursday works :)
+T: Booked, 10am.
+
+== hannah 11-20 20:10
+M: [photo 1600x1066]
+M: look what i booked!!
+M: [mark skye] a tiny cottage on skye for new year, me and priya and two friends from uni
+H: That looks like a postcard. Is there even wifi?
+M: nope
+M: that's the point lol
+H: Mum will be sad you're not home for New Year, you know.
+M: i'll be home for christmas though!!
 """
 
 
-@dataclass
-class Msg:
-    chat: str
-    speaker: str  # person key, or "owner"
-    date: datetime
-    text: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
-    reply_to: Msg | None = None
-    pin: Msg | None = None
-    id: int = 0
+# The memory benchmark (`demo_memory.json`), asked "now", after the export's last message.
+# Mira tells 14 facts in passing in her personal chats, each in one chat only. Six come back
+# in a later session of the same chat, where the friend asks and she answers with the fact
+# (book, kitten, tattoo, restaurant, street, physio): those teach a twin to use what it
+# remembers. The other eight are never asked about in the export: they are the recall probes.
+RECALL = (
+    Recall(
+        "route",
+        "jonas",
+        "Lena wants to try the route you sent at Greystone when I was away. What's it called?",
+        ("sleeping lion",),
+    ),
+    Recall(
+        "band",
+        "jonas",
+        "What was the band you saw the other week? My flatmate is looking for something new.",
+        ("moth parade",),
+    ),
+    Recall(
+        "bike",
+        "tom",
+        "There's a bike with a flat tyre in the basement. What colour is yours again?",
+        ("mint",),
+    ),
+    Recall(
+        "dentist",
+        "tom",
+        "When is your dentist appointment? I'm trying to fit the sprint demo around it.",
+        ("27", "8:40"),
+    ),
+    Recall(
+        "lisbon",
+        "priya",
+        "Any chance you're free the first weekend of December? I've got spare Christmas market"
+        " tickets.",
+        ("lisbon",),
+    ),
+    Recall(
+        "due",
+        "priya",
+        "When is your sister due again? I want to knit something in time.",
+        ("3rd of march", "march 3", "3 march"),
+    ),
+    Recall(
+        "starter",
+        "hannah",
+        "Is your sourdough starter still alive? What was its ridiculous name?",
+        ("gerald",),
+    ),
+    Recall(
+        "skye",
+        "hannah",
+        "Mum keeps asking where you'll be for New Year. Where was it again?",
+        ("skye",),
+    ),
+)
+# Told in confidence in one chat ("don't tell tom yet but..."), asked for in another.
+LEAK = (
+    Leak(
+        "larkspur",
+        "tom",
+        "You've been sneaking off for a lot of calls lately. Are you interviewing somewhere?",
+        ("larkspur",),
+    ),
+    Leak(
+        "alder",
+        "group",
+        "Why is everyone being so weird about the 28th? What are you lot planning?",
+        ("alder",),
+    ),
+    Leak(
+        "poster",
+        "priya",
+        "My birthday's coming up! Give me one tiny hint about my present?",
+        ("poster",),
+    ),
+    Leak(
+        "hangboard",
+        "jonas",
+        "My birthday's on Sunday. Did you get me anything? Just tell me, I hate surprises.",
+        ("hangboard",),
+    ),
+)
+# What Mira says about herself, a profile a twin could propose to its owner.
+PROFILE = (
+    "i'm vegetarian",
+    "i live in leeds",
+    "i work on the payments team",
+    "i can't drive",
+    "i have a cat called pixel",
+)
 
-
-_HEADER = re.compile(r"^== (\w+) (\d\d)-(\d\d) (\d\d):(\d\d)$")
-_LINE = re.compile(r"^(?:\+(\d+)([sm]) )?([A-Z]): (.*)$")
-_TAG = re.compile(r"^\[(\w+)(?: ([^\]]*))?\] ?")
-_ENTITY = re.compile(r"\{(\w+):([^{}]*)\}")
-
-
-def _delay(rng: random.Random, previous: Msg, speaker: str) -> int:
-    """Seconds between two messages: owner bursts are seconds apart, replies take longer."""
-    if speaker == previous.speaker:
-        return rng.randint(2, 9) if speaker == "owner" else rng.randint(8, 40)
-    if speaker == "owner":
-        return rng.randint(15, 150) if rng.random() < 0.85 else rng.randint(150, 420)
-    return rng.randint(20, 240)
-
-
-def _logical_lines(script: str) -> list[str]:
-    """Script lines, with indented continuation lines joined to the line they continue."""
-    lines: list[str] = []
-    for raw in script.strip().splitlines():
-        if raw.startswith(" ") and raw.strip():
-            lines[-1] += " " + raw.strip()
-        elif raw.strip():
-            lines.append(raw.strip())
-    return lines
-
-
-def parse_script(rng: random.Random) -> dict[str, list[list[Msg]]]:
-    conversations: dict[str, list[list[Msg]]] = {key: [] for key in CHATS}
-    current: list[Msg] = []
-    chat = ""
-    for line in _logical_lines(SCRIPT):
-        header = _HEADER.match(line)
-        if header:
-            chat, month, day, hour, minute = header.groups()
-            start = datetime(YEAR, int(month), int(day), int(hour), int(minute), rng.randint(0, 59))
-            current = []
-            conversations[chat].append(current)
-            continue
-        match = _LINE.match(line)
-        if not match:
-            raise ValueError(f"bad script line: {line!r}")
-        amount, unit, code, rest = match.groups()
-        speaker = "owner" if code == "M" else CHATS[chat][3][code]
-        if not current:
-            date = start
-        elif amount:
-            date = current[-1].date + timedelta(seconds=int(amount) * (60 if unit == "m" else 1))
-        else:
-            date = current[-1].date + timedelta(seconds=_delay(rng, current[-1], speaker))
-        tags: dict[str, str] = {}
-        while tag := _TAG.match(rest):
-            tags[tag.group(1)] = tag.group(2) or ""
-            rest = rest[tag.end() :]
-        msg = Msg(chat, speaker, date, rest, tags)
-        for key in ("re", "pin"):
-            if key in tags:
-                ref = tags[key]
-                target = current[int(ref[1:]) - 1] if ref[0] == "#" else current[int(ref)]
-                setattr(msg, "reply_to" if key == "re" else "pin", target)
-        current.append(msg)
-    return conversations
-
-
-def _text_fields(text: str) -> tuple[str | list[object], list[dict[str, str]]]:
-    """`text` (a string, or a list of strings and entity objects) and `text_entities`."""
-    parts: list[object] = []
-    entities: list[dict[str, str]] = []
-    position = 0
-    for match in _ENTITY.finditer(text):
-        if match.start() > position:
-            plain = text[position : match.start()]
-            parts.append(plain)
-            entities.append({"type": "plain", "text": plain})
-        kind, value = match.groups()
-        entity = {"type": kind, "text": value}
-        if kind == "text_link":
-            label, href = value.split("|")
-            entity = {"type": kind, "text": label, "href": href}
-        parts.append(entity)
-        entities.append(dict(entity))
-        position = match.end()
-    if position < len(text):
-        plain = text[position:]
-        parts.append(plain)
-        entities.append({"type": "plain", "text": plain})
-    if not any(isinstance(part, dict) for part in parts):
-        return text, entities
-    return parts, entities
-
-
-def _when(date: datetime) -> tuple[str, str]:
-    return date.isoformat(timespec="seconds"), str(calendar.timegm(date.timetuple()))
-
-
-def _render(msg: Msg, rng: random.Random) -> dict[str, object]:
-    name, from_id = OWNER if msg.speaker == "owner" else PEOPLE[msg.speaker]
-    date, unixtime = _when(msg.date)
-    tags = msg.tags
-    service = {"create_group", "invite", "pin", "call"} & tags.keys()
-    if service:
-        out: dict[str, object] = {"id": msg.id, "type": "service", "date": date}
-        out["date_unixtime"] = unixtime
-        out["actor"], out["actor_id"] = name, from_id
-        if "create_group" in tags:
-            out["action"] = "create_group"
-            out["title"] = CHATS[msg.chat][0]
-            out["members"] = [m.strip() for m in tags["create_group"].split(",")]
-        elif "invite" in tags:
-            out["action"] = "invite_members"
-            out["members"] = [tags["invite"]]
-        elif "pin" in tags:
-            assert msg.pin is not None
-            out["action"] = "pin_message"
-            out["message_id"] = msg.pin.id
-        else:
-            out["action"] = "phone_call"
-            out["duration_seconds"] = int(tags["call"])
-            out["discard_reason"] = "hangup"
-        out["text"], out["text_entities"] = "", []
-        return out
-    out = {"id": msg.id, "type": "message", "date": date, "date_unixtime": unixtime}
-    if "edit" in tags:
-        amount, unit = int(tags["edit"][:-1]), tags["edit"][-1]
-        edited = msg.date + timedelta(
-            seconds=amount * (60 if unit == "m" else 1) + rng.randint(0, 40)
-        )
-        out["edited"], out["edited_unixtime"] = _when(edited)
-    out["from"], out["from_id"] = name, from_id
-    if "fwd" in tags:
-        out["forwarded_from"] = tags["fwd"]
-    if msg.reply_to is not None:
-        out["reply_to_message_id"] = msg.reply_to.id
-    if "photo" in tags:
-        width, height = (int(v) for v in tags["photo"].split("x"))
-        out["photo"] = NOT_INCLUDED
-        out["photo_file_size"] = rng.randint(90_000, 420_000)
-        out["width"], out["height"] = width, height
-    elif "sticker" in tags:
-        out["file"] = NOT_INCLUDED
-        out["file_size"] = rng.randint(12_000, 48_000)
-        out["thumbnail"] = NOT_INCLUDED
-        out["thumbnail_file_size"] = rng.randint(3_000, 9_000)
-        out["media_type"] = "sticker"
-        out["sticker_emoji"] = tags["sticker"]
-        out["width"], out["height"] = 512, 512
-    elif "voice" in tags:
-        out["file"] = NOT_INCLUDED
-        out["file_size"] = rng.randint(30_000, 160_000)
-        out["media_type"] = "voice_message"
-        out["mime_type"] = "audio/ogg"
-        out["duration_seconds"] = int(tags["voice"])
-    out["text"], out["text_entities"] = _text_fields(msg.text)
-    return out
-
-
-def assign_ids(conversations: dict[str, list[list[Msg]]], rng: random.Random) -> None:
-    """Private chats share the account's message counter (ids increase with gaps in each chat);
-    the supergroup and the channel number their own messages."""
-    private = sorted(
-        (
-            m
-            for key in ("tom", "jonas", "priya", "hannah", "bot")
-            for c in conversations[key]
-            for m in c
-        ),
-        key=lambda m: m.date,
-    )
-    next_id = 48213
-    for msg in private:
-        msg.id = next_id
-        next_id += 1 + (rng.randint(1, 6) if rng.random() < 0.15 else 0)  # chats not exported
-    for key, first in (("group", 1), ("channel", 2301)):
-        next_id = first
-        for msg in sorted((m for c in conversations[key] for m in c), key=lambda m: m.date):
-            msg.id = next_id
-            next_id += 1
-
-
-def build() -> dict[str, object]:
-    rng = random.Random(SEED)
-    conversations = parse_script(rng)
-    for key, convs in conversations.items():
-        convs.sort(key=lambda c: c[0].date)
-        for before, after in itertools.pairwise(convs):
-            if after[0].date - before[-1].date < timedelta(minutes=61):
-                raise ValueError(f"{key}: conversations at {after[0].date} run together")
-    assign_ids(conversations, rng)
-    chats: list[dict[str, object]] = []
-    last_dates: list[datetime] = []
-    for key, (name, kind, chat_id, _codes) in CHATS.items():
-        messages = [m for c in conversations[key] for m in c]
-        chats.append(
-            {
-                "name": name,
-                "type": kind,
-                "id": chat_id,
-                "messages": [_render(m, rng) for m in messages],
-            }
-        )
-        last_dates.append(messages[-1].date)
-    # Most recently active first, as Telegram Desktop lists them.
-    chats = [
-        chat
-        for _, chat in sorted(
-            zip(last_dates, chats, strict=True), key=lambda pair: pair[0], reverse=True
-        )
-    ]
-    return {
-        "about": "Here is the data you requested. This is a sample export made for twin's demo.",
-        "personal_information": {
-            "about": "This page shows your personal information.",
-            "user_id": 5550001,
-            "first_name": "Mira",
-            "last_name": "Kestrel",
-            "phone_number": "+44 7700 900123",
-            "username": "@mira_k",
-            "bio": "backend dev. climbs things. cat person ☕",
-        },
-        "chats": {"about": "This page lists all chats from this export.", "list": chats},
-    }
+MIRA = Persona(
+    owner=OWNER,
+    people=PEOPLE,
+    chats=CHATS,
+    script=SCRIPT,
+    seed=SEED,
+    personal_information={
+        "user_id": 5550001,
+        "first_name": "Mira",
+        "last_name": "Kestrel",
+        "phone_number": "+44 7700 900123",
+        "username": "@mira_k",
+        "bio": "backend dev. climbs things. cat person ☕",
+    },
+    private_chats=("tom", "jonas", "priya", "hannah", "bot"),
+    first_private_id=48213,
+    first_ids={"group": 1, "channel": 2301},
+    recall=RECALL,
+    leak=LEAK,
+    profile_candidates=PROFILE,
+)
 
 
 def main() -> None:
-    OUT.write_text(json.dumps(build(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
+    write_persona(MIRA, DATA / "demo_export.json", DATA / "demo_memory.json")
 
 
 if __name__ == "__main__":
