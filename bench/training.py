@@ -16,7 +16,6 @@ usual convention; with a frozen base the true count is nearer 4 x, also reported
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -28,20 +27,19 @@ from bench import emit
 from ingest.dataset import build_dataset
 from ingest.export import import_export
 from ingest.store import open_store
-from trainer.model import LoadPlan, base_checkpoint, load_base_model, load_plan, load_tokenizer
-from trainer.train import add_lora, encode_examples, read_dataset, run_training
-from twin.chat_format import IGNORE_INDEX
-from twin.config import Config, load_config
-from twin.demo import DEMO_CONFIG, demo_export_path
+from trainer.data import encode_examples, read_dataset
+from trainer.fit import FitPlan, add_lora, fit
+from trainer.model import LoadPlan, base_checkpoint, load_base, load_base_model, load_tokenizer
+from twin.app.demo import PERSONAS, demo_export_path
+from twin.core.chat_format import IGNORE_INDEX
+from twin.core.config import Config, load_config
 
 
-def demo_setup(folder: Path, models: Path | None) -> Config:
+def demo_setup(folder: Path) -> Config:
     """The demo persona's store and dataset in `folder`, with the demo's training settings."""
-    (folder / "config.toml").write_text(DEMO_CONFIG)
+    (folder / "config.toml").write_text(PERSONAS["en"].config)
     config = load_config(folder / "config.toml")
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    if models is not None:
-        (config.data_dir / "models").symlink_to(models, target_is_directory=True)
     with open_store(config.store_path) as store:
         import_export(demo_export_path(), store)
         build_dataset(config, store)
@@ -60,19 +58,18 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> floa
 
 
 def twin_training(config: Config, steps: int) -> dict[str, Any]:
-    checkpoint = base_checkpoint(config)
-    plan = load_plan(config)
-    tokenizer = load_tokenizer(checkpoint)
-    train_rows, _, info = read_dataset(config.dataset_dir)
-    train_set = encode_examples(tokenizer, train_rows, config.train.max_seq_tokens)
-    model = add_lora(load_base_model(checkpoint, plan), config, plan)
-    run = run_training(model, tokenizer, train_set, config, plan, steps, info, False)
+    base = load_base(config)
+    dataset = read_dataset(config.dataset_dir)
+    train_set = encode_examples(base.tokenizer, dataset.train, config.train.max_seq_tokens)
+    model = add_lora(base.model, config, base.plan)
+    plan = FitPlan(steps, dataset.info, False, config.data_dir / "checkpoints")
+    run = fit(model, base.tokenizer, train_set, config, base.plan, plan, progress=False)
     params = sum(p.numel() for p in model.parameters())
     return {
-        "dtype": str(plan.dtype).removeprefix("torch."),
-        "tokens": run["train_tokens"],
-        "seconds": run["train_seconds"],
-        "tokens_per_s": run["tokens_per_s"],
+        "dtype": str(base.plan.dtype).removeprefix("torch."),
+        "tokens": run.train_tokens,
+        "seconds": run.train_seconds,
+        "tokens_per_s": run.tokens_per_s,
         "parameters": params,
     }
 
@@ -81,7 +78,7 @@ def naive_training(config: Config, steps: int) -> dict[str, Any]:
     checkpoint = base_checkpoint(config)
     plan = LoadPlan("cpu", torch.float32, False)
     tokenizer = load_tokenizer(checkpoint)
-    train_rows, _, _ = read_dataset(config.dataset_dir)
+    train_rows = read_dataset(config.dataset_dir).train
     examples = encode_examples(tokenizer, train_rows, config.train.max_seq_tokens)
     model = add_lora(load_base_model(checkpoint, plan), config, plan)
     model.train()
@@ -116,10 +113,9 @@ def naive_training(config: Config, steps: int) -> dict[str, Any]:
     }
 
 
-def measure_training(steps: int, models: Path | None = None) -> dict[str, Any]:
+def measure_training(steps: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
-        config = demo_setup(Path(folder), models)
-        config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, on_train=False))
+        config = demo_setup(Path(folder)).with_section("eval", on_train=False)
         twin = twin_training(config, steps)
         naive = naive_training(config, steps)
     dtype = getattr(torch, twin["dtype"])

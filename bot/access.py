@@ -1,11 +1,13 @@
 """Who may reach which handler, as python-telegram-bot filters.
 
 The twin learned from the owner's private chats, so model output goes only to people the
-owner listed: `[telegram] allowed_users` and `admins` in private chats, and in the listed
-groups only when someone mentions the bot or replies to it (the rest of such a group's talk,
-when Telegram delivers it, is remembered as context). Everyone else gets at most the
-fixed stranger notice. Only admins reach /persona, and only in a private chat with the bot,
-where its answers (adapter metrics, samples) are seen by nobody else.
+owner listed: `[telegram] allowed_users` and `admins` in private chats; in the listed groups
+(`allowed_chats`) only when someone mentions the bot or replies to it, and by default only when
+that someone is listed too (`group_members = "listed"`; "everyone" answers any member). The
+rest of such a group's talk, when Telegram delivers it, is remembered as context. Everyone
+else gets at most the fixed stranger notice. Only admins reach /persona, and only in a private
+chat with the bot, where its answers (adapter metrics, samples) are seen by nobody else. /reset
+clears a private chat for its own user, and a group's memory only for admins.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from telegram import Message, MessageEntity
 from telegram.ext import filters
 
-from twin.config import TelegramConfig
+from twin.core.config import TelegramConfig
 
 
 class _AddressesTheBot(filters.MessageFilter):
@@ -37,17 +39,24 @@ class Access:
     talkers: filters.BaseFilter  # may get the twin's replies
     overheard: filters.BaseFilter  # allowed groups' other messages: context, not answered
     admins: filters.BaseFilter  # may use /persona
+    resetters: filters.BaseFilter  # may /reset the conversation they write in
     strangers: filters.BaseFilter  # private chats of anyone else
 
 
 def access_filters(settings: TelegramConfig) -> Access:
     friends = filters.User(user_id=set(settings.allowed_users) | set(settings.admins))
+    admins = filters.User(user_id=settings.admins)
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS & filters.Chat(chat_id=settings.allowed_chats)
     addressed = _AddressesTheBot()
+    answered_in_groups = groups & addressed
+    if settings.group_members == "listed":
+        answered_in_groups = answered_in_groups & friends
+    talkers = (private & friends) | answered_in_groups
     return Access(
-        talkers=(private & friends) | (groups & addressed),
-        overheard=groups & ~addressed,
-        admins=private & filters.User(user_id=settings.admins),
+        talkers=talkers,
+        overheard=groups & ~answered_in_groups,
+        admins=private & admins,
+        resetters=(private & friends) | (groups & admins),
         strangers=private & ~friends,
     )

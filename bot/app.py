@@ -11,31 +11,40 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
+import time
 from collections.abc import AsyncIterator
 
 from telegram import BotCommand, BotCommandScopeChat, Message, Update
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
     AIORateLimiter,
-    Application,
     ApplicationBuilder,
     CommandHandler,
-    ContextTypes,
     MessageHandler,
     filters,
 )
 
 from bot import persona
 from bot.access import access_filters
+from bot.context import (
+    CONTEXT_TYPES,
+    App,
+    BotRuntime,
+    TwinContext,
+    attach_runtime,
+    runtime_of,
+)
 from bot.delivery import DeliveryFailed, keep_typing, send_reply, send_with_retry, tell_admins
-from bot.memory import ChatMemory
+from bot.memory import ChatMemory, Where
 from bot.retraining import retrain_running
-from bot.runtime import BotRuntime, runtime_of
 from bot.schedule import schedule_retrain
 from bot.worker import ModelWorker
-from twin.chat_format import media_placeholder
-from twin.config import Config, secret
+from twin.core.config import Config, secret
+from twin.core.conversation import OWNER, Said, media_placeholder
+from twin.core.errors import TwinError
+from twin.core.language import localized, phrase
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +57,13 @@ ADMIN_COMMANDS = [
 ]
 
 
-def build_application(config: Config, token: str, *, poll_timeout: float = 10.0) -> Application:
+def build_application(config: Config, token: str, *, poll_timeout: float = 10.0) -> App:
     """The bot, wired: Bot API URL, rate limiter, handlers and the adapter reload job."""
-    api = config.telegram.api_base_url.rstrip("/")
+    api = config.telegram.api_root
     app = (
         ApplicationBuilder()
         .token(token)
+        .context_types(CONTEXT_TYPES)
         .base_url(f"{api}/bot")
         .base_file_url(f"{api}/file/bot")
         .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
@@ -63,13 +73,13 @@ def build_application(config: Config, token: str, *, poll_timeout: float = 10.0)
         .build()
     )
     memory = ChatMemory(config.data_dir / "bot.db", config.bot.context_messages)
-    app.bot_data["twin"] = BotRuntime(config, memory, ModelWorker(config, memory))
+    attach_runtime(app, BotRuntime(config, memory, ModelWorker(config, memory)))
     access = access_filters(config.telegram)
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(
         CommandHandler("persona", persona.command, filters=access.admins & new_messages)
     )
-    app.add_handler(CommandHandler("reset", on_reset, filters=access.talkers & new_messages))
+    app.add_handler(CommandHandler("reset", on_reset, filters=access.resetters & new_messages))
     app.add_handler(MessageHandler(access.talkers & new_messages & ~filters.COMMAND, on_message))
     app.add_handler(
         MessageHandler(access.overheard & new_messages & ~filters.COMMAND, on_overheard)
@@ -81,8 +91,8 @@ def build_application(config: Config, token: str, *, poll_timeout: float = 10.0)
     return app
 
 
-async def on_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    runtime = runtime_of(context)
+async def on_message(update: Update, context: TwinContext) -> None:
+    runtime = context.runtime
     message = update.effective_message
     assert message is not None
     if not remember_message(runtime, message):
@@ -90,46 +100,57 @@ async def on_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     if runtime.memory.paused:
         return
     in_group = message.chat.type != "private"
-    await answer_chat(context, message.chat_id, reply_to=message.message_id if in_group else None)
+    await answer(context, message, reply_to=message.message_id if in_group else None)
 
 
-async def on_overheard(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A message in an allowed group, not addressed to the twin: context for later replies.
-    (Telegram delivers these only when the bot's privacy mode is off.)"""
+async def on_overheard(update: Update, context: TwinContext) -> None:
+    """A message in an allowed group the twin does not answer: context for later replies.
+    (Telegram delivers those not addressed to the bot only when its privacy mode is off.)"""
     assert update.effective_message is not None
-    remember_message(runtime_of(context), update.effective_message)
+    remember_message(context.runtime, update.effective_message)
+
+
+def where_of(message: Message) -> Where:
+    """The conversation a message belongs to: its chat, or its topic in a forum group."""
+    thread = message.message_thread_id if message.is_topic_message else None
+    return Where(message.chat_id, thread or 0)
 
 
 def remember_message(runtime: BotRuntime, message: Message) -> bool:
-    """Add a user's message to its chat's memory; False when there is nothing to answer."""
+    """Add a user's message to its conversation's memory; False when there is nothing to
+    answer. Speakers are kept by user id; the first name is only the prefix groups show."""
     text = text_of(message, media=runtime.config.bot.media)
     if text is None:
         return False
-    speaker = message.from_user.first_name if message.from_user else ""
-    runtime.memory.remember(message.chat_id, "user", text, speaker)
+    user = message.from_user
+    speaker = str(user.id) if user else f"chat:{message.chat_id}"
+    name = user.first_name if user else (message.chat.title or "")
+    runtime.memory.remember(where_of(message), Said(speaker, name, text, message.date.timestamp()))
     return True
 
 
-async def answer_chat(
-    context: ContextTypes.DEFAULT_TYPE, chat_id: int, *, reply_to: int | None
-) -> None:
-    """Ask the worker for this chat's reply (showing "typing…"), send it, remember it."""
-    runtime = runtime_of(context)
-    typing = asyncio.create_task(keep_typing(context.bot, chat_id))
+async def answer(context: TwinContext, message: Message, *, reply_to: int | None) -> None:
+    """Ask the worker for this conversation's reply (showing "typing…"), send it, remember it."""
+    runtime = context.runtime
+    where = where_of(message)
+    thread = where.thread_id or None
+    typing = asyncio.create_task(keep_typing(context.bot, where.chat_id, thread))
     try:
-        reply = await runtime.worker.answer(chat_id)
+        reply = await runtime.worker.answer(where, group=message.chat.type != "private")
     finally:
         typing.cancel()
-    if reply is None:  # a request of this chat was already waiting; its reply covers this
+    if reply is None:  # covered by a request already waiting, or the bot is stopping
         return
     if not reply:
-        log.warning("the model produced an empty reply for chat %s; nothing sent", chat_id)
+        log.warning("no reply for chat %s (empty, or the prompt did not fit)", where.chat_id)
         return
     try:
-        await send_reply(context.bot, chat_id, reply, runtime.config.bot, reply_to=reply_to)
+        await send_reply(
+            context.bot, where.chat_id, reply, runtime.config.bot, reply_to=reply_to, thread=thread
+        )
     except DeliveryFailed:
         return
-    runtime.memory.remember(chat_id, "assistant", reply)
+    runtime.memory.remember(where, Said(OWNER, "", reply, time.time()))
 
 
 # Bot API message fields -> the store's media types, whose placeholders the twin was trained on.
@@ -165,35 +186,43 @@ def text_of(message: Message, *, media: str) -> str | None:
     return None  # service messages, dice, games...: nothing to answer
 
 
-async def on_reset(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_reset(update: Update, context: TwinContext) -> None:
     message = update.effective_message
     assert message is not None
-    forgotten = runtime_of(context).memory.forget(message.chat_id)
-    log.info("chat %s: memory cleared (%d messages)", message.chat_id, forgotten)
+    where = where_of(message)
+    forgotten = context.runtime.memory.forget(where)
+    log.info("chat %s: memory cleared (%d messages)", where.chat_id, forgotten)
     with contextlib.suppress(DeliveryFailed):
-        await send_with_retry(context.bot, message.chat_id, text="Memory of this chat cleared.")
+        await send_with_retry(
+            context.bot,
+            where.chat_id,
+            text=phrase(context.runtime.worker.language, "memory_cleared"),
+            message_thread_id=where.thread_id or None,
+        )
 
 
-async def on_stranger(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    runtime = runtime_of(context)
+async def on_stranger(update: Update, context: TwinContext) -> None:
+    runtime = context.runtime
     user = update.effective_user
     if user is None:
         return
     log.info("message from user %s, who is not in allowed_users: not answered", user.id)
-    notice = runtime.config.telegram.stranger_reply
+    notice = localized(
+        runtime.config.telegram.stranger_reply, "stranger_reply", runtime.worker.language
+    )
     if notice and runtime.memory.first_contact(user.id):
         with contextlib.suppress(DeliveryFailed):
             await send_with_retry(context.bot, user.id, text=notice)
 
 
-async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_error(update: object, context: TwinContext) -> None:
     update_id = update.update_id if isinstance(update, Update) else None
     log.error("update %s failed", update_id, exc_info=context.error)
 
 
-async def follow_current_adapter(context: ContextTypes.DEFAULT_TYPE) -> None:
+async def follow_current_adapter(context: TwinContext) -> None:
     """JobQueue job: a retrain promoted a new adapter? Swap it in; tell admins."""
-    runtime = runtime_of(context)
+    runtime = context.runtime
     if retrain_running(runtime):
         return  # the bot's own retrain swaps and reports when it ends
     swap = await runtime.worker.follow_current()
@@ -201,8 +230,13 @@ async def follow_current_adapter(context: ContextTypes.DEFAULT_TYPE) -> None:
         await tell_admins(context.bot, runtime.config.telegram.admins, swap.message())
 
 
-async def start_bot(app: Application) -> None:
-    runtime: BotRuntime = app.bot_data["twin"]
+async def start_bot(app: App) -> None:
+    runtime = runtime_of(app)
+
+    async def tell(problem: str) -> None:
+        await tell_admins(app.bot, runtime.config.telegram.admins, problem)
+
+    runtime.worker.on_problem = tell
     await runtime.worker.start()
     swap = await runtime.worker.follow_current()
     if swap is not None and swap.refused:
@@ -215,9 +249,9 @@ async def start_bot(app: Application) -> None:
     schedule_retrain(app)
 
 
-async def register_commands(app: Application) -> None:
+async def register_commands(app: App) -> None:
     """Command menus: /reset for everyone, /persona too in each admin's private chat."""
-    runtime: BotRuntime = app.bot_data["twin"]
+    runtime = runtime_of(app)
     try:
         await app.bot.set_my_commands(USER_COMMANDS)
         for admin in runtime.config.telegram.admins:
@@ -226,8 +260,8 @@ async def register_commands(app: Application) -> None:
         log.warning("could not register the command menus: %s", err)
 
 
-async def stop_bot(app: Application) -> None:
-    runtime: BotRuntime = app.bot_data["twin"]
+async def stop_bot(app: App) -> None:
+    runtime = runtime_of(app)
     if runtime.retrain is not None:
         runtime.retrain.cancel()
         await asyncio.gather(runtime.retrain, return_exceptions=True)
@@ -236,11 +270,17 @@ async def stop_bot(app: Application) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(app: Application, *, poll_timeout: float = 10.0) -> AsyncIterator[BotRuntime]:
+async def running(app: App, *, poll_timeout: float = 10.0) -> AsyncIterator[BotRuntime]:
     """The bot receiving updates (long polling, or a webhook when configured) until exit."""
-    runtime: BotRuntime = app.bot_data["twin"]
+    runtime = runtime_of(app)
     telegram = runtime.config.telegram
-    await app.initialize()
+    try:
+        await app.initialize()
+    except InvalidToken:
+        # PTB's own message quotes the token: never let it reach a log or a terminal.
+        raise TwinError(
+            "Telegram rejected TWIN_BOT_TOKEN: check it (from @BotFather, /mybots -> API Token)"
+        ) from None
     await start_bot(app)
     assert app.updater is not None
     if telegram.webhook_url:
@@ -249,7 +289,7 @@ async def running(app: Application, *, poll_timeout: float = 10.0) -> AsyncItera
             port=telegram.webhook_port,
             url_path="telegram",
             webhook_url=telegram.webhook_url,
-            secret_token=os.environ.get("TWIN_WEBHOOK_SECRET") or None,
+            secret_token=webhook_secret(),
             allowed_updates=Update.ALL_TYPES,
         )
     else:
@@ -258,10 +298,19 @@ async def running(app: Application, *, poll_timeout: float = 10.0) -> AsyncItera
     try:
         yield runtime
     finally:
+        runtime.worker.interrupt()  # handlers waiting on a reply finish now, not after it
         await app.updater.stop()
         await app.stop()
         await stop_bot(app)
         await app.shutdown()
+
+
+def webhook_secret() -> str:
+    """The secret Telegram sends with every webhook update (X-Telegram-Bot-Api-Secret-Token);
+    updates without it are refused. TWIN_WEBHOOK_SECRET when set (a fixed one survives
+    restarts behind a proxy that checks it too), else a fresh random one, registered with
+    Telegram by setWebhook at every start: a webhook is never open to forged updates."""
+    return os.environ.get("TWIN_WEBHOOK_SECRET", "").strip() or secrets.token_urlsafe(32)
 
 
 def serve(config: Config) -> int:

@@ -1,4 +1,5 @@
-"""What the bot's handlers share: settings, chat memory, the model worker, background jobs."""
+"""What the bot's handlers share, typed: python-telegram-bot's ContextTypes with a custom
+context whose `runtime` is the bot's state (as in PTB's examples/contexttypesbot.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram.ext import ContextTypes, Job
+from telegram.ext import Application, CallbackContext, ContextTypes, ExtBot, Job
 
 from bot.memory import ChatMemory
 from bot.worker import ModelWorker
-from twin.config import Config
+from twin.core.config import Config
+
+_RUNTIME = "twin"
 
 
 @dataclass
@@ -29,6 +32,22 @@ class BotRuntime:
         return self.retrain_job.next_t if self.retrain_job is not None else None
 
 
-def runtime_of(context: ContextTypes.DEFAULT_TYPE) -> BotRuntime:
-    runtime: BotRuntime = context.bot_data["twin"]
+class TwinContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
+    """The context every handler and job of twin's bot receives."""
+
+    @property
+    def runtime(self) -> BotRuntime:
+        return runtime_of(self.application)
+
+
+CONTEXT_TYPES = ContextTypes(context=TwinContext)
+App = Application[Any, Any, Any, Any, Any, Any]
+
+
+def attach_runtime(app: App, runtime: BotRuntime) -> None:
+    app.bot_data[_RUNTIME] = runtime
+
+
+def runtime_of(app: App) -> BotRuntime:
+    runtime: BotRuntime = app.bot_data[_RUNTIME]
     return runtime

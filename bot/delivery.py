@@ -24,7 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from twin.config import BotConfig
+from twin.core.config import BotConfig
 
 log = logging.getLogger(__name__)
 
@@ -101,27 +101,36 @@ def line_pause(line: str, settings: BotConfig) -> float:
 
 
 async def send_reply(
-    bot: Bot, chat_id: int, reply: str, settings: BotConfig, *, reply_to: int | None = None
+    bot: Bot,
+    chat_id: int,
+    reply: str,
+    settings: BotConfig,
+    *,
+    reply_to: int | None = None,
+    thread: int | None = None,
 ) -> None:
-    """Send `reply` line by line. Raises DeliveryFailed when a line could not be delivered."""
+    """Send `reply` line by line (into forum topic `thread` when set). Raises DeliveryFailed
+    when a line could not be delivered."""
     for n, line in enumerate(reply_messages(reply)):
         if n > 0 and settings.line_pause_per_char > 0:
-            await send_typing(bot, chat_id)
+            await send_typing(bot, chat_id, thread)
             await asyncio.sleep(line_pause(line, settings))
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"message_thread_id": thread}
         if n == 0 and reply_to is not None:
             extra["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)
         await send_with_retry(bot, chat_id, text=line, **extra)
 
 
-async def send_typing(bot: Bot, chat_id: int) -> None:
+async def send_typing(bot: Bot, chat_id: int, thread: int | None = None) -> None:
     # Cosmetic: a failed chat action must never cost a reply.
     with contextlib.suppress(TelegramError):
-        await bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING)
+        await bot.send_chat_action(
+            chat_id=chat_id, action=ChatAction.TYPING, message_thread_id=thread
+        )
 
 
-async def keep_typing(bot: Bot, chat_id: int) -> None:
-    """Show "typing…" until cancelled (while the model works on this chat's reply)."""
+async def keep_typing(bot: Bot, chat_id: int, thread: int | None = None) -> None:
+    """Show "typing…" (in the topic being answered) until cancelled, while the model works."""
     while True:
-        await send_typing(bot, chat_id)
+        await send_typing(bot, chat_id, thread)
         await asyncio.sleep(TYPING_EVERY)

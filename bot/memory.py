@@ -1,93 +1,108 @@
-"""What the bot remembers across restarts: each chat's recent messages, who was already told
-that the twin does not talk to strangers, and whether replying is paused.
+"""What the bot remembers across restarts: each conversation's recent messages, who was
+already told that the twin does not talk to strangers, and whether replying is paused.
 
-A SQLite file of its own (data_dir/bot.db, WAL): the bot writes it while `twin retrain`
-rebuilds the store in another process, and neither should wait on the other.
+A SQLite file of its own (data_dir/bot.db, WAL, numbered migrations): the bot writes it while
+`twin retrain` rebuilds the store in another process, and neither should wait on the other.
+A conversation is a chat, or one topic of a forum group (topics never share context).
+Speakers are kept by id; names are only shown, as prefixes in groups.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from twin.chat_format import ChatMessage, speaker_prefixed
-from twin.files import ensure_private_dir, make_private_file
+from twin.core.conversation import OWNER, Said
+from twin.core.db import open_database, schema_version
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS memory (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    chat_id INTEGER NOT NULL,
-    role TEXT NOT NULL,       -- "user" or "assistant"
-    speaker TEXT NOT NULL,    -- the user's display name (groups prefix it), "" for the twin
-    content TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS memory_chat ON memory (chat_id, seq);
-CREATE TABLE IF NOT EXISTS told_strangers (user_id INTEGER PRIMARY KEY, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+MIGRATIONS: list[str] = [
+    # 1: the schema as first shipped (before numbered migrations; IF NOT EXISTS lets a bot.db
+    # of that time take this step as a no-op).
+    """
+    CREATE TABLE IF NOT EXISTS memory (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        chat_id INTEGER NOT NULL,
+        role TEXT NOT NULL,       -- "user" or "assistant"
+        speaker TEXT NOT NULL,    -- the user's display name, "" for the twin
+        content TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS memory_chat ON memory (chat_id, seq);
+    CREATE TABLE IF NOT EXISTS told_strangers (user_id INTEGER PRIMARY KEY, at REAL NOT NULL);
+    CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: forum topics are conversations of their own; speakers are told apart by id, not name.
+    """
+    ALTER TABLE memory ADD COLUMN thread_id INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE memory ADD COLUMN speaker_key TEXT NOT NULL DEFAULT '';
+    UPDATE memory SET speaker_key = CASE role WHEN 'assistant' THEN 'owner'
+                                              ELSE 'name:' || speaker END;
+    DROP INDEX memory_chat;
+    CREATE INDEX memory_conversation ON memory (chat_id, thread_id, seq);
+    """,
+]
 
-# Rows kept per chat beyond the context window, so memory does not grow without bound.
+# Rows kept per conversation beyond the context window, so memory does not grow without bound.
 _KEEP_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class Where:
+    """A conversation: a chat, or a topic of a forum group (thread 0: none)."""
+
+    chat_id: int
+    thread_id: int = 0
 
 
 class ChatMemory:
     def __init__(self, path: Path, context_messages: int) -> None:
-        ensure_private_dir(path.parent)
-        make_private_file(path)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # In WAL mode NORMAL stays consistent; a power cut may lose the last remembered
-        # message, and no fsync sits on the reply path.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path, MIGRATIONS)
         self.context_messages = context_messages
 
     def close(self) -> None:
         self._db.close()
 
-    def remember(self, chat_id: int, role: str, content: str, speaker: str = "") -> None:
+    def schema_version(self) -> int:
+        return schema_version(self._db)
+
+    def remember(self, where: Where, said: Said) -> None:
+        """Keep one message of a conversation (a user's, or the twin's reply as OWNER)."""
+        role = "assistant" if said.speaker == OWNER else "user"
         with self._db:
             self._db.execute(
-                "INSERT INTO memory (chat_id, role, speaker, content, at) VALUES (?, ?, ?, ?, ?)",
-                (chat_id, role, speaker, content, time.time()),
+                "INSERT INTO memory (chat_id, thread_id, role, speaker_key, speaker, content, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (where.chat_id, where.thread_id, role, said.speaker, said.name, said.text, said.at),
             )
             self._db.execute(
-                "DELETE FROM memory WHERE chat_id = ? AND seq <= ("
-                "SELECT seq FROM memory WHERE chat_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                (chat_id, chat_id, self.context_messages * _KEEP_FACTOR),
+                "DELETE FROM memory WHERE chat_id = ? AND thread_id = ? AND seq <= ("
+                "SELECT seq FROM memory WHERE chat_id = ? AND thread_id = ? "
+                "ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (
+                    where.chat_id,
+                    where.thread_id,
+                    where.chat_id,
+                    where.thread_id,
+                    self.context_messages * _KEEP_FACTOR,
+                ),
             )
 
-    def recent(self, chat_id: int) -> list[ChatMessage]:
-        """The chat's last messages, oldest first, as the twin sees them.
-
-        Consecutive messages of one speaker merge into one turn (newline-joined), and in a chat
-        where several people talk each user turn is prefixed with the name: the dataset's rules.
-        """
+    def recent(self, where: Where) -> list[Said]:
+        """The conversation's last `context_messages` messages, oldest first."""
         rows = self._db.execute(
-            "SELECT role, speaker, content FROM memory WHERE chat_id = ? ORDER BY seq DESC LIMIT ?",
-            (chat_id, self.context_messages),
-        ).fetchall()[::-1]
-        several = len({speaker for role, speaker, _ in rows if role == "user"}) > 1
-        turns: list[tuple[str, str, str]] = []
-        for role, speaker, content in rows:
-            if turns and turns[-1][0] == role and turns[-1][1] == speaker:
-                turns[-1] = (role, speaker, turns[-1][2] + "\n" + content)
-            else:
-                turns.append((role, speaker, content))
-        return [
-            {
-                "role": "user" if role == "user" else "assistant",
-                "content": speaker_prefixed(speaker, text) if several and role == "user" else text,
-            }
-            for role, speaker, text in turns
-        ]
+            "SELECT speaker_key, speaker, content, at FROM memory "
+            "WHERE chat_id = ? AND thread_id = ? ORDER BY seq DESC LIMIT ?",
+            (where.chat_id, where.thread_id, self.context_messages),
+        ).fetchall()
+        return [Said(key, name, text, at) for key, name, text, at in reversed(rows)]
 
-    def forget(self, chat_id: int) -> int:
+    def forget(self, where: Where) -> int:
         with self._db:
-            return self._db.execute("DELETE FROM memory WHERE chat_id = ?", (chat_id,)).rowcount
+            return self._db.execute(
+                "DELETE FROM memory WHERE chat_id = ? AND thread_id = ?",
+                (where.chat_id, where.thread_id),
+            ).rowcount
 
     def first_contact(self, user_id: int) -> bool:
         """True the first time a stranger writes (they get the notice once), False after."""

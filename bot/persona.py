@@ -12,18 +12,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from telegram import Update
-from telegram.ext import ContextTypes
 
+from bot.context import TwinContext
 from bot.delivery import MAX_CAPTION, DeliveryFailed, send_photo_with_retry, send_with_retry
 from bot.report import adapter_summary, fidelity_charts, loss_chart
 from bot.retraining import last_retrain, retrain_running, start_retrain
-from bot.runtime import runtime_of
-from bot.serving import AdapterRefused
 from ingest.dataset import count_examples
+from ingest.profile import add_fact, fact_listing, forget_fact
 from ingest.store import open_store
+from trainer.engines import AdapterRefused, EngineUnavailable
+from trainer.metrics import AdapterMetrics
 from trainer.registry import list_adapters, set_current
-from twin.config import ADMIN_SETTINGS, save_setting, with_setting
-from twin.errors import TwinError
+from twin.core.errors import TwinError
+from twin.core.settings import ADMIN_SETTINGS, save_setting, settable_keys, with_setting
 
 HELP = """/persona commands:
 status - adapter, metrics, data, queue, uptime
@@ -35,7 +36,10 @@ pause / resume - stop / start answering others
 set KEY VALUE - one of: {settable}
 prompt TEXT - the persona system prompt ({{name}} = your name)
 sample TEXT - what the twin would answer (sent to nobody)
-report - the current adapter's numbers and charts"""
+report - the current adapter's numbers and charts
+facts - your profile facts (shared with every chat) and candidates
+fact add TEXT / fact forget N - share a fact / stop sharing it
+memory CHAT_ID - what the last reply in that chat recalled"""
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,10 @@ class Charted:
     charts: tuple[bytes, ...]
 
 
-Subcommand = Callable[[ContextTypes.DEFAULT_TYPE, str], Awaitable[str | Charted]]
+Subcommand = Callable[[TwinContext, str], Awaitable[str | Charted]]
 
 
-async def command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def command(update: Update, context: TwinContext) -> None:
     message = update.effective_message
     assert message is not None and message.text is not None
     # "/persona prompt You are..." keeps the text after the subcommand as typed (newlines too).
@@ -77,15 +81,15 @@ async def command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 def help_text() -> str:
-    return HELP.format(settable=", ".join(k for keys in ADMIN_SETTINGS.values() for k in keys))
+    return HELP.format(settable=", ".join(settable_keys()))
 
 
-async def show_help(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+async def show_help(context: TwinContext, rest: str) -> str:
     return help_text()
 
 
-async def status(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
-    runtime = runtime_of(context)
+async def status(context: TwinContext, rest: str) -> str:
+    runtime = context.runtime
     config = runtime.config
     worker = runtime.worker
     lines = []
@@ -117,8 +121,8 @@ async def status(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
     return "\n".join(lines)
 
 
-async def list_versions(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
-    adapters = list_adapters(runtime_of(context).config.adapters_dir)
+async def list_versions(context: TwinContext, rest: str) -> str:
+    adapters = list_adapters(context.runtime.config.adapters_dir)
     if not adapters:
         return "No adapters yet: /persona train makes one."
     return "\n".join(
@@ -126,15 +130,15 @@ async def list_versions(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
     )
 
 
-async def use(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+async def use(context: TwinContext, rest: str) -> str:
     version = rest.split()[0] if rest else ""
     if not version:
         return "Usage: /persona use VERSION (see /persona list)"
     return await _switch_to(context, version)
 
 
-async def rollback(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
-    runtime = runtime_of(context)
+async def rollback(context: TwinContext, rest: str) -> str:
+    runtime = context.runtime
     adapters = list_adapters(runtime.config.adapters_dir)
     serving = runtime.worker.version
     older = [a for a in adapters if serving is None or a.version < serving]
@@ -144,37 +148,37 @@ async def rollback(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
     return await _switch_to(context, previous[-1].version)
 
 
-async def _switch_to(context: ContextTypes.DEFAULT_TYPE, version: str) -> str:
-    runtime = runtime_of(context)
+async def _switch_to(context: TwinContext, version: str) -> str:
+    runtime = context.runtime
     adapters_dir = runtime.config.adapters_dir
     if version not in {a.version for a in list_adapters(adapters_dir)}:
         return f"There is no adapter {version} (see /persona list)."
     try:
         # Load first, point CURRENT at it only once it serves: a refused adapter changes nothing.
         await runtime.worker.use(version)
-    except AdapterRefused as err:
+    except (AdapterRefused, EngineUnavailable) as err:
         return f"Refused, still serving {runtime.worker.version or 'the base model'}: {err}"
     set_current(adapters_dir, version)
     return f"Now serving adapter {version}."
 
 
-async def train(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+async def train(context: TwinContext, rest: str) -> str:
     if not start_retrain(context.application):
         return "A retrain is already running; you will get its outcome when it ends."
     return "Retrain started (ingest, dataset, train, promote). I will report when it ends."
 
 
-async def pause(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
-    runtime_of(context).memory.paused = True
+async def pause(context: TwinContext, rest: str) -> str:
+    context.runtime.memory.paused = True
     return "Paused: I stay up and remember messages, but answer nobody until /persona resume."
 
 
-async def resume(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
-    runtime_of(context).memory.paused = False
+async def resume(context: TwinContext, rest: str) -> str:
+    context.runtime.memory.paused = False
     return "Resumed: answering again."
 
 
-async def set_value(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+async def set_value(context: TwinContext, rest: str) -> str:
     parts = rest.split()
     if len(parts) != 2:
         return f"Usage: /persona set KEY VALUE\n\n{help_text()}"
@@ -183,31 +187,33 @@ async def set_value(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
     if not sections:
         settable = [k for s, keys in ADMIN_SETTINGS.items() if s != "persona" for k in keys]
         return f"{key} cannot be set; settable: {', '.join(settable)}"
-    return _apply(context, sections[0], key, value)
+    return await _apply(context, sections[0], key, value)
 
 
-async def prompt(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+async def prompt(context: TwinContext, rest: str) -> str:
     if not rest:
-        current = runtime_of(context).config.persona.system_prompt
+        current = context.runtime.config.persona.system_prompt
         return f"Usage: /persona prompt TEXT\nNow: {current}"
-    answer = _apply(context, "persona", "system_prompt", rest)
+    answer = await _apply(context, "persona", "system_prompt", rest)
     return (
         f"{answer}\nThe current adapter learned with the previous prompt; "
         "the next retrain trains with this one."
     )
 
 
-def _apply(context: ContextTypes.DEFAULT_TYPE, section: str, key: str, value: str) -> str:
-    runtime = runtime_of(context)
+async def _apply(context: TwinContext, section: str, key: str, value: str) -> str:
+    """Validate (ranges, and that the prompt still fits with the served tokenizer), save, use."""
+    runtime = context.runtime
     config = with_setting(runtime.config, section, key, value, where="/persona")
+    await runtime.worker.check_settings(config)
     save_setting(config, section, key)
     runtime.config = config
     runtime.worker.set_config(config)
     return f"{key} = {getattr(getattr(config, section), key)!r} (saved)"
 
 
-async def report(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str | Charted:
-    adapters = list_adapters(runtime_of(context).config.adapters_dir)
+async def report(context: TwinContext, rest: str) -> str | Charted:
+    adapters = list_adapters(context.runtime.config.adapters_dir)
     current = [a for a in adapters if a.state == "current"]
     if not current:
         return "No adapter in use yet: /persona train makes one."
@@ -215,11 +221,42 @@ async def report(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str | Charted
     return Charted(adapter_summary(current[0]), tuple(charts))
 
 
-async def sample(context: ContextTypes.DEFAULT_TYPE, rest: str) -> str:
+async def sample(context: TwinContext, rest: str) -> str:
     if not rest:
         return "Usage: /persona sample TEXT"
-    reply = await runtime_of(context).worker.sample([{"role": "user", "content": rest}])
+    reply = await context.runtime.worker.sample([{"role": "user", "content": rest}])
     return f"The twin would answer:\n{reply or '(nothing)'}"
+
+
+async def facts(context: TwinContext, rest: str) -> str:
+    return fact_listing(context.runtime.config)
+
+
+async def fact(context: TwinContext, rest: str) -> str:
+    action, _, text = rest.partition(" ")
+    config = context.runtime.config
+    if action == "add":
+        return add_fact(config, text)
+    if action == "forget" and text.strip().isdigit():
+        return forget_fact(config, int(text))
+    return "Usage: /persona fact add TEXT, or /persona fact forget N (see /persona facts)"
+
+
+async def memory(context: TwinContext, rest: str) -> str:
+    """What the last reply in a chat recalled: for the owner's eyes only (admins, private)."""
+    chat = rest.strip().split(maxsplit=1)[0] if rest.strip() else ""
+    try:
+        chat_id = int(chat)
+    except ValueError:
+        return "Usage: /persona memory CHAT_ID (the chat's id, as in allowed_chats or a user id)"
+    recalls = [
+        recall
+        for where, recall in context.runtime.worker.last_recall.items()
+        if where.chat_id == chat_id
+    ]
+    if not recalls:
+        return f"No reply in chat {chat_id} has recalled anything since the bot started."
+    return recalls[-1].block or "The last reply there recalled nothing."
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -235,13 +272,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "prompt": prompt,
     "sample": sample,
     "report": report,
+    "facts": facts,
+    "fact": fact,
+    "memory": memory,
 }
 
 
-def _losses(metrics: dict) -> str:
-    nan = float("nan")
-    twin, base = metrics.get("eval_loss", nan), metrics.get("base_eval_loss", nan)
-    return f"{twin:.3f} (base {base:.3f})"
+def _losses(metrics: AdapterMetrics) -> str:
+    return f"{metrics.eval_loss:.3f} (base {metrics.base_eval_loss:.3f})"
 
 
 def _when(epoch: float) -> str:

@@ -15,15 +15,14 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from bot.context import App, runtime_of
 from bot.delivery import tell_admins
 from bot.report import loss_chart, run_summary
 from trainer.registry import current_version, list_adapters
-from twin.retrain import read_records
+from twin.core.runs import read_records
 
 if TYPE_CHECKING:
-    from telegram.ext import Application
-
-    from bot.runtime import BotRuntime
+    from bot.context import BotRuntime
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +38,17 @@ def retrain_running(runtime: BotRuntime) -> bool:
     return runtime.retrain is not None and not runtime.retrain.done()
 
 
-def start_retrain(app: Application) -> bool:
+def start_retrain(app: App) -> bool:
     """Start a retrain in the background; False when one is already running."""
-    runtime: BotRuntime = app.bot_data["twin"]
+    runtime = runtime_of(app)
     if retrain_running(runtime):
         return False
     runtime.retrain = asyncio.create_task(run_retrain(app), name="twin-retrain")
     return True
 
 
-async def run_retrain(app: Application) -> None:
-    runtime: BotRuntime = app.bot_data["twin"]
+async def run_retrain(app: App) -> None:
+    runtime = runtime_of(app)
     config = runtime.config
     before = {a.version: a for a in list_adapters(config.adapters_dir)}
     previous = before.get(current_version(config.adapters_dir) or "")
@@ -71,7 +70,7 @@ async def run_retrain(app: Application) -> None:
         text = f"Retrain failed: {_death(returncode, stderr)}"
     if swap is not None and swap.refused:
         text += f"\n{swap.message()}"
-    log.info("retrain ended: %s", records[-1]["outcome"] if records else "died")
+    log.info("retrain ended: %s", records[-1].outcome if records else "died")
     adapters = list_adapters(config.adapters_dir)
     trained = [a for a in adapters if a.version not in before]
     chart = loss_chart(trained[-1], adapters) if trained else None
@@ -106,4 +105,4 @@ def _death(returncode: int, stderr: str) -> str:
 def last_retrain(runtime: BotRuntime) -> float | None:
     """When the newest adapter was trained (epoch seconds), if any."""
     adapters = list_adapters(runtime.config.adapters_dir)
-    return float(adapters[-1].metrics.get("created", 0)) if adapters else None
+    return adapters[-1].metrics.created if adapters else None

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
-from telegram.ext import Application, ContextTypes
 
+from bot.context import App, TwinContext, runtime_of
 from bot.retraining import start_retrain
 from trainer.registry import list_adapters
-from twin.config import ScheduleConfig
-from twin.retrain import read_records
+from twin.core.config import ScheduleConfig
+from twin.core.runs import read_records
 
 if TYPE_CHECKING:
-    from bot.runtime import BotRuntime
+    from bot.context import BotRuntime
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,10 @@ def cron_trigger(settings: ScheduleConfig) -> CronTrigger | None:
 
 
 def schedule_retrain(
-    app: Application, trigger: BaseTrigger | None = None, *, catch_up_delay: float = CATCH_UP_DELAY
+    app: App, trigger: BaseTrigger | None = None, *, catch_up_delay: float = CATCH_UP_DELAY
 ) -> None:
     """Put the retrain on the JobQueue (`trigger` defaults to `[schedule] retrain_cron`)."""
-    runtime: BotRuntime = app.bot_data["twin"]
+    runtime = runtime_of(app)
     trigger = trigger or cron_trigger(runtime.config.schedule)
     if trigger is None:
         log.info("nightly retrain is off ([schedule] retrain_cron is empty)")
@@ -67,16 +67,16 @@ def last_refresh(runtime: BotRuntime) -> dt.datetime | None:
     """When the twin was last retrained: the newest run record or adapter, if any."""
     config = runtime.config
     times = [
-        dt.datetime.strptime(r["started"][:15], "%Y%m%d-%H%M%S").replace(tzinfo=dt.UTC)
+        dt.datetime.strptime(r.started[:15], "%Y%m%d-%H%M%S").replace(tzinfo=dt.UTC)
         for r in read_records(config.data_dir)
     ]
     times += [
-        dt.datetime.fromtimestamp(a.metrics.get("created", 0), dt.UTC)
+        dt.datetime.fromtimestamp(a.metrics.created, dt.UTC)
         for a in list_adapters(config.adapters_dir)
     ]
     return max(times) if times else None
 
 
-async def scheduled_retrain(context: ContextTypes.DEFAULT_TYPE) -> None:
+async def scheduled_retrain(context: TwinContext) -> None:
     if not start_retrain(context.application):
         log.info("scheduled retrain skipped: the previous one is still running")

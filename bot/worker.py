@@ -2,33 +2,68 @@
 
 The event loop never runs the model. Requests that queue up while the model is busy go into
 the next `generate` call together (left padding, each row stops at its own end of turn), so
-16 chats cost little more than one. Several messages from one chat that arrive before its
-request is taken become one reply, as a person answers a burst. Adapter swaps run on the same
-thread, so they happen between batches and never drop a queued request.
+16 chats cost little more than one. Several messages from one conversation that arrive before
+its request is taken become one reply, as a person answers a burst. Adapter swaps run on the
+same thread, so they happen between batches and never drop a queued request. Stopping sets a
+flag that the running `generate` checks after every token, so `twin serve` stops within a
+token's time even mid-reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bot.memory import ChatMemory
-from bot.serving import AdapterRefused, ServedTwin, load_served_twin, served_prompt, swap_adapter
-from trainer.registry import current_version
-from twin.chat_format import ChatMessage, fit_prompt, with_system_prompt
-from twin.config import Config
-from twin.generation import generate_replies
+from bot.memory import ChatMemory, Where
+from bot.serving import (
+    Prompt,
+    ServedTwin,
+    conversation_prompt,
+    load_served_twin,
+    owner_and_language,
+    prompt_budget,
+    remembering,
+    served_prompt,
+    swap_adapter,
+)
+from ingest.memory import bot_chat_to_store
+from ingest.recall import Memory, Recall, open_recall
+from ingest.store import open_store
+from trainer.engines import AdapterRefused, EngineUnavailable
+from trainer.registry import current_problem, current_version
+from twin.core.chat_format import PromptTooLong, fit_prompt, prompt_length
+from twin.core.config import MIN_EXCHANGE_TOKENS, Config
+from twin.core.conversation import ChatMessage, TurnRules, with_system_prompt
+from twin.core.errors import TwinError
 
 log = logging.getLogger(__name__)
+
+# An engine that cannot answer (its server down) is tried again after these many seconds,
+# doubling up to the cap; the batch waits at the head of the queue meanwhile, nothing dropped.
+ENGINE_RETRY_S = 2.0
+ENGINE_RETRY_MAX_S = 60.0
 
 
 @dataclass
 class _Request:
-    future: asyncio.Future[str]
-    chat_id: int | None = None  # answer this chat from its memory...
+    future: asyncio.Future[str | None]
+    where: Where | None = None  # answer this conversation from memory...
+    group: bool = False
     conversation: list[ChatMessage] | None = None  # ...or exactly this conversation
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """A conversation to answer, and where it is (for what the reply may recall)."""
+
+    prompt: Prompt
+    chat: int | None  # the store's id of the chat (None: a sample, no chat)
+    where: Where | None
 
 
 @dataclass(frozen=True)
@@ -61,13 +96,22 @@ class ModelWorker:
         self.memory = memory
         self.stats = WorkerStats()
         self.refused: dict[str, str] = {}  # version -> why, so a broken one is tried once
+        self.reported: set[str] = set()  # CURRENT problems already told to admins
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="twin-model")
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=config.bot.queue_size)
-        self._waiting: dict[int, _Request] = {}  # chats whose request is queued, not started
+        self._waiting: dict[Where, _Request] = {}  # conversations queued, not started
         self._twin: ServedTwin | None = None
         self._loaded = asyncio.Event()  # cleared while the model is unloaded for training
+        self._stopping = threading.Event()
         self._task: asyncio.Task[None] | None = None
         self.system_prompt = ""
+        self.language = "en"  # the owner's (twin.core.language), for the fixed messages
+        self._memory: Memory | None = None  # opened and read on the model thread only
+        self._memory_files = contextlib.ExitStack()
+        # What the last reply of each conversation recalled (for /persona memory).
+        self.last_recall: dict[Where, Recall] = {}
+        # Called (on the event loop) with a one-line problem the admins should hear about.
+        self.on_problem: Callable[[str], Awaitable[None]] | None = None
 
     @property
     def version(self) -> str | None:
@@ -85,7 +129,22 @@ class ModelWorker:
     async def load(self) -> None:
         self._twin = await self._run(load_served_twin, self.config, with_adapter=False)
         self.system_prompt = self._twin.system_prompt
+        _, self.language = owner_and_language(self.config)
+        await self._run(self._open_memory)
         self._loaded.set()
+
+    def _open_memory(self) -> None:
+        """Open the memory index on the model thread, the only thread that reads it (SQLite
+        connections stay on their thread). The bot only reads it: ingest and the nightly
+        retrain bring it up to date."""
+        self._memory_files.close()
+        self._memory = None
+        if not self.config.memory.enabled or not self.config.store_path.exists():
+            return
+        with open_store(self.config.store_path) as store:
+            self._memory = self._memory_files.enter_context(
+                open_recall(self.config, store, update=False)
+            )
 
     async def unload(self) -> None:
         """Free the model's memory (for training on the same GPU); requests wait in the queue
@@ -99,30 +158,57 @@ class ModelWorker:
 
         import torch
 
+        if self._twin is not None:
+            self._twin.engine.close()
         self._twin = None
+        self._memory_files.close()
+        self._memory = None
         self.refused.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def interrupt(self) -> None:
+        """Shutting down: a generate in progress ends after its next token, and what it
+        wrote so far is never sent (half a reply is worse than none)."""
+        self._stopping.set()
+
     async def stop(self) -> None:
+        self.interrupt()
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        await self._run(self._memory_files.close)  # on the thread that opened it
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def check_settings(self, config: Config) -> None:
+        """Raise TwinError when, with the served tokenizer, `config`'s system prompt and one
+        short message do not fit the prompt budget (the admin gets the reason)."""
+        if self._twin is None:
+            return
+        tokenizer = self._twin.tokenizer
+        prompt = served_prompt(config)
+        probe = with_system_prompt(prompt, [{"role": "user", "content": "hi"}])
+        needed = await self._run(prompt_length, tokenizer, probe) + MIN_EXCHANGE_TOKENS
+        if needed > prompt_budget(config):
+            raise TwinError(
+                f"refused: the system prompt and one message take {needed} tokens, but "
+                f"context_tokens {config.bot.context_tokens} minus max_new_tokens "
+                f"{config.generation.max_new_tokens} leaves {prompt_budget(config)}"
+            )
 
     def set_config(self, config: Config) -> None:
         """Admins changed a setting: later batches use it (the prompt too)."""
         self.config = config
         self.system_prompt = served_prompt(config)
 
-    async def answer(self, chat_id: int) -> str | None:
-        """The twin's reply to `chat_id`'s latest messages; None when a request of this chat
-        is already waiting (that reply will cover this message too)."""
-        if chat_id in self._waiting:
+    async def answer(self, where: Where, *, group: bool) -> str | None:
+        """The twin's reply to the conversation's latest messages; None when a request of
+        this conversation is already waiting (that reply will cover this message too)."""
+        if where in self._waiting:
             return None
-        request = _Request(asyncio.get_running_loop().create_future(), chat_id=chat_id)
-        self._waiting[chat_id] = request
+        request = _Request(asyncio.get_running_loop().create_future(), where=where, group=group)
+        self._waiting[where] = request
         await self._queue.put(request)
         return await request.future
 
@@ -130,21 +216,35 @@ class ModelWorker:
         """The reply to a given conversation (persona prompt added), sent to nobody."""
         request = _Request(asyncio.get_running_loop().create_future(), conversation=conversation)
         await self._queue.put(request)
-        return await request.future
+        return await request.future or ""
 
     async def follow_current(self) -> Swap | None:
-        """Swap in the adapter CURRENT points to, if it changed (None: nothing to do)."""
-        version = current_version(self.config.adapters_dir)
+        """Swap in the adapter CURRENT points to, if it changed (None: nothing to do). A
+        damaged CURRENT or current adapter is reported once; what serves keeps serving."""
+        adapters_dir = self.config.adapters_dir
+        problem = current_problem(adapters_dir)
+        if problem is not None:
+            if problem in self.reported:
+                return None
+            self.reported.add(problem)
+            log.error("%s", problem)
+            return Swap("CURRENT", refused=problem, serving=self.version)
+        version = current_version(adapters_dir)
         if self._twin is None or version in (None, self.version) or version in self.refused:
             return None
         try:
             await self.use(version)
         except AdapterRefused as err:
             return Swap(version, refused=str(err), serving=self.version)
+        except EngineUnavailable as err:
+            # The adapter may be fine and its server down: the next poll tries again.
+            log.warning("adapter %s not swapped in yet: %s", version, err)
+            return None
         return Swap(version)
 
     async def use(self, version: str) -> None:
-        """Serve `version` (between batches). Raises AdapterRefused; the old one stays."""
+        """Serve `version` (between batches). Raises AdapterRefused (or EngineUnavailable
+        when its server cannot take it now); the old one stays."""
         if self._twin is None:
             raise AdapterRefused("the model is unloaded while a retrain runs; try when it ends")
         folder = self.config.adapters_dir / version
@@ -156,43 +256,80 @@ class ModelWorker:
             raise
         log.info("serving adapter %s", version)
 
+    def prompt_for(self, where: Where, group: bool) -> Prompt:
+        """The conversation a reply in `where` is written after: its current session's turns,
+        built from memory by the rule the dataset used, after the persona prompt."""
+        rules = TurnRules.of(self.config.dataset, group=group)
+        return conversation_prompt(self.system_prompt, self.memory.recent(where), rules)
+
     async def _serve(self) -> None:
         while True:
             batch = [await self._queue.get()]
             await self._loaded.wait()
             while len(batch) < self.config.bot.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            conversations = []
+            conversations: list[_Prompt] = []
             for request in batch:
-                if request.chat_id is not None:
-                    self._waiting.pop(request.chat_id, None)
-                    turns = self.memory.recent(request.chat_id)
+                if request.where is not None:
+                    self._waiting.pop(request.where, None)
+                    prompt = self.prompt_for(request.where, request.group)
+                    chat = bot_chat_to_store(request.where.chat_id)
+                    conversations.append(_Prompt(prompt, chat, request.where))
                 else:
-                    turns = request.conversation or []
-                conversations.append(with_system_prompt(self.system_prompt, turns))
+                    sample = with_system_prompt(self.system_prompt, request.conversation or [])
+                    conversations.append(_Prompt(Prompt(sample, None), None, None))
             try:
-                replies = await self._run(self._generate, conversations, self.config)
+                replies = await self._generate_until_served(conversations)
             except Exception as err:  # the model failed: every waiting handler learns it
                 log.exception("generation failed for a batch of %d", len(batch))
                 for request in batch:
-                    request.future.set_exception(err)
+                    if not request.future.done():
+                        request.future.set_exception(err)
                 continue
+            interrupted = self._stopping.is_set()
             for request, reply in zip(batch, replies, strict=True):
                 if not request.future.done():
-                    request.future.set_result(reply)
+                    request.future.set_result(None if interrupted else reply)
 
-    def _generate(self, conversations: list[list[ChatMessage]], config: Config) -> list[str]:
-        """Runs on the model thread."""
+    async def _generate_until_served(self, conversations: list[_Prompt]) -> list[str]:
+        """Generate, waiting out an engine that is unavailable (told to admins once per
+        outage): messages are answered late rather than lost."""
+        wait = ENGINE_RETRY_S
+        told = False
+        while True:
+            try:
+                return await self._run(self._generate, conversations, self.config)
+            except EngineUnavailable as err:
+                log.error("the engine cannot answer (%s); retrying in %.0f s", err, wait)
+                if not told and self.on_problem is not None:
+                    told = True
+                    await self.on_problem(f"Replies are waiting: {err}")
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, ENGINE_RETRY_MAX_S)
+
+    def _generate(self, prompts: list[_Prompt], config: Config) -> list[str]:
+        """Runs on the model thread: recall, fit, generate."""
         assert self._twin is not None
         twin = self._twin
-        budget = max(config.bot.context_tokens - config.generation.max_new_tokens, 16)
-        fitted = [fit_prompt(twin.tokenizer, c, budget) for c in conversations]
-        # A conversation whose last turn is not a user's (memory cleared meanwhile) gets none.
-        todo = [i for i, c in enumerate(fitted) if c and c[-1]["role"] == "user"]
-        replies = [""] * len(fitted)
-        outputs = generate_replies(
-            twin.model, twin.tokenizer, [fitted[i] for i in todo], config.generation
-        )
+        budget = prompt_budget(config)
+        replies = [""] * len(prompts)
+        todo: list[int] = []
+        fitted: list[list[ChatMessage]] = []
+        for i, item in enumerate(prompts):
+            turns = item.prompt.conversation
+            # A conversation whose last turn is not a user's (memory cleared meanwhile) gets none.
+            if not turns or turns[-1]["role"] != "user":
+                continue
+            conversation, recall = remembering(self._memory, item.prompt, chat=item.chat)
+            if recall is not None and item.where is not None:
+                self.last_recall[item.where] = recall
+            try:
+                fitted.append(fit_prompt(twin.tokenizer, conversation, budget))
+            except PromptTooLong as err:
+                log.error("no reply: %s", err)
+                continue
+            todo.append(i)
+        outputs = twin.engine.generate(fitted, config.generation, stop=self._stopping)
         self.stats.generate_calls += 1 if todo else 0
         self.stats.largest_batch = max(self.stats.largest_batch, len(todo))
         self.stats.replies += len(todo)

@@ -1,13 +1,13 @@
 """The dialog dataset: from stored messages to chat examples that teach a model the owner's replies.
 
 Rules (each has a test in tests/ingest/test_dataset.py):
-- The owner's own words are `assistant` turns; everyone else is `user` (in groups with several
-  speakers, prefixed "Name: "). Forwards, service messages and media without text are never
-  assistant turns; others' media becomes a short "[photo]"-style user turn, useful context.
-- One speaker's consecutive messages within `merge_gap_minutes` merge into one turn, joined by
-  newlines: the owner's bursts are part of their style.
-- A silence longer than `session_gap_minutes` starts a new conversation; no example spans two.
-  Long conversations are cut into examples of at most `max_tokens` (estimated), each carrying
+- Turns come from twin.core.conversation.build_sessions, the rule the bot serves with: the
+  owner's own words are `assistant` turns, everyone else is `user` (in group chats prefixed
+  "Name: "); one speaker's messages within `merge_gap_minutes` merge into one turn; a silence
+  longer than `session_gap_minutes` starts a new conversation, and no example spans two.
+- Forwards, service messages and media without text are never assistant turns; others' media
+  becomes a short "[photo]"-style user turn, useful context.
+- Long conversations are cut into examples of at most `max_tokens` (estimated), each carrying
   preceding context; replies already trained in an earlier cut come back as context only.
 - An example starts with a user turn (after the optional system turn) and ends with the owner's.
 - PII is masked before anything is written; exact duplicate examples are dropped; whole
@@ -19,54 +19,39 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.pii import CARD, EMAIL, IBAN, PHONE, PiiScrubber
-from ingest.selection import chat_is_selected
-from ingest.store import Chat, Message, Owner, Store
-from twin.chat_format import (
+from ingest.dialog import Conversation, build_conversations
+from ingest.pii import PLACEHOLDERS, PiiScrubber
+from ingest.recall import Memory, memory_query, open_recall
+from ingest.selection import why_chat_unused
+from ingest.store import Store
+from twin.core.config import Config
+from twin.core.conversation import (
+    CHARS_PER_TOKEN,
+    TURN_OVERHEAD_TOKENS,
     ChatMessage,
-    media_placeholder,
-    speaker_prefixed,
-    system_prompt,
+    Turn,
+    TurnRules,
+    estimate_tokens,
+    from_first_user,
+    persona_prompt,
+    with_memory,
     with_system_prompt,
 )
-from twin.config import Config
-from twin.errors import TwinError
-from twin.files import ensure_private_dir, write_private_text
+from twin.core.errors import TwinError
+from twin.core.files import ensure_private_dir, write_private_text
 
-# The dataset is built without loading a tokenizer (that needs the model); 3 characters a token
-# is a conservative estimate for chat text (English runs ~4, Cyrillic ~3). The trainer
-# truncates by real tokens; this only keeps examples near the budget.
-CHARS_PER_TOKEN = 3
-TURN_OVERHEAD_TOKENS = 6  # role markers and separators a chat template adds per turn
 GROUP_TYPES = frozenset({"private_group", "private_supergroup", "public_supergroup"})
-_PLACEHOLDERS = (PHONE, EMAIL, CARD, IBAN)
-
-
-@dataclass
-class Turn:
-    role: str  # "user" or "assistant"
-    speaker: str  # who wrote it: "owner" or the other person's id / name
-    name: str  # display name, for group prefixes
-    content: str
-    first_id: int
-    last_date: int
-
-
-@dataclass
-class Conversation:
-    chat_id: int
-    turns: list[Turn]
-
-    @property
-    def key(self) -> str:
-        return f"{self.chat_id}:{self.turns[0].first_id}"
+# Below these, `twin train` refuses to start: too little to learn from, or to judge by.
+MIN_TRAIN_EXAMPLES = 8
+MIN_EVAL_EXAMPLES = 2
+# Measured on the demo persona (README, "How much history"): below this the twin's held-out
+# loss and style barely move.
+USEFUL_TRAIN_EXAMPLES = 100
 
 
 @dataclass
@@ -89,8 +74,25 @@ class DatasetSummary:
             f" {self.seconds:.1f} s"
         )
 
+    def advice(self) -> str | None:
+        """What to tell the owner when the dataset is too small to be worth training on."""
+        if self.train < MIN_TRAIN_EXAMPLES or self.eval < MIN_EVAL_EXAMPLES:
+            return (
+                f"too small to train: {self.train} training and {self.eval} held-out examples "
+                f"(`twin train` needs at least {MIN_TRAIN_EXAMPLES} and {MIN_EVAL_EXAMPLES}). "
+                "Each example is one of your replies: import more chats (a full-account export, "
+                "or `twin ingest telegram`)"
+            )
+        if self.train < USEFUL_TRAIN_EXAMPLES:
+            return (
+                f"small: {self.train} training examples. The twin picks up your style from a "
+                f"few dozen replies, but gets clearly better with {USEFUL_TRAIN_EXAMPLES}+ "
+                "(see the README's 'How much history'): import more chats if you have them"
+            )
+        return None
 
-def build_dataset(config: Config, store: Store) -> DatasetSummary:
+
+def build_dataset(config: Config, store: Store, *, progress: bool = True) -> DatasetSummary:
     """Build and write `dataset/train.jsonl` and `eval.jsonl` from the store."""
     started = time.perf_counter()
     owner = store.owner()
@@ -103,25 +105,33 @@ def build_dataset(config: Config, store: Store) -> DatasetSummary:
         regions=config.dataset.phone_regions,
         owner_phones=(owner.phone,) if owner.phone else (),
     )
-    system = persona_prompt(config, owner)
+    system = persona_prompt(config, owner.name, store.owner_language(config.persona.language))
     conversations: list[tuple[Conversation, list[list[ChatMessage]]]] = []
-    for chat in store.chats():
-        reason = _why_chat_unused(chat, config)
-        if reason:
-            summary.skipped[reason] += 1
-            continue
-        used = False
-        for conversation in build_conversations(
-            store.messages_of(chat.chat_id), owner, config, is_group=chat.type in GROUP_TYPES
-        ):
-            for turn in conversation.turns:
-                turn.content, masked = _scrub(turn.content, scrubber)
-                summary.masked += masked
-            examples = cut_examples(conversation.turns, system, config.dataset.max_tokens)
-            if examples:
-                conversations.append((conversation, examples))
-                used = True
-        summary.chats_used += used
+    with open_recall(config, store, progress=progress) as memory:
+        # With memory every example ends at one trained reply, so each reply is trained
+        # after exactly the block a reply at that point is served with.
+        reserve = config.memory.max_tokens if memory is not None else 0
+        budget = config.dataset.max_tokens - (estimate_tokens(system) if system else 0) - reserve
+        for chat in store.chats():
+            reason = why_chat_unused(chat, config)
+            if reason:
+                summary.skipped[reason] += 1
+                continue
+            used = False
+            rules = TurnRules.of(config.dataset, group=chat.type in GROUP_TYPES)
+            for conversation in build_conversations(store.messages_of(chat.chat_id), owner, rules):
+                for turn in conversation.turns:
+                    turn.content, masked = _scrub(turn.content, scrubber)
+                    summary.masked += masked
+                cuts = cut_examples(conversation.turns, budget, one_reply=memory is not None)
+                examples = [
+                    with_system_prompt(_system_turn(system, memory, turns, conversation), turns)
+                    for turns in cuts
+                ]
+                if examples:
+                    conversations.append((conversation, examples))
+                    used = True
+            summary.chats_used += used
     summary.conversations = len(conversations)
     train, eval_ = split_conversations(conversations, config)
     train_rows, eval_rows = _dedupe(train, eval_, summary.skipped)
@@ -131,91 +141,31 @@ def build_dataset(config: Config, store: Store) -> DatasetSummary:
     return summary
 
 
-def persona_prompt(config: Config, owner: Owner | None) -> str:
-    """The system prompt of training examples; the bot serves with the very same one."""
-    name = config.persona.name or (owner.name if owner else None) or "the owner"
-    return system_prompt(config.persona.system_prompt, name)
+def _system_turn(
+    system: str, memory: Memory | None, turns: list[ChatMessage], conversation: Conversation
+) -> str:
+    """The example's system turn: the persona prompt, with what the trained reply could have
+    recalled when it was written (entries older than its conversation, from its scope)."""
+    if memory is None:
+        return system
+    start = int(conversation.turns[0].first_at)
+    recall = memory.recall(memory_query(turns), chat=conversation.chat_id, before=start)
+    return with_memory(system, recall.block)
 
 
-def _why_chat_unused(chat: Chat, config: Config) -> str | None:
-    if not chat_is_selected(chat, config.ingest.include_chats, config.ingest.exclude_chats):
-        return "chats excluded by config"
-    # Exports of a single chat may carry no type: such a chat is a conversation, so use it.
-    if chat.type is not None and chat.type not in config.dataset.chat_types:
-        return f"{chat.type} chats"
-    return None
+def cut_examples(
+    turns: list[Turn], budget: int, *, one_reply: bool = False
+) -> list[list[ChatMessage]]:
+    """Cut one conversation into examples that start with `user`, end with `assistant` and fit
+    `budget` tokens (estimated; the system turn comes on top).
 
-
-def build_conversations(
-    messages: Iterable[Message], owner: Owner, config: Config, *, is_group: bool
-) -> Iterator[Conversation]:
-    """Group a chat's messages (in time order) into conversations of merged turns."""
-    merge_gap = config.dataset.merge_gap_minutes * 60
-    session_gap = config.dataset.session_gap_minutes * 60
-    turns: list[Turn] = []
-    chat_id = 0
-    for message in messages:
-        chat_id = message.chat_id
-        turn = _turn_of(message, owner)
-        if turn is None:
-            continue
-        if turns and message.date - turns[-1].last_date > session_gap:
-            yield _finish(chat_id, turns, is_group)
-            turns = []
-        last = turns[-1] if turns else None
-        if last and last.speaker == turn.speaker and message.date - last.last_date <= merge_gap:
-            last.content += "\n" + turn.content
-            last.last_date = message.date
-        else:
-            turns.append(turn)
-    if turns:
-        yield _finish(chat_id, turns, is_group)
-
-
-def _turn_of(message: Message, owner: Owner) -> Turn | None:
-    """The turn a single message contributes, or None when it is not part of the dialog."""
-    if message.kind != "message":
-        return None
-    text = message.text.strip()
-    if owner.wrote(message):
-        # Only the owner's own typed words teach the twin: not what they forwarded, not media.
-        if message.forwarded_from or not text:
-            return None
-        return Turn("assistant", "owner", owner.name or "", text, message.message_id, message.date)
-    if not text:
-        if message.media_type is None:
-            return None
-        text = media_placeholder(message.media_type)
-    speaker = str(message.sender_id if message.sender_id is not None else message.sender_name)
-    name = message.sender_name or "Deleted Account"
-    return Turn("user", speaker, name, text, message.message_id, message.date)
-
-
-def _finish(chat_id: int, turns: list[Turn], is_group: bool) -> Conversation:
-    speakers = {t.speaker for t in turns if t.role == "user"}
-    if is_group and len(speakers) > 1:
-        for turn in turns:
-            if turn.role == "user":
-                turn.content = speaker_prefixed(turn.name, turn.content)
-    return Conversation(chat_id, turns)
-
-
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN) + TURN_OVERHEAD_TOKENS
-
-
-def cut_examples(turns: list[Turn], system: str, max_tokens: int) -> list[list[ChatMessage]]:
-    """Cut one conversation into examples that start with `user`, end with `assistant` and fit.
-
-    Each example ends at an owner's reply and carries as much preceding context as fits. A
-    reply trained in an earlier example reappears as context with weight 0, so no reply is
-    learned twice.
+    Each example ends at an owner's reply and carries as much preceding context as fits; unless
+    `one_reply`, the replies that follow it come in while they fit. A reply trained in an
+    earlier example reappears as context with weight 0, so no reply is learned twice.
     """
-    start = next((i for i, t in enumerate(turns) if t.role == "user"), len(turns))
-    turns = turns[start:]  # an owner's opener with nothing before it is not a reply
+    turns = from_first_user(turns)
     while turns and turns[-1].role == "user":
         turns = turns[:-1]
-    budget = max_tokens - (estimate_tokens(system) if system else 0)
     # cost(a, b) = estimated tokens of turns[a..b] inclusive, from prefix sums.
     prefix = list(itertools.accumulate((estimate_tokens(t.content) for t in turns), initial=0))
 
@@ -237,12 +187,12 @@ def cut_examples(turns: list[Turn], system: str, max_tokens: int) -> list[list[C
         # Then take in the following replies while they fit.
         end = reply
         for i in range(reply + 1, len(turns)):
-            if cost(begin, i) > budget:
+            if one_reply or cost(begin, i) > budget:
                 break
             if turns[i].role == "assistant":
                 end = i
         example = [_message(turns[i], trained=i > trained_upto) for i in range(begin, end + 1)]
-        examples.append(with_system_prompt(system, _fit(example, budget)))
+        examples.append(_fit(example, budget))
         trained_upto = end
     return examples
 
@@ -277,7 +227,7 @@ def _scrub(text: str, scrubber: PiiScrubber) -> tuple[str, int]:
     clean = scrubber.scrub(text)
     if clean == text:
         return text, 0
-    return clean, sum(clean.count(p) - text.count(p) for p in _PLACEHOLDERS)
+    return clean, sum(clean.count(p) - text.count(p) for p in PLACEHOLDERS)
 
 
 def split_conversations(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import math
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ import ijson
 from tqdm import tqdm
 
 from ingest.store import Chat, Message, Owner, Store
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 
 # Where chats live in each export shape; '' is the single-chat export's top level.
 _CHAT_CONTAINERS = ("", "chats.list.item", "left_chats.list.item")
@@ -37,7 +38,28 @@ _MESSAGE_PREFIXES = {
     for container in _CHAT_CONTAINERS
 }
 _CHAT_START_PREFIXES = {c for c in _CHAT_CONTAINERS if c}
+# What must be a JSON array where present: a chat's messages, an account's chat lists.
+_ARRAYS = frozenset(
+    {
+        "messages",
+        "chats.list",
+        "left_chats.list",
+        "chats.list.item.messages",
+        "left_chats.list.item.messages",
+    }
+)
 _BATCH = 2000
+# Real exports nest a few levels (a message's text entities are the deepest); a file nested
+# thousands of levels deep is no export, and ijson's per-level prefixes would take memory
+# quadratic in its depth: refuse it at this depth, in bounded memory and time.
+MAX_DEPTH = 64
+# ijson's C backend turns a whole buffer into events before yielding the first, each with a
+# prefix as long as its depth: a buffer of '[' costs memory quadratic in its size before the
+# depth check sees anything. 2 KiB bounds that to a few MB; measured no slower than 64 KiB.
+PARSE_BUFFER = 2048
+# Ids and unix times stored as SQLite integers (64-bit); dates beyond 2100 are no real message.
+_MAX_ID = 2**63 - 1
+_LATEST_REAL_DATE = 4102444800
 # Exports older than 2021 write "edited": "1970-01-01T05:00:00" for never-edited messages.
 _EARLIEST_REAL_DATE = 946684800  # 2000-01-01
 
@@ -100,7 +122,7 @@ def import_export(
             disable=None if progress else True,
         ) as stream:
             reader = _ExportReader(path, store, summary)
-            reader.read(stream)
+            reader.read(stream, raw.tell)
         summary.owner = _resolve_owner(path, me, reader, store)
         store.set_owner(summary.owner)
         store.record_import(digest, me, path, summary.added)
@@ -184,25 +206,48 @@ class _ExportReader:
         self.names_by_id: dict[int, str] = {}
         self.all_senders: Counter[tuple[int | None, str | None]] = Counter()
 
-    def read(self, stream: IO[bytes]) -> None:
+    def read(self, stream: IO[bytes], position: Callable[[], int]) -> None:
+        """Walk the export; `position` says how far into the file the parser has read."""
         try:
-            self._walk(ijson.parse(stream, use_float=True))
-        except ijson.JSONError as err:
-            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise TwinError(f"{self.path}: truncated or malformed JSON ({detail})") from None
+            self._walk(ijson.parse(stream, use_float=True, buf_size=PARSE_BUFFER))
+        except ijson.JSONError:
+            # ijson's own message quotes the bytes around the fault: message text, which
+            # must not reach run records and admin reports. The offset is enough to act on.
+            raise TwinError(
+                f"{self.path}: truncated or malformed JSON (the parser stopped within the first "
+                f"{position():,} bytes); export it again"
+            ) from None
         except UnicodeDecodeError:
             raise TwinError(f"{self.path}: not UTF-8 text, not a Telegram Desktop export") from None
+        except _TooDeep:
+            raise TwinError(
+                f"{self.path}: JSON nested more than {MAX_DEPTH} levels deep; "
+                "not a Telegram Desktop export"
+            ) from None
         if not self.found_chats:
             raise TwinError(
                 f"{self.path}: not a Telegram Desktop export (no 'messages' or 'chats' key)"
             )
 
     def _walk(self, events: Iterator[tuple[str, str, Any]]) -> None:
+        depth = 0
         for prefix, event, value in events:
+            if event == "start_map" and prefix in _MESSAGE_PREFIXES:
+                self._take_message(_build_object(events, depth + 1))
+                continue
+            if event == "start_map" or event == "start_array":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _TooDeep
+            elif event == "end_map" or event == "end_array":
+                depth -= 1
+            if prefix in _ARRAYS and event != "start_array" and event != "end_array":
+                raise TwinError(
+                    f"{self.path}: '{prefix}' is {_KINDS.get(event, 'not a list')}, not a "
+                    "list; not a Telegram Desktop export"
+                )
             if event == "start_map":
-                if prefix in _MESSAGE_PREFIXES:
-                    self._take_message(_build_object(events))
-                elif prefix in _CHAT_START_PREFIXES:
+                if prefix in _CHAT_START_PREFIXES:
                     self._start_chat(prefix)
             elif event == "end_map" and prefix in _CHAT_START_PREFIXES:
                 self._finish_chat()
@@ -220,7 +265,9 @@ class _ExportReader:
         self._flush()
 
     def _start_chat(self, container: str) -> None:
-        self.found_chats = True
+        # A chat counts once it has a message list or sits in an account's chat list: a
+        # top-level "name" alone (some other program's JSON) makes no export.
+        self.found_chats = self.found_chats or bool(container)
         self.chat = _ChatState(container)
 
     def _set_chat_field(self, container: str, key: str, value: Any) -> None:
@@ -267,9 +314,9 @@ class _ExportReader:
     def _store_message(self, chat: _ChatState, raw: dict[str, Any]) -> None:
         assert chat.chat_id is not None
         self.summary.seen += 1
-        message = message_from_export(chat.chat_id, raw)
+        message, problem = message_from_export(chat.chat_id, raw)
         if message is None:
-            self.summary.skipped["without a date"] += 1
+            self.summary.skipped[problem] += 1
             return
         if message.kind == "message":
             sender = (message.sender_id, message.sender_name)
@@ -295,12 +342,14 @@ _SKIPPED_KEYS = frozenset({"text_entities", "reactions", "inline_bot_buttons"})
 _SCALARS = frozenset({"string", "number", "boolean", "null"})
 
 
-def _build_object(events: Iterator[tuple[str, str, Any]]) -> dict[str, Any]:
-    """Consume the events of one message object (its start_map already read) into a dict.
+def _build_object(events: Iterator[tuple[str, str, Any]], depth: int) -> dict[str, Any]:
+    """Consume the events of one message object (its start_map already read, at `depth`)
+    into a dict.
 
     The hot loop of the importer: ijson's generic ObjectBuilder costs two Python calls per
     event, this one none, and the keys in _SKIPPED_KEYS are stepped over without building.
     """
+    room = MAX_DEPTH - depth
     root: dict[str, Any] = {}
     stack: list[Any] = [root]
     key = ""
@@ -308,7 +357,7 @@ def _build_object(events: Iterator[tuple[str, str, Any]]) -> dict[str, Any]:
         if event == "map_key":
             key = value
             if key in _SKIPPED_KEYS and len(stack) == 1:
-                _skip_value(events)
+                _skip_value(events, room)
         elif event in _SCALARS:
             top = stack[-1]
             if type(top) is dict:
@@ -323,6 +372,8 @@ def _build_object(events: Iterator[tuple[str, str, Any]]) -> dict[str, Any]:
             else:
                 top.append(container)
             stack.append(container)
+            if len(stack) > room:
+                raise _TooDeep
         else:  # end_map / end_array
             stack.pop()
             if not stack:
@@ -330,23 +381,31 @@ def _build_object(events: Iterator[tuple[str, str, Any]]) -> dict[str, Any]:
     raise ijson.IncompleteJSONError("file ends inside a message")
 
 
-def _skip_value(events: Iterator[tuple[str, str, Any]]) -> None:
+def _skip_value(events: Iterator[tuple[str, str, Any]], room: int) -> None:
     """Step over the value that follows a map key (a scalar or a whole container)."""
     depth = 0
     for _prefix, event, _value in events:
         if event == "start_map" or event == "start_array":
             depth += 1
+            if depth > room:
+                raise _TooDeep
         elif event == "end_map" or event == "end_array":
             depth -= 1
         if depth == 0:
             return
 
 
-def message_from_export(chat_id: int, raw: dict[str, Any]) -> Message | None:
-    """One export message object as a store row; None when it has no usable date."""
+def message_from_export(chat_id: int, raw: dict[str, Any]) -> tuple[Message | None, str]:
+    """One export message object as a store row, or None and why it cannot be stored (a
+    message with no usable id or date is skipped and counted; the rest of the file imports)."""
+    message_id = _parse_id(raw.get("id"))
+    if message_id is None:
+        return None, "without a usable id"
     date = _parse_unixtime(raw.get("date_unixtime")) or _parse_iso(raw.get("date"))
     if date is None:
-        return None
+        return None, "without a usable date"
+    if _out_of_range(raw.get("edited_unixtime")):
+        return None, "with a damaged edit date"
     service = raw.get("type") == "service"
     sender_name = raw.get("actor" if service else "from")
     forwarded = raw.get("forwarded_from", raw.get("saved_from"))
@@ -356,7 +415,7 @@ def message_from_export(chat_id: int, raw: dict[str, Any]) -> Message | None:
     edited = _parse_unixtime(raw.get("edited_unixtime")) or _parse_iso(raw.get("edited"))
     return Message(
         chat_id=chat_id,
-        message_id=int(raw["id"]),
+        message_id=message_id,
         date=date,
         sender_id=_parse_id(raw.get("actor_id" if service else "from_id")),
         sender_name=str(sender_name) if sender_name is not None else None,
@@ -366,7 +425,7 @@ def message_from_export(chat_id: int, raw: dict[str, Any]) -> Message | None:
         reply_to=_parse_id(raw.get("reply_to_message_id")),
         forwarded_from=forwarded_from,
         edited=edited if edited and edited >= _EARLIEST_REAL_DATE else None,
-    )
+    ), ""
 
 
 def flatten_text(text: Any) -> str:
@@ -410,20 +469,42 @@ def _media_type(raw: dict[str, Any]) -> str | None:
 
 
 def _parse_id(value: Any) -> int | None:
-    """Ids are ints in old exports and "user123" / "channel123" strings in newer ones."""
+    """Ids are ints in old exports and "user123" / "channel123" strings in newer ones; None
+    for anything else, or for a number no SQLite integer holds."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return int(value)
-    digits = str(value).lstrip("abcdefghijklmnopqrstuvwxyz")
-    return int(digits) if digits.isdigit() else None
+        number = int(value) if math.isfinite(value) else None
+    else:
+        digits = str(value).lstrip("abcdefghijklmnopqrstuvwxyz")
+        number = int(digits) if digits.isdigit() else None
+    return number if number is not None and abs(number) <= _MAX_ID else None
 
 
 def _parse_unixtime(value: Any) -> int | None:
     try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+        seconds = int(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return seconds if seconds is None or 0 <= seconds <= _LATEST_REAL_DATE else None
+
+
+def _out_of_range(value: Any) -> bool:
+    """A unix time that is there but no real date (a damaged or hand-edited file)."""
+    return value not in (None, "") and _parse_unixtime(value) is None
+
+
+_KINDS = {
+    "start_map": "an object",
+    "string": "a string",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+class _TooDeep(Exception):
+    pass
 
 
 def _parse_iso(value: Any) -> int | None:
@@ -466,6 +547,22 @@ def _owner_of_personal_chat(chat: _ChatState) -> tuple[int | None, str | None] |
     return owner
 
 
+def _check_the_store_owner_wrote_here(path: Path, owner: Owner, reader: _ExportReader) -> None:
+    """A single-chat export imported into an existing store must be a chat of the store's
+    owner: someone else's export would silently train the twin on another person's words."""
+    senders = [s for s in reader.all_senders if s != (None, None)]
+    if not senders:
+        return  # an empty chat: nothing of anyone's
+    if any(owner.wrote_as(sender_id, name) for sender_id, name in senders):
+        return
+    who = owner.name or f"user {owner.user_id}"
+    raise TwinError(
+        f"{path}: no message here is from {who}, whose history this store holds: it is someone "
+        "else's chat. Use another data_dir for another person, or pass --me if you are in it "
+        "under another name"
+    )
+
+
 def _same_person(sender: str, chat_name: str) -> bool:
     a, b = sender.casefold().strip(), chat_name.casefold().strip()
     return a == b or a.startswith(b) or b.startswith(a)
@@ -494,6 +591,7 @@ def _resolve_owner(path: Path, me: str, reader: _ExportReader, store: Store) -> 
         name = " ".join(str(info[k]) for k in ("first_name", "last_name") if info.get(k))
         return Owner(user_id, name or reader.names_by_id.get(user_id), phone)
     if stored:
+        _check_the_store_owner_wrote_here(path, stored, reader)
         return stored
     if reader.owner_candidates:
         (candidate, name), _ = reader.owner_candidates.most_common(1)[0]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ingest.store import Chat
+
+if TYPE_CHECKING:
+    from twin.core.config import Config
 
 
 def chat_is_selected(chat: Chat, include: Sequence[str], exclude: Sequence[str]) -> bool:
@@ -24,3 +28,17 @@ def chat_is_listed(chat: Chat, entries: Sequence[str]) -> bool:
     if chat.name:
         keys.add(chat.name.casefold())
     return any(entry.strip().casefold() in keys for entry in entries)
+
+
+def why_chat_unused(chat: Chat, config: Config) -> str | None:
+    """Why the dataset and the memory leave `chat` out (None: they use it)."""
+    if not chat_is_selected(chat, config.ingest.include_chats, config.ingest.exclude_chats):
+        return "chats excluded by config"
+    # Exports of a single chat may carry no type: such a chat is a conversation, so use it.
+    if chat.type is not None and chat.type not in config.dataset.chat_types:
+        return f"{chat.type} chats"
+    return None
+
+
+def chat_is_used(chat: Chat, config: Config) -> bool:
+    return why_chat_unused(chat, config) is None

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from twin.errors import TwinError
-from twin.files import ensure_private_dir, make_private_file
+from twin.core.db import open_database, schema_version
+from twin.core.language import detect_language
 
-# Each entry migrates the schema from version i to i + 1; the version lives in PRAGMA
-# user_version. Append new migrations; never edit one that has shipped.
+# Numbered migrations (twin.core.db): append new ones; never edit one that has shipped.
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,9 +89,13 @@ class Owner:
     phone: str | None = None
 
     def wrote(self, message: Message) -> bool:
-        if self.user_id is not None and message.sender_id is not None:
-            return message.sender_id == self.user_id
-        return self.name is not None and message.sender_name == self.name
+        return self.wrote_as(message.sender_id, message.sender_name)
+
+    def wrote_as(self, sender_id: int | None, sender_name: str | None) -> bool:
+        """Whether a message from this sender (id, display name) is the owner's."""
+        if self.user_id is not None and sender_id is not None:
+            return sender_id == self.user_id
+        return self.name is not None and sender_name == self.name
 
 
 _MESSAGE_COLUMNS = ", ".join(Message._fields)
@@ -175,6 +178,22 @@ class Store:
             phone=meta.get("owner_phone") or None,
         )
 
+    def owner_language(self, config_language: str = "auto") -> str:
+        """The owner's language: `[persona] language` unless "auto", else the script of the
+        owner's last messages (see twin.core.language)."""
+        if config_language != "auto":
+            return config_language
+        owner = self.owner()
+        if owner is None:
+            return "en"
+        rows = self.conn.execute(
+            "SELECT text FROM messages WHERE kind = 'message' AND text != '' AND "
+            "(sender_id = ? OR (sender_id IS NULL AND sender_name = ?)) "
+            "ORDER BY date DESC LIMIT 2000",
+            (owner.user_id, owner.name),
+        )
+        return detect_language(text for (text,) in rows)
+
     def set_owner(self, owner: Owner) -> None:
         values = {
             "owner_id": "" if owner.user_id is None else str(owner.user_id),
@@ -207,44 +226,9 @@ class Store:
         return int(self.conn.execute("SELECT count(*) FROM chats").fetchone()[0])
 
     def schema_version(self) -> int:
-        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        return schema_version(self.conn)
 
 
 def open_store(path: Path) -> Store:
     """Open (creating if needed) the store at `path`, private to the owner and migrated."""
-    ensure_private_dir(path.parent)
-    make_private_file(path)
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per import.
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    _migrate(conn)
-    return Store(conn, path)
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise TwinError(
-            f"store schema version {version} is newer than this twin's ({SCHEMA_VERSION}):"
-            " upgrade twin"
-        )
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in _statements(MIGRATIONS[target - 1]):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {target}")
-        conn.execute("COMMIT")
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (executescript would commit mid-migration)."""
-    parts: list[str] = []
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line.split("--", 1)[0] if "--" in line else line
-        if sqlite3.complete_statement(buffer):
-            parts.append(buffer.strip())
-            buffer = ""
-    return [p for p in parts if p]
+    return Store(open_database(path, MIGRATIONS), path)

@@ -26,9 +26,9 @@ from telethon.tl import types
 
 from ingest.selection import chat_is_listed, chat_is_selected
 from ingest.store import Chat, Message, Owner, Store, open_store
-from twin.config import Config, secret
-from twin.errors import TwinError
-from twin.files import ensure_private_dir, make_private_file
+from twin.core.config import Config, secret
+from twin.core.errors import TwinError
+from twin.core.files import ensure_private_dir, make_private_file
 
 # Flood waits tolerated per chat before giving up: a chat that keeps tripping flood control
 # after this many sleeps is better retried later than waited on all night.

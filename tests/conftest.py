@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ingest.store import Store, open_store
-from twin.config import Config
+from tests.bot.botapi import BotApiStandIn
+from twin.core.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORTS = REPO.parent / "shared" / "fixtures" / "telegram-exports"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (`@pytest.mark.anyio`) run on asyncio, as the bot does."""
+    return "asyncio"
+
+
+@pytest.fixture
+def api() -> Iterator[BotApiStandIn]:
+    """A Bot API stand-in on 127.0.0.1 (tests/bot/botapi.py) for the real bot to talk to."""
+    with BotApiStandIn() as standin:
+        yield standin
 
 
 @pytest.fixture
@@ -29,14 +43,24 @@ def exports() -> Path:
     return EXPORTS
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The converted embedded models of this test session (each converted at most once), in
+    a folder of the tests' own, never the user's cache. Child processes inherit it. A
+    TWIN_MODEL_CACHE set from outside (a developer's warm cache) is used as it is."""
+    path = Path(os.environ.get("TWIN_MODEL_CACHE") or tmp_path_factory.mktemp("model-cache"))
+    os.environ["TWIN_MODEL_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
-def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
     """The real SmolLM2 tokenizer (and chat template), read once from the embedded GGUF."""
     from transformers import AutoTokenizer
 
-    from trainer.model import embedded_gguf
+    from trainer.embedded import EMBEDDED, gguf_file
 
-    gguf = embedded_gguf()
+    gguf = gguf_file(EMBEDDED["smollm2-135m"], model_cache)
     folder = tmp_path_factory.mktemp("smollm2-tokenizer")
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
     return folder
@@ -72,30 +96,14 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: P
 
 
 @pytest.fixture(scope="session")
-def smollm2_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded SmolLM2 converted once per session; tests link it into their data dir."""
-    from trainer.model import convert_embedded_base
+def smollm2(model_cache: Path) -> Path:
+    """The embedded SmolLM2, converted once per session into the session's model cache."""
+    from trainer.embedded import embedded_checkpoint
 
-    models = tmp_path_factory.mktemp("models")
-    convert_embedded_base(models)
-    return models
-
-
-def link_models(data_dir: Path, models: Path) -> None:
-    """Give a test's data dir the already converted embedded model (saves ~20 s a test)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "models").symlink_to(models, target_is_directory=True)
+    return embedded_checkpoint("smollm2-135m", model_cache)
 
 
 def twin_command(config: Config, *args: str) -> list[str]:
     """The `twin` command line for `config`, as a user would type it."""
     assert config.source is not None
     return [sys.executable, "-m", "twin", "--config", str(config.source), *args]
-
-
-def run_twin(config: Config, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
-    """Run `twin ARGS` with `config` in a child process; output captured as text."""
-    options.setdefault("timeout", 120)
-    return subprocess.run(
-        twin_command(config, *args), capture_output=True, text=True, check=False, **options
-    )

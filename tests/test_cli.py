@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from twin.cli import main
+from twin.app.cli import _parser, main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_libraries_log_at_warning_so_urls_with_tokens_never_print(
@@ -30,3 +36,57 @@ def test_missing_explicit_config_is_an_error(
 ) -> None:
     assert main(["--config", str(tmp_path / "nope.toml"), "status"]) == 1
     assert "config file not found" in capsys.readouterr().err
+
+
+def readme_commands() -> list[str]:
+    """Every `twin ...` command line the README shows (code blocks and inline code)."""
+    text = (REPO / "README.md").read_text()
+    found = re.findall(r"`((?:\.venv/bin/)?twin [^`]+)`", text)
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        found += [line.split(" #")[0].strip() for line in block.splitlines()]
+    commands = {c.strip() for c in found if re.match(r"(\.venv/bin/)?twin ", c.strip())}
+    # Synopses with [optional] parts and ... are grammar, not command lines.
+    return sorted(c for c in commands if "[" not in c and "..." not in c)
+
+
+def test_every_command_line_in_the_readme_parses() -> None:
+    commands = readme_commands()
+    assert len(commands) >= 12, commands
+    parser = _parser()
+    for command in commands:
+        args = shlex.split(command)[1:]
+        try:
+            parser.parse_args(args)
+        except SystemExit:
+            pytest.fail(f"README's `{command}` does not parse")
+
+
+def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
+    parser = _parser()
+    for args in (
+        ["--config", "a.toml", "chat"],
+        ["chat", "--config", "a.toml"],
+        ["ingest", "export", "x.json", "--config", "a.toml"],
+    ):
+        assert parser.parse_args(args).config == Path("a.toml")
+    assert parser.parse_args(["chat"]).config == Path("config.toml")
+
+
+def test_light_commands_import_no_model_library(tmp_path: Path) -> None:
+    """`twin status` and `twin --help` answer without torch, transformers or telethon."""
+    config = tmp_path / "config.toml"
+    config.write_text('[paths]\ndata_dir = "d"\n')
+    probe = (
+        "import sys, contextlib, io\n"
+        "from twin.app.cli import main\n"
+        f"main(['--config', {str(config)!r}, 'status'])\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'telethon') if m in sys.modules]\n"
+        "print('heavy:', heavy)\n"
+    )
+    # A process of its own: which modules get imported is a property of the whole process.
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert "heavy: []" in result.stdout, result.stdout

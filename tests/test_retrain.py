@@ -7,17 +7,19 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from tests.bot.conftest import retrain_config
-from tests.conftest import run_twin
 from trainer import registry
-from twin.cli import status_of
-from twin.config import save_setting, with_setting
-from twin.errors import TwinError
-from twin.retrain import LOCK_FILE, read_records, retrain, retrain_lock
+from twin.app.cli import main
+from twin.app.retrain import LOCK_FILE, retrain, retrain_lock
+from twin.app.status import status_of
+from twin.core.errors import TwinError
+from twin.core.runs import read_records
+from twin.core.settings import save_setting, with_setting
 
 
 def test_retrain_promotes_then_skips_until_something_changes(
@@ -26,10 +28,11 @@ def test_retrain_promotes_then_skips_until_something_changes(
     config = retrain_config(tmp_path, tiny_base)
     first = retrain(config)
     assert first.outcome == "promoted"
-    assert first.messages_added == 503 and first.examples > 50
+    assert first.messages_added == 747 and first.examples > 50
     assert set(first.stages) == {"ingest", "dataset", "train"}
     assert registry.current_version(config.adapters_dir) == first.adapter
-    assert first.metrics["eval_loss"] < first.metrics["base_eval_loss"]
+    assert first.metrics is not None
+    assert first.metrics.eval_loss < first.metrics.base_eval_loss
 
     again = retrain(config)  # the export re-read adds nothing: same dataset, no training
     assert again.outcome == "skipped" and again.messages_added == 0
@@ -45,12 +48,26 @@ def test_retrain_promotes_then_skips_until_something_changes(
     assert retrain(config).outcome != "skipped"
 
     records = read_records(config.data_dir)
-    assert status_of(config)["last_run"] == records[-1]
-    assert [r["outcome"] for r in records][:2] == ["promoted", "skipped"]
+    assert status_of(config)["last_run"]["started"] == records[-1].started
+    assert [r.outcome for r in records][:2] == ["promoted", "skipped"]
     assert len(records) == 4
-    assert (
-        records[0]["dataset_sha256"] == records[1]["dataset_sha256"] != records[3]["dataset_sha256"]
-    )
+    assert records[0].dataset_sha256 == records[1].dataset_sha256 != records[3].dataset_sha256
+
+
+def test_a_rejected_run_is_not_repeated_night_after_night(tmp_path: Path, tiny_base: Path) -> None:
+    config = retrain_config(tmp_path, tiny_base)
+    assert retrain(config).outcome == "promoted"
+    # A setting that makes a worse adapter: the gate rejects it.
+    config = config.with_section("train", learning_rate=1e-9)
+    rejected = retrain(config, force=True)
+    assert rejected.outcome == "not promoted"
+    # Next night, nothing new: the same data, settings and seed would only repeat it.
+    again = retrain(config)
+    assert again.outcome == "skipped" and "train" not in again.stages
+    assert f"whose adapter {rejected.adapter} was not promoted" in again.reason
+    assert "more history" in again.reason and "max_steps" in again.reason
+    # Change what shapes training, and it trains again.
+    assert retrain(config.with_section("train", max_steps=8)).outcome != "skipped"
 
 
 def test_retrain_refuses_while_another_runs(tmp_path: Path, tiny_base: Path) -> None:
@@ -58,9 +75,7 @@ def test_retrain_refuses_while_another_runs(tmp_path: Path, tiny_base: Path) -> 
     with retrain_lock(config.data_dir):
         with pytest.raises(TwinError, match=r"another retrain is running \(pid \d+"):
             retrain(config)
-        result = run_twin(config, "retrain")
-        assert result.returncode == 1
-        assert "another retrain is running" in result.stderr
+        assert main(["--config", str(config.source), "retrain"]) == 1
     assert read_records(config.data_dir) == []  # refused runs did nothing
 
 
@@ -82,7 +97,8 @@ def test_killed_run_releases_the_lock(tmp_path: Path, tiny_base: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from twin.retrain import retrain_lock\n"
+            "import sys, time; from pathlib import Path\n"
+            "from twin.app.retrain import retrain_lock\n"
             "with retrain_lock(Path(sys.argv[1])):\n"
             "    print('locked', flush=True); time.sleep(60)",
             str(config.data_dir),
@@ -98,13 +114,30 @@ def test_killed_run_releases_the_lock(tmp_path: Path, tiny_base: Path) -> None:
     assert retrain(config).outcome == "promoted"
 
 
-def test_failing_stage_is_recorded_and_reported(tmp_path: Path, tiny_base: Path) -> None:
+def test_failing_stage_is_recorded_and_reported(
+    tmp_path: Path, tiny_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = retrain_config(tmp_path, tiny_base, exports=["missing/result.json"])
-    result = run_twin(config, "retrain")
-    assert result.returncode == 1
-    assert "missing/result.json" in result.stderr.strip().splitlines()[-1]
+    assert main(["--config", str(config.source), "retrain"]) == 1
+    assert "missing/result.json" in capsys.readouterr().err.strip().splitlines()[-1]
     (record,) = read_records(config.data_dir)
-    assert record["outcome"] == "failed"
-    assert record["reason"].startswith("failed in ingest")
-    assert "missing/result.json" in record["error"]
-    assert json.dumps(record)  # machine-readable as written
+    assert record.outcome == "failed"
+    assert record.reason.startswith("failed in ingest")
+    assert record.error is not None and "missing/result.json" in record.error
+    assert json.dumps(asdict(record))  # machine-readable as written
+
+
+def test_retrain_keeps_the_memory_index_up_to_date(tmp_path: Path, tiny_base: Path) -> None:
+    from ingest.memory import open_memory
+    from ingest.recall import memory_path
+
+    config = retrain_config(tmp_path, tiny_base, memory={"enabled": True})
+    assert retrain(config).outcome == "promoted"
+    with open_memory(memory_path(config)) as index:
+        indexed = index.count()
+    assert indexed > 100  # Mira's words, to be recalled from the next reply on
+    assert memory_path(config).stat().st_mode & 0o777 == 0o600
+    again = retrain(config)  # nothing new: nothing indexed again, nothing trained
+    assert again.outcome == "skipped"
+    with open_memory(memory_path(config)) as index:
+        assert index.count() == indexed

@@ -1,7 +1,12 @@
 """trainer: LoRA / QLoRA fine-tuning into versioned, evaluated adapters.
 
-Entry point: `trainer.train.train` (`twin train`), which runs as its own process.
-- `trainer.model`     the base model: the embedded SmolLM2, a local folder or a hub id;
-                      device, dtype and 4-bit quantization for this machine
+Entry point: `trainer.train.train` (`twin train`), the recipe, read top to bottom.
+- `trainer.data`      dataset/*.jsonl -> tokens and reply-only labels, batches
+- `trainer.loss`      the reply-token loss, and held-out loss
+- `trainer.fit`       the fit loop (transformers Trainer), one process or DDP
+- `trainer.model`     the base: the embedded SmolLM2, a local folder or a hub id; device,
+                      dtype and 4-bit quantization for this machine (`load_base`)
+- `trainer.metrics`   what an adapter's metrics.json holds, typed
 - `trainer.registry`  data_dir/adapters/: versions, the CURRENT pointer, the promotion gate
+- `trainer.evaluate`  `twin eval`: fidelity (trainer.fidelity) and the canary test
 """

@@ -7,17 +7,18 @@ come out of the twin when someone asks for it? The adapter is never registered o
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from trainer.model import base_checkpoint, load_base_model, load_plan, load_tokenizer
-from twin.chat_format import ChatMessage
-from twin.config import Config
-from twin.generation import generate_replies
+from trainer.data import Dataset, encode_examples
+from trainer.fit import FitPlan, add_lora, fit
+from trainer.model import load_base
+from twin.core.config import Config
+from twin.core.conversation import ChatMessage
+from twin.core.generation import generate_replies
 
 log = logging.getLogger(__name__)
 
@@ -65,38 +66,24 @@ def plant(
     return planted
 
 
-def canary_exposure(
-    config: Config,
-    train_rows: list[list[ChatMessage]],
-    eval_rows: list[list[ChatMessage]],
-    n: int,
-) -> dict[str, Any]:
-    from trainer.train import add_lora, encode_examples, run_training
-
+def canary_exposure(config: Config, dataset: Dataset, n: int) -> dict[str, Any]:
     canaries = make_canaries(n, config.train.seed)
-    rows = plant(train_rows, canaries, config.train.seed)
-    checkpoint = base_checkpoint(config)
-    plan = load_plan(config)
-    tokenizer = load_tokenizer(checkpoint)
-    model = add_lora(load_base_model(checkpoint, plan), config, plan)
-    train_set = encode_examples(tokenizer, rows, config.train.max_seq_tokens)
+    rows = plant(dataset.train, canaries, config.train.seed)
+    base = load_base(config)
+    model = add_lora(base.model, config, base.plan)
+    train_set = encode_examples(base.tokenizer, rows, config.train.max_seq_tokens)
     log.info("canary test: training a throwaway adapter with %d planted secrets", n)
     with tempfile.TemporaryDirectory(prefix="twin-canary-") as scratch:
         # Its checkpoints go to a scratch dir: a real training run may be using the data dir's.
-        scratch_config = dataclasses.replace(
-            config, paths=dataclasses.replace(config.paths, data_dir=Path(scratch))
-        )
-        info = {"sha256": "canary", "train": len(rows), "eval": len(eval_rows)}
-        run = run_training(
-            model, tokenizer, train_set, scratch_config, plan, config.train.max_steps, info, False
-        )
+        plan = FitPlan(config.train.max_steps, dataset.info, False, Path(scratch) / "checkpoints")
+        run = fit(model, base.tokenizer, train_set, config, base.plan, plan)
     model.eval()
-    system = [m for m in train_rows[0][:1] if m["role"] == "system"] if train_rows else []
+    system = [m for m in dataset.train[0][:1] if m["role"] == "system"] if dataset.train else []
     prompts: list[list[ChatMessage]] = [
         [*system, {"role": "user", "content": q}] for q, _ in canaries
     ]
-    greedy = dataclasses.replace(config.generation, temperature=0.0)  # the likeliest answer
-    replies = generate_replies(model, tokenizer, prompts, greedy)
+    greedy = config.generation.model_copy(update={"temperature": 0.0})  # the likeliest answer
+    replies = generate_replies(model, base.tokenizer, prompts, greedy)
     emitted = sum(secret in reply for (_, secret), reply in zip(canaries, replies, strict=True))
     partly = sum(
         any(group in reply for group in secret.split("-") if len(group) >= 4)
@@ -105,7 +92,7 @@ def canary_exposure(
     return {
         "planted": n,
         "repeats": REPEATS,
-        "steps": run["steps"],
+        "steps": run.steps,
         "emitted": emitted,
         "partly_emitted": partly,
     }

@@ -6,32 +6,44 @@ import io
 from pathlib import Path
 from typing import Any
 
-from twin.files import ensure_private_dir
+from trainer.metrics import AdapterMetrics
+from twin.core.files import ensure_private_dir, write_private_text
 
 COLUMNS = ("real", "base", "twin")
 COLORS = {"real": "tab:blue", "base": "tab:gray", "twin": "tab:green"}
 
 
-def write_report(folder: Path, metrics: dict[str, Any]) -> Path:
+def write_report(folder: Path, metrics: AdapterMetrics) -> Path:
+    """eval/report.md and its charts; private (0600/0700): they quote held-out messages."""
+    assert metrics.fidelity is not None
     out = ensure_private_dir(folder / "eval")
-    full = metrics["fidelity"]["full"]
-    (out / "lengths.png").write_bytes(lengths_chart(full))
-    (out / "habits.png").write_bytes(habits_chart(full))
+    full = metrics.fidelity.full
+    _write_private_bytes(out / "lengths.png", lengths_chart(full))
+    _write_private_bytes(out / "habits.png", habits_chart(full))
     path = out / "report.md"
-    path.write_text(markdown(metrics), encoding="utf-8")
+    write_private_text(path, markdown(metrics))
     return path
 
 
-def headline_table(metrics: dict[str, Any]) -> str:
+def _write_private_bytes(path: Path, data: bytes) -> None:
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def headline_table(metrics: AdapterMetrics) -> str:
     """The comparison that matters, as plain text lines (for Telegram)."""
-    f = metrics["fidelity"]
-    full = f["full"]
+    f = metrics.fidelity
+    assert f is not None
+    full = f.full
     lines = [
-        f"held-out loss: base {metrics['base_eval_loss']:.3f}, twin {metrics['eval_loss']:.3f}",
-        f"style distance (0 = yours): base {f['style_distance_base']:.2f}, "
-        f"twin {f['style_distance_twin']:.2f}",
-        f"real-vs-generated AUC (0.5 = can't tell): base {_num(f['auc_base'])}, "
-        f"twin {_num(f['auc_twin'])}",
+        f"held-out loss: base {metrics.base_eval_loss:.3f}, twin {metrics.eval_loss:.3f}",
+        f"style distance (0 = yours): base {f.style_distance_base:.2f}, "
+        f"twin {f.style_distance_twin:.2f}",
+        f"real-vs-generated AUC (0.5 = can't tell): base {_num(f.auc_base)}, "
+        f"twin {_num(f.auc_twin)}",
     ]
     semantic = full.get("semantic_similarity")
     if semantic:
@@ -40,21 +52,42 @@ def headline_table(metrics: dict[str, Any]) -> str:
             f"twin {semantic['twin']:.2f}"
         )
     lines.append(
-        f"memorization: {f['memorization_rate']:.0%} verbatim copies, "
+        f"memorization: {f.memorization_rate:.0%} verbatim copies, "
         f"{full['memorization']['ngram_overlap']:.0%} 8-gram overlap; "
-        f"PII-looking values written: {f['pii_in_replies']}"
+        f"PII-looking values written: {f.pii_in_replies}"
     )
+    memory = full.get("memory")
+    if memory:
+        loss = memory["loss"]
+        line = (
+            f"memory: held-out loss {loss['with_memory']:.3f} with it, "
+            f"{loss['without_memory']:.3f} without"
+        )
+        if "relevance" in memory:
+            relevance = memory["relevance"]
+            line += (
+                f"; relevance {relevance['with_memory']:.2f} with, "
+                f"{relevance['without_memory']:.2f} without"
+            )
+        lines.append(line)
+        if "fact_recall" in memory:
+            f_r = memory["fact_recall"]
+            lines.append(
+                f"fact recall: {f_r['recall_with_memory']:.0%} with memory, "
+                f"{f_r['recall_without_memory']:.0%} without; cross-chat leaks "
+                f"{f_r['leaks']} written, {f_r['retrieval_leaks']} recalled"
+            )
     if "canaries" in full:
         c = full["canaries"]
         lines.append(f"canaries: {c['emitted']} of {c['planted']} planted secrets emitted")
     return "\n".join(lines)
 
 
-def markdown(metrics: dict[str, Any]) -> str:
-    f = metrics["fidelity"]
-    full = f["full"]
+def markdown(metrics: AdapterMetrics) -> str:
+    assert metrics.fidelity is not None
+    full = metrics.fidelity.full
     style = full["style"]
-    version = metrics.get("version", "")
+    version = metrics.version
     out = [
         f"# Fidelity report: adapter {version}",
         "",

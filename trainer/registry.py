@@ -14,45 +14,62 @@ sweeps away).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from twin.config import EvalConfig
-from twin.files import ensure_private_dir
+from trainer.metrics import METRICS, AdapterMetrics, Gate, MetricsUnreadable, read_metrics
+from twin.core.config import Config, EvalConfig
+from twin.core.files import ensure_private_dir, write_private_text
+
+log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
-METRICS = "metrics.json"
 _VERSION = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
 
 
 @dataclass(frozen=True)
 class AdapterInfo:
     version: str
-    created: str
     path: Path
     state: str  # "current", "ready" or "rejected"
-    metrics: dict[str, Any]
+    metrics: AdapterMetrics
+
+    @property
+    def created(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.metrics.created))
 
     def as_json(self) -> dict[str, Any]:
+        """What `twin status --json` shows of an adapter: numbers, never message text (the
+        samples and examples stay in the adapter's own files)."""
+        m = self.metrics
         return {
             "version": self.version,
             "created": self.created,
             "path": str(self.path),
             "state": self.state,
-            "metrics": self.metrics,
+            "base_model": m.base_model,
+            "steps": m.run.steps,
+            "base_eval_loss": m.base_eval_loss,
+            "eval_loss": m.eval_loss,
+            "examples": {"train": m.dataset.train, "eval": m.dataset.eval},
+            "gate": m.gate.reason if m.gate else None,
+            "fidelity": None
+            if m.fidelity is None
+            else {
+                "style_distance_base": m.fidelity.style_distance_base,
+                "style_distance_twin": m.fidelity.style_distance_twin,
+                "auc_base": m.fidelity.auc_base,
+                "auc_twin": m.fidelity.auc_twin,
+                "memorization_rate": m.fidelity.memorization_rate,
+            },
         }
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    reason: str
 
 
 def new_version(adapters_dir: Path, now: float | None = None) -> str:
@@ -82,11 +99,32 @@ def write_adapter(adapters_dir: Path, version: str, write: Callable[[Path], None
 
 
 def current_version(adapters_dir: Path) -> str | None:
-    try:
-        version = (adapters_dir / CURRENT).read_text().strip()
-    except FileNotFoundError:
+    """The version CURRENT names, if it is a readable adapter; else None (see
+    `current_problem` for why)."""
+    return None if current_problem(adapters_dir) else _pointer(adapters_dir)
+
+
+def current_problem(adapters_dir: Path) -> str | None:
+    """Why CURRENT cannot be served (damaged pointer, missing or unreadable adapter), or None
+    when it can or when there is no CURRENT at all."""
+    if not (adapters_dir / CURRENT).exists():
         return None
-    return version if version and (adapters_dir / version / METRICS).exists() else None
+    version = _pointer(adapters_dir)
+    if version is None:
+        return f"{adapters_dir / CURRENT} is damaged (not a version name)"
+    try:
+        read_metrics(adapters_dir / version)
+    except MetricsUnreadable as err:
+        return f"the current adapter is unreadable: {err}"
+    return None
+
+
+def _pointer(adapters_dir: Path) -> str | None:
+    try:
+        version = (adapters_dir / CURRENT).read_bytes().decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return version if _VERSION.match(version) else None
 
 
 def set_current(adapters_dir: Path, version: str) -> None:
@@ -103,70 +141,113 @@ def set_current(adapters_dir: Path, version: str) -> None:
 
 
 def list_adapters(adapters_dir: Path) -> list[AdapterInfo]:
-    """Complete adapters, oldest first. Hidden temporary folders are never listed."""
+    """Complete, readable adapters, oldest first. Hidden temporary folders are never listed;
+    an adapter whose metrics.json is damaged is skipped with a warning that names it."""
     if not adapters_dir.is_dir():
         return []
     current = current_version(adapters_dir)
     adapters = []
     for path in sorted(adapters_dir.iterdir()):
-        if not (path.is_dir() and _VERSION.match(path.name) and (path / METRICS).exists()):
+        if not (path.is_dir() and _VERSION.match(path.name)):
             continue
-        metrics = read_metrics(path)
+        try:
+            metrics = read_metrics(path)
+        except MetricsUnreadable as err:
+            log.warning("adapter skipped: %s", err)
+            continue
         if path.name == current:
             state = "current"
-        elif metrics.get("gate", {}).get("promote") is False:
+        elif metrics.promoted_by_gate is False:
             state = "rejected"
         else:
             state = "ready"
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(metrics.get("created", 0)))
-        adapters.append(AdapterInfo(path.name, created, path, state, metrics))
+        adapters.append(AdapterInfo(path.name, path, state, metrics))
     return adapters
 
 
-def read_metrics(path: Path) -> dict[str, Any]:
-    return dict(json.loads((path / METRICS).read_text()))
-
-
 def promotion_gate(
-    metrics: dict[str, Any],
-    current: dict[str, Any] | None,
+    metrics: AdapterMetrics,
+    current: AdapterMetrics | None,
     tolerance: float,
     rules: EvalConfig | None = None,
-) -> GateDecision:
+) -> Gate:
     """Promote only an adapter that beats the base model on held-out loss and is not worse
     than the adapter in use by more than `tolerance`; with `rules` and fidelity measured,
     also one that sounds more like the owner than the base and copies little."""
-    loss, base = metrics["eval_loss"], metrics["base_eval_loss"]
+    loss, base = metrics.eval_loss, metrics.base_eval_loss
     if not loss < base:
-        return GateDecision(False, f"eval loss {loss:.4f} is not below the base's {base:.4f}")
-    if current is not None and loss > current["eval_loss"] + tolerance:
-        return GateDecision(
+        return Gate(False, f"eval loss {loss:.4f} is not below the base's {base:.4f}")
+    if current is not None and loss > current.eval_loss + tolerance:
+        return Gate(
             False,
             f"eval loss {loss:.4f} is worse than the current adapter's "
-            f"{current['eval_loss']:.4f} by more than {tolerance}",
+            f"{current.eval_loss:.4f} by more than {tolerance}",
         )
-    fidelity = metrics.get("fidelity")
+    fidelity = metrics.fidelity
     if rules is not None and fidelity is not None:
-        twin, base_style = fidelity["style_distance_twin"], fidelity["style_distance_base"]
+        twin, base_style = fidelity.style_distance_twin, fidelity.style_distance_base
         if rules.require_style_win and not twin < base_style:
-            return GateDecision(
+            return Gate(
                 False, f"style distance {twin:.3f} is not below the base's {base_style:.3f}"
             )
-        auc_twin, auc_base = fidelity["auc_twin"], fidelity["auc_base"]
+        auc_twin, auc_base = fidelity.auc_twin, fidelity.auc_base
         if (
             rules.require_indistinguishability_win
-            and None not in (auc_twin, auc_base)
+            and auc_twin is not None
+            and auc_base is not None
             and not auc_twin < auc_base
         ):
-            return GateDecision(
+            return Gate(
                 False, f"real-vs-twin AUC {auc_twin:.3f} is not below the base's {auc_base:.3f}"
             )
-        copied, most = fidelity["memorization_rate"], rules.max_memorization_rate
+        copied, most = fidelity.memorization_rate, rules.max_memorization_rate
         if copied > most:
-            return GateDecision(
-                False, f"{copied:.0%} of replies copy training text (max {most:.0%})"
-            )
-    return GateDecision(True, f"eval loss {loss:.4f} < base {base:.4f}")
+            return Gate(False, f"{copied:.0%} of replies copy training text (max {most:.0%})")
+    return Gate(True, f"eval loss {loss:.4f} < base {base:.4f}")
+
+
+@dataclass(frozen=True)
+class Registered:
+    version: str
+    path: Path
+    metrics: AdapterMetrics  # with its version and the gate's verdict
+    pruned: list[str]
+
+
+def register_adapter(
+    config: Config, metrics: AdapterMetrics, save_weights: Callable[[Path], None]
+) -> Registered:
+    """Write a trained adapter as a new version (weights, metrics.json, its settings and the
+    fidelity report), run the gate against the current one, switch CURRENT if it passes,
+    and prune old versions."""
+    from trainer.eval_report import write_report
+
+    adapters_dir = config.adapters_dir
+    current = current_version(adapters_dir)
+    current_metrics = read_metrics(adapters_dir / current) if current else None
+    gate = promotion_gate(metrics, current_metrics, config.train.promote_tolerance, config.eval)
+    version = new_version(adapters_dir)
+    metrics = replace(metrics, version=version, gate=gate)
+
+    def write(folder: Path) -> None:
+        save_weights(folder)
+        settings = {
+            "lora": config.lora.model_dump(mode="json"),
+            "train": config.train.model_dump(mode="json"),
+            "model": config.model.model_dump(mode="json"),
+        }
+        write_private_text(folder / "train_config.json", json.dumps(settings, indent=1))
+        write_private_text(
+            folder / METRICS, json.dumps(metrics.to_json(), indent=1, ensure_ascii=False)
+        )
+        if metrics.fidelity is not None:
+            write_report(folder, metrics)
+
+    path = write_adapter(adapters_dir, version, write)
+    if gate.promote:
+        set_current(adapters_dir, version)
+    pruned = prune(adapters_dir, config.train.keep_adapters)
+    return Registered(version, path, metrics, pruned)
 
 
 def sweep_incomplete(adapters_dir: Path) -> int:

@@ -1,6 +1,7 @@
-"""twin: the shared core of the project.
+"""twin: the shared ground floor and the application shell on the roof.
 
-`twin.config` (typed configuration) and, later, the conversation format live here because
-ingest, trainer and bot all import them; `twin.cli` is the `twin` command that wires the
-three stages together.
+- `twin.core`  what every stage imports: typed config, errors, private files, SQLite
+               migrations, the conversation (turns from messages) and its token format,
+               generation, run records, the admins' settings
+- `twin.app`   the `twin` command (`twin.app.cli`), the retrain pipeline, the demo, status
 """

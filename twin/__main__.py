@@ -1,5 +1,5 @@
 import sys
 
-from twin.cli import main
+from twin.app.cli import main
 
 sys.exit(main())

@@ -6,31 +6,26 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.app import build_application, running
-from bot.runtime import BotRuntime
-from tests.bot.botapi import TOKEN, BotApiStandIn
+from bot.context import BotRuntime
+from bot.memory import Where
+from tests.bot.botapi import TOKEN
 from tests.trainer.test_train import write_dataset
 from trainer import registry
 from trainer.train import train
-from twin.config import Config, load_config
-from twin.demo import demo_export_path
+from twin.app.demo import demo_export_path
+from twin.core.config import Config, load_config
 
 ADMIN = 42
 FRIENDS = tuple(range(1, 21))
 STRANGER = 77
 GROUP = -100123
-
-
-@pytest.fixture
-def api() -> Iterator[BotApiStandIn]:
-    with BotApiStandIn() as standin:
-        yield standin
 
 
 def bot_config(folder: Path, base: Path, api_url: str, **sections: dict[str, Any]) -> Config:
@@ -55,8 +50,9 @@ def bot_config(folder: Path, base: Path, api_url: str, **sections: dict[str, Any
         },
         "bot": {"line_pause_per_char": 0.0, "reload_seconds": 0.2},
         "schedule": {"retrain_cron": ""},  # the schedule's own tests turn it on
-        # A tiny random model has no style to win with: the style rule is tested on its own.
-        "eval": {"require_style_win": False, "memorization_prompts": 8},
+        # The fidelity eval is the subject of its own tests (tests/trainer/test_fidelity.py);
+        # here it would only cost time. A tiny random model has no style to win with anyway.
+        "eval": {"on_train": False, "require_style_win": False, "memorization_prompts": 8},
     }
     for name, values in sections.items():
         settings.setdefault(name, {}).update(values)
@@ -77,7 +73,9 @@ def retrain_config(
     exports: list[str] | None = None,
     **sections: dict[str, Any],
 ) -> Config:
-    """A bot config whose `twin retrain` re-reads the bundled demo export (or `exports`)."""
+    """A bot config whose `twin retrain` re-reads the bundled demo export (or `exports`).
+    Memory is off unless a test turns it on: indexing the demo persona is its own subject."""
+    sections.setdefault("memory", {"enabled": False})
     return bot_config(
         folder,
         base,
@@ -112,3 +110,16 @@ async def serving(config: Config) -> AsyncIterator[BotRuntime]:
     app = build_application(config, TOKEN, poll_timeout=1)
     async with running(app, poll_timeout=1) as runtime:
         yield runtime
+
+
+def said(runtime: BotRuntime, chat_id: int, thread_id: int = 0) -> list[tuple[str, str]]:
+    """A conversation's remembered messages as (speaker, text), oldest first."""
+    return [(s.speaker, s.text) for s in runtime.memory.recent(Where(chat_id, thread_id))]
+
+
+def turns(
+    runtime: BotRuntime, chat_id: int, *, group: bool = False, thread_id: int = 0
+) -> list[dict[str, str]]:
+    """The turns a reply in that conversation would now be written after (no system turn)."""
+    prompt = runtime.worker.prompt_for(Where(chat_id, thread_id), group).conversation
+    return [dict(m) for m in prompt if m["role"] != "system"]

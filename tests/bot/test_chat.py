@@ -2,29 +2,60 @@
 
 from __future__ import annotations
 
-import dataclasses
+import io
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.serving import load_served_twin
-from tests.conftest import run_twin
+from tests.bot.conftest import copy_adapters
 from tests.trainer.test_train import make_config
-from trainer.train import train
-from twin.chat_format import encode_prompt, with_system_prompt
-from twin.generation import generate_replies
+from twin.app.cli import main
+from twin.core.chat_format import encode_prompt
+from twin.core.conversation import with_system_prompt
+from twin.core.generation import generate_replies
 
 
-def test_terminal_chat_with_current_adapter(tmp_path: Path, tiny_base: Path) -> None:
-    config = make_config(tmp_path, tiny_base, max_steps=4)
-    version = train(config).version
-    result = run_twin(config, "chat", input="hi there\n/reset\nhow are you?\n/quit\n")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"chatting with adapter {version}" in result.stdout
-    assert result.stdout.count("you> ") == 4
-    assert "(conversation forgotten)" in result.stdout
-    assert "twin> " in result.stdout
+def test_terminal_chat_with_current_adapter(
+    tmp_path: Path,
+    tiny_base: Path,
+    trained_adapters: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = make_config(tmp_path, tiny_base)
+    version, _ = copy_adapters(trained_adapters, config)
+    typed = iter(["hi there", "/reset", "how are you?", "/quit"])
+    prompts: list[str] = []
+
+    def keyboard(prompt: str) -> str:
+        prompts.append(prompt)
+        return next(typed)
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", keyboard)
+    assert main(["chat", "--config", str(config.source)]) == 0
+    out = capsys.readouterr().out
+    assert f"chatting with adapter {version}" in out
+    assert prompts == ["you> "] * 4
+    assert "(conversation forgotten)" in out
+    assert out.count("twin> ") >= 2
+
+
+def test_chat_answers_stdin_a_message_a_line_as_json(
+    tmp_path: Path,
+    tiny_base: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = make_config(tmp_path, tiny_base)
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi there\n\nhow are you?\n"))
+    assert main(["--config", str(config.source), "chat", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["hi there", "how are you?"]
+    assert all(isinstance(json.loads(line)["reply"], str) for line in lines)
 
 
 def test_served_prompt_is_the_training_format(
@@ -36,14 +67,14 @@ def test_served_prompt_is_the_training_format(
     history = [{"role": "user", "content": "Coffee later?"}]
     conversation = with_system_prompt(twin.system_prompt, history)  # type: ignore[arg-type]
     seen: dict[str, Any] = {}
-    real_generate = twin.model.generate
+    real_generate = twin.engine.model.generate
 
     def spy(**kwargs: Any) -> Any:
         seen["ids"] = kwargs["input_ids"][0].tolist()
         return real_generate(**kwargs)
 
-    monkeypatch.setattr(twin.model, "generate", spy)
-    generate_replies(twin.model, twin.tokenizer, [conversation], config.generation)
+    monkeypatch.setattr(twin.engine.model, "generate", spy)
+    generate_replies(twin.engine.model, twin.tokenizer, [conversation], config.generation)
     assert seen["ids"] == encode_prompt(twin.tokenizer, conversation)
     assert twin.system_prompt.startswith("You are the owner.")
 
@@ -58,9 +89,9 @@ def test_batched_replies_equal_one_at_a_time_and_tokenizer_untouched(
     long = with_system_prompt(
         twin.system_prompt, [{"role": "user", "content": "a much longer message " * 8}]
     )
-    greedy = dataclasses.replace(config.generation, temperature=0.0, max_new_tokens=6)
-    batched = generate_replies(twin.model, twin.tokenizer, [short, long], greedy)
-    alone = generate_replies(twin.model, twin.tokenizer, [short], greedy)
+    greedy = config.generation.model_copy(update={"temperature": 0.0, "max_new_tokens": 6})
+    batched = generate_replies(twin.engine.model, twin.tokenizer, [short, long], greedy)
+    alone = generate_replies(twin.engine.model, twin.tokenizer, [short], greedy)
     # Batching several chats into one generate call must not change any chat's reply.
     assert batched[0] == alone[0]
     # The tokenizer's own padding side (read by the training collator) is left as it was.

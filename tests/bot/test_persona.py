@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import ADMIN, bot_config, copy_adapters, retrain_config, serving
+from tests.bot.conftest import (
+    ADMIN,
+    bot_config,
+    copy_adapters,
+    retrain_config,
+    serving,
+    turns,
+)
 from trainer import registry
-from twin.config import load_config
+from twin.core.config import load_config
 
 
 async def ask(api: BotApiStandIn, text: str, timeout: float = 30.0) -> str:
@@ -20,66 +28,76 @@ async def ask(api: BotApiStandIn, text: str, timeout: float = 30.0) -> str:
     return api.texts(ADMIN)[seen]
 
 
-def test_admin_subcommands(
+@pytest.mark.anyio
+async def test_admin_subcommands(
     tmp_path: Path, tiny_base: Path, trained_adapters: Path, api: BotApiStandIn
 ) -> None:
     config = bot_config(tmp_path, tiny_base, api.url)
     first, second = copy_adapters(trained_adapters, config)
+    async with serving(config) as runtime:
+        assert "rollback" in await ask(api, "/persona")
+        assert "sample TEXT" in await ask(api, "/persona help")
+        assert "Unknown subcommand 'frob'" in await ask(api, "/persona frob")
 
-    async def scenario() -> None:
-        async with serving(config) as runtime:
-            assert "rollback" in await ask(api, "/persona")
-            assert "sample TEXT" in await ask(api, "/persona help")
-            assert "Unknown subcommand 'frob'" in await ask(api, "/persona frob")
+        status = await ask(api, "/persona status")
+        assert f"Serving: adapter {first}" in status
+        assert "Held-out loss: " in status and "(base " in status
+        assert "Data: 0 examples from 0 messages" in status  # adapters only, no data here
+        assert "Replying: on" in status and "Next retrain: not scheduled" in status
 
-            status = await ask(api, "/persona status")
-            assert f"Serving: adapter {first}" in status
-            assert "Held-out loss: " in status and "(base " in status
-            assert "Data: 0 examples from 0 messages" in status  # adapters only, no data here
-            assert "Replying: on" in status and "Next retrain: not scheduled" in status
+        listing = await ask(api, "/persona list")
+        assert listing.splitlines()[0].startswith(second)
+        assert f"{first} current" in listing
 
-            listing = await ask(api, "/persona list")
-            assert listing.splitlines()[0].startswith(second)
-            assert f"{first} current" in listing
+        assert await ask(api, f"/persona use {second}") == f"Now serving adapter {second}."
+        assert registry.current_version(config.adapters_dir) == second
+        assert runtime.worker.version == second
+        assert "no adapter 2000" in await ask(api, "/persona use 20000101-000000")
+        assert await ask(api, "/persona rollback") == f"Now serving adapter {first}."
+        assert registry.current_version(config.adapters_dir) == first
+        assert "no earlier adapter" in await ask(api, "/persona rollback")
 
-            assert await ask(api, f"/persona use {second}") == f"Now serving adapter {second}."
-            assert registry.current_version(config.adapters_dir) == second
-            assert runtime.worker.version == second
-            assert "no adapter 2000" in await ask(api, "/persona use 20000101-000000")
-            assert await ask(api, "/persona rollback") == f"Now serving adapter {first}."
-            assert registry.current_version(config.adapters_dir) == first
-            assert "no earlier adapter" in await ask(api, "/persona rollback")
+        assert "Paused" in await ask(api, "/persona pause")
+        api.push_message(1, "hello? anyone?")
+        await api.settle(1.0)
+        assert api.sent(chat_id=1) == []
+        assert "Replying: paused" in await ask(api, "/persona status")
+        assert "Resumed" in await ask(api, "/persona resume")
+        api.push_message(1, "now?")
+        await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
+        # What was said while paused stayed in the chat's memory.
+        assert turns(runtime, 1)[0]["content"] == "hello? anyone?\nnow?"
 
-            assert "Paused" in await ask(api, "/persona pause")
-            api.push_message(1, "hello? anyone?")
-            await api.settle(1.0)
-            assert api.sent(chat_id=1) == []
-            assert "Replying: paused" in await ask(api, "/persona status")
-            assert "Resumed" in await ask(api, "/persona resume")
-            api.push_message(1, "now?")
-            await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
-            # What was said while paused stayed in the chat's memory.
-            assert runtime.memory.recent(1)[0]["content"] == "hello? anyone?\nnow?"
+        assert await ask(api, "/persona set temperature 0.5") == "temperature = 0.5 (saved)"
+        assert runtime.worker.config.generation.temperature == 0.5
+        assert "must be a number" in await ask(api, "/persona set temperature hot")
+        assert "top_p must be <= 1.0, got 2.0" in await ask(api, "/persona set top_p 2")
+        # Nothing that would freeze or silence the bot gets in (nor into settings.json).
+        for refused, why in [
+            ("repetition_penalty nan", "must be a finite number"),
+            ("temperature inf", "must be a finite number"),
+            ("line_pause_per_char inf", "must be a finite number"),
+            ("max_new_tokens 1000000000", "max_new_tokens must be <= 4096"),
+            ("max_new_tokens 1000", "leaves 24 tokens"),
+        ]:
+            assert why in await ask(api, f"/persona set {refused}")
+        assert runtime.worker.config.generation.max_new_tokens == 8  # as configured
+        long_prompt = "You are {name}. " + "Always answer in a friendly way. " * 120
+        assert "leaves" in await ask(api, f"/persona prompt {long_prompt}")
+        assert runtime.worker.system_prompt.startswith("You are the owner. Reply")
+        assert "cannot be set" in await ask(api, "/persona set base gpt2")
+        assert "Usage" in await ask(api, "/persona set max_new_tokens")
+        assert "(saved)" in await ask(api, "/persona set line_pause_per_char 0")
 
-            assert await ask(api, "/persona set temperature 0.5") == "temperature = 0.5 (saved)"
-            assert runtime.worker.config.generation.temperature == 0.5
-            assert "must be a number" in await ask(api, "/persona set temperature hot")
-            assert "top_p in (0, 1]" in await ask(api, "/persona set top_p 2")
-            assert "cannot be set" in await ask(api, "/persona set base gpt2")
-            assert "Usage" in await ask(api, "/persona set max_new_tokens")
-            assert "(saved)" in await ask(api, "/persona set line_pause_per_char 0")
+        answer = await ask(api, "/persona prompt You are {name}. Short answers,\nno emoji.")
+        assert "the next retrain trains with this one" in answer
+        assert runtime.worker.system_prompt == "You are the owner. Short answers,\nno emoji."
 
-            answer = await ask(api, "/persona prompt You are {name}. Short answers,\nno emoji.")
-            assert "the next retrain trains with this one" in answer
-            assert runtime.worker.system_prompt == "You are the owner. Short answers,\nno emoji."
-
-            others = len(api.sent())
-            sample = await ask(api, "/persona sample are you coming tonight?")
-            assert sample.startswith("The twin would answer:")
-            assert len(api.sent()) == others + 1  # only the admin got it
-            assert runtime.worker.stats.replies >= 2
-
-    asyncio.run(scenario())
+        others = len(api.sent())
+        sample = await ask(api, "/persona sample are you coming tonight?")
+        assert sample.startswith("The twin would answer:")
+        assert len(api.sent()) == others + 1  # only the admin got it
+        assert runtime.worker.stats.replies >= 2
     # The settings persist: every later command (the next retrain too) reads them.
     saved = json.loads(config.settings_path.read_text())
     assert saved["generation"]["temperature"] == 0.5
@@ -88,52 +106,49 @@ def test_admin_subcommands(
     assert reloaded.persona.system_prompt == "You are {name}. Short answers,\nno emoji."
 
 
-def test_persona_train_retrains_in_the_background_and_reports(
+@pytest.mark.anyio
+async def test_persona_train_retrains_in_the_background_and_reports(
     tmp_path: Path, tiny_base: Path, api: BotApiStandIn
 ) -> None:
-    config = retrain_config(tmp_path, tiny_base, api.url)
-
-    async def scenario() -> None:
-        async with serving(config) as runtime:
-            assert runtime.worker.version is None  # nothing trained yet: the base serves
-            assert "Retrain started" in await ask(api, "/persona train")
-            assert "already running" in await ask(api, "/persona train")
-            api.push_message(1, "you there while it trains?")  # serving goes on
-            await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
-            await api.wait_for(lambda a: len(a.sent("sendPhoto", chat_id=ADMIN)) == 1, 240)
-            report = api.sent("sendPhoto", chat_id=ADMIN)[0]
-            version = registry.current_version(config.adapters_dir)
-            assert version is not None
-            caption = report.params["caption"]
-            assert caption.startswith(f"Retrain: adapter {version} promoted, now serving.")
-            assert "New messages: 503" in caption and "Held-out loss: base " in caption
-            assert report.files["photo"].startswith(b"\x89PNG\r\n\x1a\n")
-            assert runtime.worker.version == version
-            # /persona report: the same chart and numbers for the adapter in use
-            seen = len(api.sent("sendPhoto", chat_id=ADMIN))
-            api.push_message(ADMIN, "/persona report")
-            # the loss chart with the numbers, then the fidelity report's two charts
-            await api.wait_for(lambda a: len(a.sent("sendPhoto", chat_id=ADMIN)) == seen + 3)
-            charts = api.sent("sendPhoto", chat_id=ADMIN)[seen:]
-            assert charts[0].params["caption"].startswith(f"Adapter {version} (current)")
-            assert "style distance (0 = yours)" in charts[0].params["caption"]
-            assert all(c.files["photo"].startswith(b"\x89PNG") for c in charts)
-
-    asyncio.run(scenario())
+    # The fidelity eval on: /persona report sends its charts.
+    config = retrain_config(tmp_path, tiny_base, api.url, eval={"on_train": True})
+    async with serving(config) as runtime:
+        assert runtime.worker.version is None  # nothing trained yet: the base serves
+        assert "Retrain started" in await ask(api, "/persona train")
+        assert "already running" in await ask(api, "/persona train")
+        api.push_message(1, "you there while it trains?")  # serving goes on
+        await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
+        await api.wait_for(lambda a: len(a.sent("sendPhoto", chat_id=ADMIN)) == 1, 240)
+        report = api.sent("sendPhoto", chat_id=ADMIN)[0]
+        version = registry.current_version(config.adapters_dir)
+        assert version is not None
+        caption = report.params["caption"]
+        assert caption.startswith(f"Retrain: adapter {version} promoted, now serving.")
+        assert "New messages: 747" in caption and "Held-out loss: base " in caption
+        assert report.files["photo"].startswith(b"\x89PNG\r\n\x1a\n")
+        assert runtime.worker.version == version
+        # /persona report: the same chart and numbers for the adapter in use
+        seen = len(api.sent("sendPhoto", chat_id=ADMIN))
+        api.push_message(ADMIN, "/persona report")
+        # the loss chart with the numbers, then the fidelity report's two charts
+        await api.wait_for(lambda a: len(a.sent("sendPhoto", chat_id=ADMIN)) == seen + 3)
+        charts = api.sent("sendPhoto", chat_id=ADMIN)[seen:]
+        assert charts[0].params["caption"].startswith(f"Adapter {version} (current)")
+        assert "style distance (0 = yours)" in charts[0].params["caption"]
+        assert all(c.files["photo"].startswith(b"\x89PNG") for c in charts)
 
 
-def test_failed_retrain_is_reported(tmp_path: Path, tiny_base: Path, api: BotApiStandIn) -> None:
+@pytest.mark.anyio
+async def test_failed_retrain_is_reported(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
     config = retrain_config(tmp_path, tiny_base, api.url, exports=["missing/result.json"])
-
-    async def scenario() -> None:
-        async with serving(config) as runtime:
-            await ask(api, "/persona train")
-            report = await ask_later(api, "Retrain failed", timeout=120)
-            assert "missing/result.json" in report
-            assert "No adapter in use yet" in await ask(api, "/persona report")
-            assert runtime.worker.version is None
-
-    asyncio.run(scenario())
+    async with serving(config) as runtime:
+        await ask(api, "/persona train")
+        report = await ask_later(api, "Retrain failed", timeout=120)
+        assert "missing/result.json" in report
+        assert "No adapter in use yet" in await ask(api, "/persona report")
+        assert runtime.worker.version is None
 
 
 async def ask_later(api: BotApiStandIn, start: str, timeout: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -11,11 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bot.serving import AdapterRefused, load_served_twin, swap_adapter
+from bot.serving import load_served_twin, swap_adapter
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import ADMIN, FRIENDS, bot_config, copy_adapters, serving
 from trainer import registry
-from twin.config import Config
+from trainer.engines import AdapterRefused
+from twin.core.config import Config
 
 
 def logits_of(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
@@ -26,35 +26,32 @@ def logits_of(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
 PROBE = [1, 22, 333, 4444, 5555, 6, 77]
 
 
-def test_new_adapter_swapped_in_mid_traffic_without_losing_a_message(
+@pytest.mark.anyio
+async def test_new_adapter_swapped_in_mid_traffic_without_losing_a_message(
     tmp_path: Path, tiny_base: Path, trained_adapters: Path, api: BotApiStandIn
 ) -> None:
     config = bot_config(tmp_path, tiny_base, api.url)
     first, second = copy_adapters(trained_adapters, config)
-
-    async def scenario() -> None:
-        async with serving(config) as runtime:
-            assert runtime.worker.version == first
-            for user in FRIENDS[:10]:
-                api.push_message(user, "before the swap")
-            registry.set_current(config.adapters_dir, second)  # as a nightly retrain does
-            for user in FRIENDS[10:]:
-                api.push_message(user, "around the swap")
-            await api.wait_for(lambda a: {c.chat_id for c in a.sent()} >= set(FRIENDS), 60)
-            await api.wait_for(lambda a: f"Now serving adapter {second}." in a.texts(ADMIN))
-            assert runtime.worker.version == second
-            assert runtime.worker.stats.replies == 20
-            served = runtime.worker._twin  # the model thread is idle now
-            assert served is not None
-            # No stale weights: the swapped model computes what a fresh load of `second` does.
-            fresh = load_served_twin(config)
-            assert fresh.version == second
-            assert torch.allclose(
-                logits_of(served.model, PROBE), logits_of(fresh.model, PROBE), atol=1e-4
-            )
-            assert list(served.model.peft_config) == [second]  # the old one was unloaded
-
-    asyncio.run(scenario())
+    async with serving(config) as runtime:
+        assert runtime.worker.version == first
+        for user in FRIENDS[:10]:
+            api.push_message(user, "before the swap")
+        registry.set_current(config.adapters_dir, second)  # as a nightly retrain does
+        for user in FRIENDS[10:]:
+            api.push_message(user, "around the swap")
+        await api.wait_for(lambda a: {c.chat_id for c in a.sent()} >= set(FRIENDS), 60)
+        await api.wait_for(lambda a: f"Now serving adapter {second}." in a.texts(ADMIN))
+        assert runtime.worker.version == second
+        assert runtime.worker.stats.replies == 20
+        served = runtime.worker._twin  # the model thread is idle now
+        assert served is not None
+        # No stale weights: the swapped model computes what a fresh load of `second` does.
+        fresh = load_served_twin(config)
+        assert fresh.version == second
+        assert torch.allclose(
+            logits_of(served.engine.model, PROBE), logits_of(fresh.engine.model, PROBE), atol=1e-4
+        )
+        assert list(served.engine.model.peft_config) == [second]  # the old one was unloaded
 
 
 def test_merged_and_unmerged_adapter_give_the_same_logits(
@@ -63,23 +60,27 @@ def test_merged_and_unmerged_adapter_give_the_same_logits(
     config = bot_config(tmp_path, tiny_base, "http://127.0.0.1:9", model={"cpu_dtype": "fp32"})
     first, second = copy_adapters(trained_adapters, config)
     merged = load_served_twin(config)
-    assert merged.merged  # fp32: the fast path
+    assert merged.engine.merged  # fp32: the fast path
     from peft import PeftModel
 
     base = load_served_twin(config, with_adapter=False)
-    unmerged = PeftModel.from_pretrained(base.model, str(config.adapters_dir / first))
-    assert torch.allclose(logits_of(merged.model, PROBE), logits_of(unmerged, PROBE), atol=1e-4)
+    unmerged = PeftModel.from_pretrained(base.engine.model, str(config.adapters_dir / first))
+    assert torch.allclose(
+        logits_of(merged.engine.model, PROBE), logits_of(unmerged, PROBE), atol=1e-4
+    )
     # and the adapter does change the model (the comparison above could fail)
     plain = load_served_twin(config, with_adapter=False)
-    assert not torch.allclose(logits_of(plain.model, PROBE), logits_of(unmerged, PROBE), atol=1e-4)
+    assert not torch.allclose(
+        logits_of(plain.engine.model, PROBE), logits_of(unmerged, PROBE), atol=1e-4
+    )
     # swapping back and forth returns to the same weights (unmerge restores the base)
-    before = logits_of(merged.model, PROBE)
+    before = logits_of(merged.engine.model, PROBE)
     swap_adapter(merged, config.adapters_dir / second)
     swap_adapter(merged, config.adapters_dir / first)
-    assert torch.allclose(logits_of(merged.model, PROBE), before, atol=1e-5)
+    assert torch.allclose(logits_of(merged.engine.model, PROBE), before, atol=1e-5)
     # Half precision would round the merged deltas away: there the adapter stays separate.
     bf16 = bot_config(tmp_path, tiny_base, "http://127.0.0.1:9", model={"cpu_dtype": "bf16"})
-    assert not load_served_twin(bf16).merged
+    assert not load_served_twin(bf16).engine.merged
 
 
 def break_base(folder: Path) -> None:
@@ -127,14 +128,15 @@ def test_broken_adapter_is_refused_and_the_old_one_stays(
     shutil.copytree(config.adapters_dir / second, broken)
     damage(broken)  # type: ignore[operator]
     twin = load_served_twin(config)
-    before = logits_of(twin.model, PROBE)
+    before = logits_of(twin.engine.model, PROBE)
     with pytest.raises(AdapterRefused, match=why):
         swap_adapter(twin, broken)
     assert twin.version == first
-    assert torch.equal(logits_of(twin.model, PROBE), before)
+    assert torch.equal(logits_of(twin.engine.model, PROBE), before)
 
 
-def test_bot_reports_a_refused_adapter_to_admins(
+@pytest.mark.anyio
+async def test_bot_reports_a_refused_adapter_to_admins(
     tmp_path: Path, tiny_base: Path, trained_adapters: Path, api: BotApiStandIn
 ) -> None:
     config: Config = bot_config(tmp_path, tiny_base, api.url)
@@ -142,15 +144,41 @@ def test_bot_reports_a_refused_adapter_to_admins(
     broken = config.adapters_dir / "29990101-000000"
     shutil.copytree(config.adapters_dir / second, broken)
     break_shape(broken)
+    async with serving(config) as runtime:
+        registry.set_current(config.adapters_dir, broken.name)
+        await api.wait_for(lambda a: any("refused" in t for t in a.texts(ADMIN)))
+        assert runtime.worker.version == first
+        api.push_message(1, "still answering?")
+        await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
+        await api.settle()
+        assert sum("refused" in t for t in api.texts(ADMIN)) == 1  # told once, not every poll
 
-    async def scenario() -> None:
-        async with serving(config) as runtime:
-            registry.set_current(config.adapters_dir, broken.name)
-            await api.wait_for(lambda a: any("refused" in t for t in a.texts(ADMIN)))
-            assert runtime.worker.version == first
-            api.push_message(1, "still answering?")
-            await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
-            await api.settle()
-            assert sum("refused" in t for t in api.texts(ADMIN)) == 1  # told once, not every poll
 
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_damaged_adapters_and_pointer_are_skipped_and_reported_once(
+    tmp_path: Path,
+    tiny_base: Path,
+    trained_adapters: Path,
+    api: BotApiStandIn,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = bot_config(tmp_path, tiny_base, api.url)
+    first, second = copy_adapters(trained_adapters, config)
+    metrics = config.adapters_dir / second / "metrics.json"
+    metrics.write_text(metrics.read_text()[:200])  # a full disk cut it short
+    empty = config.adapters_dir / "20200101-000000"
+    shutil.copytree(config.adapters_dir / first, empty)
+    (empty / "metrics.json").write_text("{}")
+    # Listing survives both, naming them; the current one is untouched.
+    assert [a.version for a in registry.list_adapters(config.adapters_dir)] == [first]
+    assert second in caplog.text and "20200101-000000" in caplog.text
+    async with serving(config) as runtime:
+        assert runtime.worker.version == first
+        (config.adapters_dir / "CURRENT").write_bytes(b"\xff\xfe\x00garbage")
+        await api.wait_for(lambda a: any("CURRENT" in t for t in a.texts(ADMIN)))
+        api.push_message(1, "still there?")
+        await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
+        await api.settle(1.0)  # several reload polls
+        assert sum("CURRENT" in t for t in api.texts(ADMIN)) == 1
+        assert runtime.worker.version == first  # what served keeps serving
+        assert "Traceback" not in caplog.text

@@ -3,7 +3,6 @@ training-format prompt, and the bot adds little time on top of the model."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -11,17 +10,16 @@ import pytest
 
 from bot.serving import load_served_twin
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import bot_config, serving
-from tests.conftest import link_models
-from twin.chat_format import with_system_prompt
-from twin.generation import generate_replies
+from tests.bot.conftest import bot_config, said, serving
+from twin.core.conversation import with_system_prompt
+from twin.core.generation import generate_replies
 
 
 @pytest.mark.slow
-def test_bot_serves_smollm2_in_the_training_format(
-    tmp_path: Path, smollm2_models_dir: Path, api: BotApiStandIn
+@pytest.mark.anyio
+async def test_bot_serves_smollm2_in_the_training_format(
+    tmp_path: Path, smollm2: Path, api: BotApiStandIn
 ) -> None:
-    link_models(tmp_path / "data", smollm2_models_dir)
     config = bot_config(
         tmp_path,
         Path("unused"),
@@ -32,18 +30,17 @@ def test_bot_serves_smollm2_in_the_training_format(
     )
     message = "hey! are we still on for dinner tomorrow?"
 
-    async def scenario() -> float:
-        async with serving(config) as runtime:
-            api.push_message(1, message)
-            await api.wait_for(lambda a: len(runtime.memory.recent(1)) == 2, 120)
-            update_id = max(api.pushed_at)
-            return api.sent(chat_id=1)[-1].at - api.pushed_at[update_id]
-
-    latency = asyncio.run(scenario())
+    async with serving(config) as runtime:
+        api.push_message(1, message)
+        await api.wait_for(lambda a: len(said(runtime, 1)) == 2, 120)
+        update_id = max(api.pushed_at)
+        latency = api.sent(chat_id=1)[-1].at - api.pushed_at[update_id]
     twin = load_served_twin(config)
     conversation = with_system_prompt(twin.system_prompt, [{"role": "user", "content": message}])
     started = time.perf_counter()
-    (expected,) = generate_replies(twin.model, twin.tokenizer, [conversation], config.generation)
+    (expected,) = generate_replies(
+        twin.engine.model, twin.tokenizer, [conversation], config.generation
+    )
     bare = time.perf_counter() - started
     assert (
         twin.system_prompt

@@ -10,7 +10,7 @@ import pytest
 from ingest.dataset import build_dataset, count_examples
 from ingest.export import import_export
 from ingest.store import Chat, Message, Owner, Store
-from twin.config import Config, config_from_dict
+from twin.core.config import Config, config_from_dict
 
 OWNER = 1
 T0 = 1_700_000_000
@@ -40,7 +40,12 @@ def fill(store: Store, chats: list[Chat], messages: list[Message]) -> None:
 
 
 def config_for(tmp_path: Path, **dataset: object) -> Config:
-    raw: dict[str, object] = {"paths": {"data_dir": str(tmp_path / "data")}}
+    # Memory has tests of its own (below, and tests/ingest/test_memory.py): the rules here
+    # are the dataset's (with memory each example ends at a single reply).
+    raw: dict[str, object] = {
+        "paths": {"data_dir": str(tmp_path / "data")},
+        "memory": {"enabled": False},
+    }
     if dataset:
         raw["dataset"] = dataset
     return config_from_dict(raw)
@@ -194,6 +199,7 @@ def test_include_exclude_chats_by_id_or_name(
         {
             "paths": {"data_dir": str(tmp_path / "data")},
             "ingest": {"include_chats": include, "exclude_chats": exclude},
+            "memory": {"enabled": False},
         }
     )
     build_dataset(config, store)
@@ -312,8 +318,9 @@ def test_real_export_to_dataset(exports: Path, store: Store, tmp_path: Path) -> 
     summary = build_dataset(config, store)
     assert summary.train + summary.eval == 1
     (example,) = examples(config)
+    # She writes in Russian: the persona prompt's default is the Russian one.
     assert example[0]["content"] == (
-        "You are Анна Петрова. Reply to this Telegram chat exactly as Анна Петрова would."
+        "Ты — Анна Петрова. Отвечай в этом чате Telegram так, как ответил бы Анна Петрова."
     )
     turns = without_system(example)
     # Борис opens, Анна answers in bursts; her forward and sticker are gone, the photo's
@@ -334,3 +341,41 @@ def test_dataset_files_are_private(store: Store, tmp_path: Path) -> None:
     build_dataset(config, store)
     assert (config.dataset_dir.stat().st_mode & 0o777) == 0o700
     assert ((config.dataset_dir / "train.jsonl").stat().st_mode & 0o777) == 0o600
+
+
+def test_with_memory_each_reply_is_trained_after_what_it_could_recall_then(
+    store: Store, tmp_path: Path
+) -> None:
+    day = 24 * 60
+    fill(
+        store,
+        [PERSONAL, Chat(11, "Vera", "personal_chat")],
+        [
+            msg(10, 1, 0, 2, "any news?"),
+            msg(10, 2, 1, OWNER, "we got a kitten, her name is biscuit"),
+            msg(11, 1, 1 * day, 3, "how is work?"),
+            msg(11, 2, 1 * day + 1, OWNER, "secret project, codename larkspur, tell no one"),
+            msg(10, 3, 3 * day, 2, "how's the new flatmate?"),
+            msg(10, 4, 3 * day + 1, OWNER, "she's fine, we cook a lot"),
+            msg(10, 5, 3 * day + 2, 2, "nice"),
+            msg(10, 6, 3 * day + 3, OWNER, "yeah it's good"),
+            msg(10, 7, 6 * day, 2, "what's your kitten called again?"),
+            msg(10, 8, 6 * day + 1, OWNER, "biscuit!!"),
+        ],
+    )
+    config = config_from_dict({"paths": {"data_dir": str(tmp_path / "data")}})
+    build_dataset(config, store)
+    rows = {without_system(e)[-1][1]: e for e in examples(config)}
+    # One trained reply per example: each gets the block of its own moment.
+    for example in rows.values():
+        trained = [m for m in example if m["role"] == "assistant" and m.get("weight", 1)]
+        assert len(trained) == 1 and trained[0] is example[-1]
+    system = {reply: str(e[0]["content"]) for reply, e in rows.items()}
+    # Weeks later the kitten's name is recalled, from this chat only.
+    assert "biscuit" in system["biscuit!!"] and "larkspur" not in system["biscuit!!"]
+    # A reply never recalls itself or anything after its conversation began.
+    assert "What you said before" not in system["we got a kitten, her name is biscuit"]
+    assert "cook a lot" not in system["yeah it's good"]
+    # The block sits after the persona prompt, formatted once for training and serving.
+    assert system["biscuit!!"].startswith("You are Olga.")
+    assert (tmp_path / "data" / "memory.db").stat().st_mode & 0o777 == 0o600

@@ -12,7 +12,7 @@ import pytest
 
 from ingest.export import flatten_text, import_export, message_from_export, parse_me
 from ingest.store import Owner, Store, open_store
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 
 # file -> (--me, chats, messages stored, owner id). Counts were checked against the files:
 # every message object is stored except the "unsupported" entry with no date in each
@@ -190,10 +190,13 @@ def test_message_from_export_forward_and_deleted_account() -> None:
         "forwarded_from": None,
         "text": "x",
     }
-    m = message_from_export(1, raw)
+    m, _ = message_from_export(1, raw)
     assert m is not None
     assert m.sender_name is None and m.sender_id == 5 and m.forwarded_from == "unknown"
-    assert message_from_export(1, {"id": 4, "type": "message", "text": "no date"}) is None
+    assert message_from_export(1, {"id": 4, "type": "message", "text": "no date"}) == (
+        None,
+        "without a usable date",
+    )
 
 
 def test_parse_me() -> None:
@@ -212,6 +215,12 @@ def _bad_inputs(exports: Path, tmp: Path) -> dict[str, Path]:
         "empty": b"",
         "binary": bytes(range(256)) * 8,
         "not an export": json.dumps({"hello": [1, 2, 3]}).encode(),
+        "other program's json": json.dumps({"name": "notes", "items": [{"a": 1}]}).encode(),
+        "messages not a list": json.dumps(
+            {"name": "A", "type": "personal_chat", "id": 5, "messages": "oops"}
+        ).encode(),
+        "chat list not a list": json.dumps({"chats": {"list": {"a": 1}}}).encode(),
+        "nested deep": b'{"messages": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
         "json array": b"[1, 2, 3]",
         "html export": (exports / "langchain-community__messages.html").read_bytes(),
         "whatsapp": next((exports / "whatsapp").glob("*.txt")).read_bytes(),
@@ -230,6 +239,10 @@ BAD_MESSAGES = {
     "empty": "empty file",
     "binary": "binary file",
     "not an export": "not a Telegram Desktop export (no 'messages' or 'chats' key)",
+    "other program's json": "not a Telegram Desktop export (no 'messages' or 'chats' key)",
+    "messages not a list": "'messages' is a string, not a list",
+    "chat list not a list": "'chats.list' is an object, not a list",
+    "nested deep": "nested more than 64 levels deep",
     "json array": "not a Telegram Desktop export",
     "html export": "HTML export",
     "whatsapp": "not a Telegram Desktop export",
@@ -244,10 +257,98 @@ def test_bad_input_leaves_store_unchanged(
     import_export(exports / "chatstyle__result.json", store, progress=False)
     before = (store.count_messages(), store.count_chats(), store.owner())
     path = _bad_inputs(exports, tmp_path)[kind]
+    for me in ("", "Ann"):  # naming the owner makes no non-export acceptable
+        with pytest.raises(TwinError) as err:
+            import_export(path, store, me=me, progress=False)
+        assert str(path) in str(err.value) and BAD_MESSAGES[kind] in str(err.value)
+        assert (store.count_messages(), store.count_chats(), store.owner()) == before
+
+
+def test_a_deeply_nested_file_is_refused_in_bounded_memory(store: Store, tmp_path: Path) -> None:
+    import resource
+
+    path = tmp_path / "deep.json"
+    path.write_bytes(b'{"messages": [{"id": 1, "text": ' + b"[" * 200_000 + b"]" * 200_000 + b"}]}")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(TwinError, match="nested more than 64 levels"):
+        import_export(path, store, progress=False)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 50  # it took ~20 GB before the cap
+
+
+def test_malformed_json_error_quotes_no_message_text(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "cut.json"
+    secret = "my door code is 4417, don't tell anyone"
+    path.write_text(
+        '{"messages": [{"id": 1, "date_unixtime": "1700000000", "text": "' + secret + '", }'
+    )
     with pytest.raises(TwinError) as err:
         import_export(path, store, progress=False)
-    assert str(path) in str(err.value) and BAD_MESSAGES[kind] in str(err.value)
-    assert (store.count_messages(), store.count_chats(), store.owner()) == before
+    message = str(err.value)
+    assert "malformed JSON" in message and "bytes" in message
+    assert "4417" not in message and "door" not in message
+
+
+def test_a_broken_message_is_skipped_and_counted_not_fatal(store: Store, tmp_path: Path) -> None:
+    good = {"type": "message", "date_unixtime": "1700000000", "from": "Ann", "from_id": "user7"}
+    chat = {
+        "name": "Ann",
+        "type": "personal_chat",
+        "id": 7,
+        "messages": [
+            {**good, "id": 1, "text": "fine"},
+            {**good, "id": None, "text": "no id"},
+            {**good, "id": "abc", "text": "a word for an id"},
+            {
+                **good,
+                "id": 4,
+                "text": "edited in the year 10^20",
+                "edited_unixtime": "1" + "0" * 20,
+            },
+            {**good, "id": 5, "date_unixtime": "9" * 30, "text": "dated after the sun died"},
+            {**good, "id": 6, "text": "also fine", "reply_to_message_id": "9" * 25},
+        ],
+    }
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(chat))
+    summary = import_export(path, store, me="user1", progress=False)
+    assert summary.added == 2
+    assert summary.skipped == {
+        "without a usable id": 2,
+        "with a damaged edit date": 1,
+        "without a usable date": 1,
+    }
+    assert "2 without a usable id" in summary.line()
+
+
+def test_someone_elses_single_chat_export_is_refused(
+    exports: Path, store: Store, tmp_path: Path
+) -> None:
+    import_export(exports / "chat-history-manager-rust__telegram_2020-01__result.json", store)
+    owner = store.owner()
+    assert owner is not None and owner.user_id is not None
+    stranger = {
+        "name": "Bob",
+        "type": "personal_chat",
+        "id": 9191,
+        "messages": [
+            {
+                "id": n,
+                "type": "message",
+                "date_unixtime": str(1700000000 + n),
+                "from": who,
+                "from_id": f"user{uid}",
+                "text": "hi",
+            }
+            for n, (who, uid) in enumerate([("Bob", 9191), ("Carol", 9292)] * 3, start=1)
+        ],
+    }
+    path = tmp_path / "carol_and_bob.json"
+    path.write_text(json.dumps(stranger))
+    before = store.count_messages()
+    with pytest.raises(TwinError, match="someone else's chat"):
+        import_export(path, store, progress=False)
+    assert store.count_messages() == before and store.owner() == owner
 
 
 def test_cli_bad_input_is_one_line_no_traceback(exports: Path, tmp_path: Path) -> None:

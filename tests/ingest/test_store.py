@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ingest.store import SCHEMA_VERSION, Chat, Message, open_store
-from twin.errors import TwinError
+from twin.core.errors import TwinError
 
 
 def test_new_store_is_migrated_wal_and_private(tmp_path: Path) -> None:

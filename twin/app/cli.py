@@ -7,10 +7,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twin.config import Config, load_config
-from twin.errors import TwinError
+from twin.core.errors import TwinError
+from twin.core.noise import quiet_libraries
+
+if TYPE_CHECKING:  # config (pydantic) loads after parsing: `twin --help` answers at once
+    from twin.core.config import Config
 
 DEFAULT_CONFIG = Path("config.toml")
 OUR_LOGGERS = ("twin", "ingest", "trainer", "bot")
@@ -24,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+    quiet_libraries()
     try:
         config = _config(args.config)
         return int(args.run(config, args) or 0)
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(path: Path) -> Config:
+    from twin.core.config import load_config
+
     # Without a config.toml in the current folder every default applies; an explicit
     # --config that does not exist is an error.
     if path == DEFAULT_CONFIG and not path.exists():
@@ -47,16 +53,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twin", description="Your Telegram digital twin, trained and served on your machine."
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG,
-        help="config file (default ./config.toml); relative paths in it resolve against its folder",
+    config_help = (
+        "config file (default ./config.toml); relative paths in it resolve against its folder"
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+    # --config is also accepted after the command (`twin chat --config x.toml`), as people
+    # type it; SUPPRESS keeps the subcommand from resetting a --config given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    commands = _Commands(
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), common
+    )
 
     ingest = commands.add_parser("ingest", help="bring Telegram history into the local store")
-    sources = ingest.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    sources = _Commands(
+        ingest.add_subparsers(dest="source", required=True, metavar="SOURCE"), common
+    )
     export = sources.add_parser("export", help="import a Telegram Desktop export (result.json)")
     export.add_argument("path", type=Path, help="result.json, or the export folder holding it")
     export.add_argument("--me", default="", help="your user id or display name in the export")
@@ -95,17 +107,66 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the Telegram bot (needs TWIN_BOT_TOKEN)")
     serve.set_defaults(run=_serve)
 
-    chat = commands.add_parser("chat", help="talk to the current twin in the terminal")
+    chat = commands.add_parser(
+        "chat",
+        help="talk to the current twin in the terminal (or answer stdin, a message a line)",
+    )
+    chat.add_argument(
+        "--json", action="store_true", help="print one JSON object per message: message, reply"
+    )
+    chat.add_argument(
+        "--chat",
+        type=int,
+        default=None,
+        metavar="CHAT_ID",
+        help="answer as in this chat: its memory, its scope (a store or a Bot API chat id)",
+    )
+    chat.add_argument("--show-memory", action="store_true", help="print what each reply recalled")
     chat.set_defaults(run=_chat)
+
+    facts = commands.add_parser(
+        "facts", help="your profile facts (shared with every chat) and candidates to approve"
+    )
+    facts.set_defaults(run=_facts)
+    fact = commands.add_parser("fact", help="add or forget a profile fact")
+    fact_actions = _Commands(
+        fact.add_subparsers(dest="action", required=True, metavar="ACTION"), common
+    )
+    add = fact_actions.add_parser("add", help="share a fact about you with every chat")
+    add.add_argument("text", nargs="+", help="the fact, e.g. i'm vegetarian")
+    add.set_defaults(run=_fact_add)
+    forget = fact_actions.add_parser("forget", help="forget fact N (see `twin facts`)")
+    forget.add_argument("number", type=int)
+    forget.set_defaults(run=_fact_forget)
 
     status = commands.add_parser("status", help="what is stored, built and trained")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(run=_status)
 
     demo = commands.add_parser("demo", help="the whole pipeline offline on a bundled sample")
-    demo.add_argument("--dir", type=Path, default=Path("twin-demo"), help="where to put it")
+    demo.add_argument("--dir", type=Path, default=None, help="where (default twin-demo[-ru])")
+    demo.add_argument(
+        "--lang",
+        choices=("en", "ru"),
+        default="en",
+        help="en: Mira, SmolLM2 (default); ru: Аня, Gemma 3 270M (Gemma Terms of Use)",
+    )
     demo.set_defaults(run=_demo)
     return parser
+
+
+class _Commands:
+    """Subcommand registration that gives every subcommand the shared options."""
+
+    def __init__(self, actions: Any, common: argparse.ArgumentParser) -> None:
+        self.actions = actions
+        self.common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self.actions.add_parser(
+            name, parents=[self.common], **kwargs
+        )
+        return parser
 
 
 def _ingest_export(config: Config, args: argparse.Namespace) -> int:
@@ -114,15 +175,28 @@ def _ingest_export(config: Config, args: argparse.Namespace) -> int:
 
     with open_store(config.store_path) as store:
         summary = import_export(args.path, store, me=args.me or config.identity.me)
-    print(summary.line())
+        print(summary.line())
+        _update_memory(config, store)
     return 0
 
 
+def _update_memory(config: Config, store: Any) -> None:
+    """What was imported becomes recallable at once (the index is incremental)."""
+    from ingest.recall import update_memory
+
+    indexed = update_memory(config, store)
+    if indexed is not None:
+        print(indexed.line())
+
+
 def _ingest_telegram(config: Config, args: argparse.Namespace) -> int:
+    from ingest.store import open_store
     from ingest.telegram import run_pull
 
     summary = run_pull(config, takeout=True if args.takeout else None)
     print(summary.line())
+    with open_store(config.store_path) as store:
+        _update_memory(config, store)
     return 0
 
 
@@ -134,6 +208,8 @@ def _dataset(config: Config, args: argparse.Namespace) -> int:
         summary = build_dataset(config, store)
     print(summary.line())
     print(f"wrote {config.dataset_dir / 'train.jsonl'} and eval.jsonl")
+    if advice := summary.advice():
+        print(f"note: the dataset is {advice}")
     return 0
 
 
@@ -141,7 +217,8 @@ def _train(config: Config, args: argparse.Namespace) -> int:
     from trainer.train import train
 
     result = train(config, max_steps=args.max_steps, resume=args.resume)
-    print(result.line())
+    if result is not None:  # None: a non-main rank of a distributed run
+        print(result.line())
     return 0
 
 
@@ -150,14 +227,14 @@ def _eval(config: Config, args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate_adapter
 
     metrics = evaluate_adapter(config, args.adapter, canaries=args.canaries)
-    print(f"adapter {metrics['version']}:")
+    print(f"adapter {metrics.version}:")
     print(headline_table(metrics))
-    print(f"report: {config.adapters_dir / metrics['version'] / 'eval' / 'report.md'}")
+    print(f"report: {config.adapters_dir / metrics.version / 'eval' / 'report.md'}")
     return 0
 
 
 def _retrain(config: Config, args: argparse.Namespace) -> int:
-    from twin.retrain import retrain
+    from twin.app.retrain import retrain
 
     print(retrain(config, force=args.force).line())
     return 0
@@ -172,56 +249,45 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 def _chat(config: Config, args: argparse.Namespace) -> int:
     from bot.chat import run_terminal_chat
 
-    return run_terminal_chat(config)
+    return run_terminal_chat(
+        config, as_json=args.json, chat=args.chat, show_memory=args.show_memory
+    )
 
 
-def status_of(config: Config) -> dict[str, Any]:
-    """What `twin status --json` prints; later stages add their keys here."""
-    from ingest.dataset import count_examples
-    from ingest.store import open_store
-    from trainer.registry import current_version, list_adapters
-    from twin.retrain import read_records
+def _facts(config: Config, args: argparse.Namespace) -> int:
+    from ingest.profile import fact_listing
 
-    status: dict[str, Any] = {"data_dir": str(config.data_dir), "messages": 0, "chats": 0}
-    owner = None
-    if config.store_path.exists():
-        with open_store(config.store_path) as store:
-            status["messages"] = store.count_messages()
-            status["chats"] = store.count_chats()
-            owner = store.owner()
-    status["owner"] = owner.name if owner else None
-    status["examples"] = count_examples(config.dataset_dir)
-    adapters = list_adapters(config.adapters_dir)
-    status["adapter"] = current_version(config.adapters_dir)
-    status["adapters"] = [a.as_json() for a in adapters]
-    runs = read_records(config.data_dir)
-    status["last_run"] = runs[-1] if runs else None
-    return status
+    print(fact_listing(config))
+    return 0
+
+
+def _fact_add(config: Config, args: argparse.Namespace) -> int:
+    from ingest.profile import add_fact
+
+    print(add_fact(config, " ".join(args.text)))
+    return 0
+
+
+def _fact_forget(config: Config, args: argparse.Namespace) -> int:
+    from ingest.profile import forget_fact
+
+    print(forget_fact(config, args.number))
+    return 0
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:
+    from twin.app.status import print_status, status_of
+
     status = status_of(config)
     if args.json:
         print(json.dumps(status))
-        return 0
-    print(f"data dir: {status['data_dir']}")
-    print(f"owner:    {status['owner'] or 'unknown (nothing imported yet)'}")
-    print(f"store:    {status['messages']} messages in {status['chats']} chats")
-    print(f"dataset:  {status['examples']} examples")
-    print(f"adapter:  {status['adapter'] or 'none yet (twin train)'}")
-    run = status["last_run"]
-    if run:
-        print(f"last run: {run['started']} {run['outcome']}: {run['reason']}")
-    for adapter in status["adapters"][-5:]:
-        m = adapter["metrics"]
-        print(
-            f"  {adapter['version']}  {adapter['state']:<8}  held-out loss "
-            f"{m['base_eval_loss']:.3f} -> {m['eval_loss']:.3f}"
-        )
+    else:
+        print_status(status)
     return 0
 
 
 def _demo(config: Config, args: argparse.Namespace) -> int:
-    from twin.demo import run_demo
+    from twin.app.demo import run_demo
 
-    return run_demo(args.dir)
+    folder = args.dir or Path("twin-demo" if args.lang == "en" else "twin-demo-ru")
+    return run_demo(folder, args.lang)

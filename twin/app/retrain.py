@@ -15,58 +15,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ingest.dataset import build_dataset
 from ingest.export import import_export
 from ingest.store import open_store
 from ingest.telegram import can_pull_unattended, run_pull
 from trainer import registry
-from trainer.train import train
-from twin.config import Config
-from twin.errors import TwinError
-from twin.files import ensure_private_dir, make_private_file, write_private_text
+from trainer.train import train, training_key
+from twin.core.config import Config
+from twin.core.errors import TwinError
+from twin.core.files import ensure_private_dir, make_private_file
+from twin.core.runs import RunMetrics, RunRecord, read_records, write_record
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "retrain.lock"
-RUNS_DIR = "runs"
-
-
-@dataclass
-class RunRecord:
-    """What `twin retrain` did, as written to data_dir/runs/<started>.json."""
-
-    started: str
-    outcome: str = "running"  # "promoted", "not promoted", "skipped" or "failed"
-    reason: str = ""
-    stages: dict[str, float] = field(default_factory=dict)  # stage -> seconds
-    messages_added: int = 0
-    examples: int = 0
-    dataset_sha256: str = ""
-    adapter: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    error: str | None = None
-
-    def line(self) -> str:
-        head = (
-            f"retrain {self.outcome}: {self.messages_added} new messages, "
-            f"{self.examples} examples, {self.seconds:.0f} s"
-        )
-        if self.metrics:
-            head += (
-                f"; held-out loss {self.metrics['base_eval_loss']:.3f} (base) -> "
-                f"{self.metrics['eval_loss']:.3f} (adapter {self.adapter})"
-            )
-        return f"{head}; {self.reason}" if self.reason else head
 
 
 def retrain(config: Config, *, force: bool = False) -> RunRecord:
@@ -101,23 +69,55 @@ def _run_stages(config: Config, record: RunRecord, force: bool) -> None:
         dataset = build_dataset(config, store)
     record.examples = dataset.train + dataset.eval
     record.dataset_sha256 = dataset.sha256
-    current = registry.current_version(config.adapters_dir)
-    if current is not None and not force:
-        learned = registry.read_metrics(config.adapters_dir / current).get("dataset", {})
-        if learned.get("sha256") == dataset.sha256:
-            record.outcome = "skipped"
-            record.adapter = current
-            record.reason = f"nothing new since adapter {current} (use --force to train anyway)"
-            return
+    record.training_key = training_key(config, dataset.sha256)
+    if not force and (why := _nothing_would_change(config, record)):
+        record.outcome = "skipped"
+        record.reason = why
+        return
     with _stage(record, "train"):
-        result = train(config)
+        result = train(config, progress=False)
+    assert result is not None  # a retrain runs in one process
+    m = result.metrics
     record.adapter = result.version
-    record.metrics = {
-        key: result.metrics[key]
-        for key in ("base_eval_loss", "eval_loss", "steps", "tokens_per_s", "seconds")
-    }
+    record.metrics = RunMetrics(
+        base_eval_loss=m.base_eval_loss,
+        eval_loss=m.eval_loss,
+        steps=m.run.steps,
+        tokens_per_s=m.run.tokens_per_s,
+        seconds=m.seconds,
+    )
     record.outcome = "promoted" if result.promoted else "not promoted"
     record.reason = result.reason
+
+
+def _nothing_would_change(config: Config, record: RunRecord) -> str | None:
+    """Why training now would only repeat an earlier run (same data, settings and seed, so
+    the same adapter and the same verdict), or None when it is worth running."""
+    current = registry.current_version(config.adapters_dir)
+    if current is not None:
+        learned = registry.read_metrics(config.adapters_dir / current)
+        same = (
+            learned.training_key == record.training_key
+            if learned.training_key
+            else learned.dataset.sha256 == record.dataset_sha256  # adapters before keys
+        )
+        if same:
+            record.adapter = current
+            return f"nothing new since adapter {current} (use --force to train anyway)"
+    trained = [r for r in read_records(config.data_dir) if r.trained]
+    last = trained[-1] if trained else None
+    if (
+        last is not None
+        and last.outcome == "not promoted"
+        and last.training_key == record.training_key
+    ):
+        return (
+            f"same history and settings as the run of {last.started}, whose adapter "
+            f"{last.adapter} was not promoted ({last.reason}); training again would repeat it. "
+            "What changes the outcome: more history (new messages arrive by themselves), more "
+            "steps ([train] max_steps), another learning rate, or the gate's [eval] settings"
+        )
+    return None
 
 
 @contextlib.contextmanager
@@ -160,28 +160,3 @@ def retrain_lock(data_dir: Path) -> Iterator[None]:
             handle.seek(0)
             handle.truncate()  # an empty file: released cleanly
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def write_record(data_dir: Path, record: RunRecord) -> Path:
-    folder = ensure_private_dir(data_dir / RUNS_DIR)
-    path = folder / f"{record.started}.json"
-    n = 1
-    while path.exists():
-        n += 1
-        path = folder / f"{record.started}-{n}.json"
-    write_private_text(path, json.dumps(asdict(record), indent=1))
-    return path
-
-
-def read_records(data_dir: Path) -> list[dict[str, Any]]:
-    """Every run's record, oldest first."""
-    folder = data_dir / RUNS_DIR
-    if not folder.is_dir():
-        return []
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("[0-9]*.json"), key=_run_order)]
-
-
-def _run_order(path: Path) -> tuple[str, int]:
-    # "20261125-030000.json", then "20261125-030000-2.json" for a second run in that second
-    day, clock, *n = path.stem.split("-")
-    return f"{day}-{clock}", int(n[0]) if n else 1

@@ -1,66 +1,24 @@
-"""The conversation format shared by the dataset (training) and the bot (serving).
+"""A conversation as tokens: rendering, training labels and prompt budgets.
 
-A conversation is a list of chat messages in the standard shape transformers chat templates
-and TRL take: {"role": "system" | "user" | "assistant", "content": str}. The owner's words are
-always `assistant`; everyone else is `user`. Keeping this in one module is what guarantees
-that the twin is served exactly the way it was trained.
+Training renders each example with `format_conversation` and serving renders each prompt with
+it, so the twin sees at serving time exactly the text shape it was trained on. The turns
+themselves come from twin.core.conversation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING
+
+from twin.core.conversation import ChatMessage
+from twin.core.errors import TwinError
 
 if TYPE_CHECKING:  # transformers is heavy; only the functions that take a tokenizer need it
     from transformers import PreTrainedTokenizerBase
 
-Role = Literal["system", "user", "assistant"]
 
-
-class ChatMessage(TypedDict):
-    role: Role
-    content: str
-    # 0 marks an assistant turn kept only as context (it was trained in another example).
-    weight: NotRequired[int]
-
-
-# How others' media without text appears in a conversation: "[photo]", "[sticker]"... The
-# store's media types are Telegram Desktop's names; the bot maps Bot API messages onto them.
-_MEDIA_LABELS = {
-    "photo": "photo",
-    "sticker": "sticker",
-    "voice_message": "voice message",
-    "video_message": "video message",
-    "video_file": "video",
-    "animation": "GIF",
-    "audio_file": "audio",
-    "file": "file",
-    "location": "location",
-    "contact": "contact",
-    "poll": "poll",
-}
-
-
-def media_placeholder(media_type: str) -> str:
-    """The user turn standing for a media message without text, e.g. "[voice message]"."""
-    return f"[{_MEDIA_LABELS.get(media_type, media_type)}]"
-
-
-def speaker_prefixed(name: str, text: str) -> str:
-    """A group member's turn when several people talk: "Name: text"."""
-    return f"{name}: {text}"
-
-
-def system_prompt(template: str, persona_name: str) -> str:
-    """The persona system prompt; "" means none. `{name}` is the only placeholder."""
-    return template.replace("{name}", persona_name).strip()
-
-
-def with_system_prompt(system: str, turns: list[ChatMessage]) -> list[ChatMessage]:
-    """Prepend the system turn (when there is one) to a conversation's turns."""
-    if not system:
-        return list(turns)
-    return [{"role": "system", "content": system}, *turns]
+class PromptTooLong(TwinError):
+    """Even the system turn and the end of the last message do not fit the prompt budget."""
 
 
 def format_conversation(
@@ -148,13 +106,34 @@ def fit_prompt(
 
     Like training examples it keeps the system turn and starts with a user turn. When even the
     last message alone is too long (a 4096-character message on a small budget), its text is
-    cut, keeping its end: the part nearest to the reply.
+    cut, keeping its end (the part nearest to the reply). Raises PromptTooLong when not even a
+    few characters of it fit beside the system turn.
     """
     fitted = _drop_oldest_turns(tokenizer, messages, max_tokens, keep=1, serving=True)
-    while len(encode_prompt(tokenizer, fitted)) > max_tokens and len(fitted[-1]["content"]) > 1:
-        last = fitted[-1]
-        fitted = [*fitted[:-1], {**last, "content": last["content"][len(last["content"]) // 4 :]}]
-    return fitted
+    if prompt_length(tokenizer, fitted) <= max_tokens:
+        return fitted
+    head, text = fitted[:-1], fitted[-1]["content"]
+
+    def cut(keep: int) -> list[ChatMessage]:
+        return [*head, {**fitted[-1], "content": text[len(text) - keep :]}]
+
+    # The longest end of the text that fits: a binary search ends in log2(len) renderings.
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if prompt_length(tokenizer, cut(middle)) <= max_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    if low == 0:
+        raise PromptTooLong(
+            f"the system prompt leaves no room in {max_tokens} prompt tokens for a message"
+        )
+    return cut(low)
+
+
+def prompt_length(tokenizer: PreTrainedTokenizerBase, messages: list[ChatMessage]) -> int:
+    return len(encode_prompt(tokenizer, messages))
 
 
 def _drop_oldest_turns(

@@ -6,12 +6,14 @@ end-of-turn), which on CPU is several times the throughput of one-at-a-time.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
 
-from twin.chat_format import ChatMessage, encode_prompt
-from twin.config import GenerationConfig
+from twin.core.chat_format import encode_prompt
+from twin.core.config import GenerationConfig
+from twin.core.conversation import ChatMessage
 
 
 def generate_replies(
@@ -19,8 +21,13 @@ def generate_replies(
     tokenizer: Any,
     conversations: list[list[ChatMessage]],
     settings: GenerationConfig,
+    *,
+    stop: threading.Event | None = None,
 ) -> list[str]:
-    """The assistant's next message for each conversation (formatted the training way)."""
+    """The assistant's next message for each conversation (formatted the training way).
+
+    `stop`, once set, ends the generation after the current token (the bot is shutting down).
+    """
     if not conversations:
         return []
     prompts = [encode_prompt(tokenizer, conversation) for conversation in conversations]
@@ -41,13 +48,14 @@ def generate_replies(
             top_p=settings.top_p if sampling else None,
             repetition_penalty=settings.repetition_penalty,
             pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=_stop_tokens(tokenizer),
+            eos_token_id=stop_tokens(tokenizer),
+            stopping_criteria=_when_set(stop),
         )
     new_tokens = output[:, batch["input_ids"].shape[1] :]
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
 
-def _stop_tokens(tokenizer: Any) -> list[int]:
+def stop_tokens(tokenizer: Any) -> list[int]:
     """End-of-turn markers: the tokenizer's EOS plus the chat template's turn terminators."""
     stops = {tokenizer.eos_token_id}
     for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
@@ -55,3 +63,17 @@ def _stop_tokens(tokenizer: Any) -> list[int]:
         if isinstance(token, int) and token != tokenizer.unk_token_id:
             stops.add(token)
     return sorted(t for t in stops if t is not None)
+
+
+def _when_set(stop: threading.Event | None) -> Any:
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    if stop is None:
+        return None
+    flag = stop
+
+    class WhenSet(StoppingCriteria):  # type: ignore[misc]
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), flag.is_set(), dtype=torch.bool)
+
+    return StoppingCriteriaList([WhenSet()])

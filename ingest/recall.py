@@ -1,0 +1,147 @@
+"""What the twin remembers for a reply: THE retrieval, for training and for serving alike.
+
+The dataset asks, for each example, what that reply could have recalled when it was written
+(only messages older than its conversation, from its own chat when `[memory] scope = "chat"`);
+the bot and `twin chat` ask the same for a reply now. Both get the block from `Memory.recall`
+and put it in the system turn with `twin.core.conversation.with_memory`, so the twin learns to
+read exactly what it is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.memory import (
+    Embedder,
+    IndexSummary,
+    MemoryIndex,
+    Recalled,
+    SentenceEncoder,
+    open_memory,
+)
+from ingest.pii import PiiScrubber
+from ingest.selection import chat_is_used
+from ingest.store import Owner, Store
+from twin.core.config import Config
+from twin.core.conversation import ChatMessage, Remembered, memory_block
+
+MEMORY_FILE = "memory.db"
+
+
+def memory_path(config: Config) -> Path:
+    return config.data_dir / MEMORY_FILE
+
+
+@dataclass(frozen=True)
+class Recall:
+    found: list[Recalled]  # what the search returned, best first
+    block: str  # as it goes into the system turn ("" when nothing)
+
+
+class Memory:
+    """An open memory index with its embedder, for one language and one set of settings."""
+
+    def __init__(
+        self,
+        config: Config,
+        index: MemoryIndex,
+        embedder: Embedder,
+        scrubber: PiiScrubber,
+        language: str,
+    ) -> None:
+        self.settings = config.memory
+        self.index = index
+        self.embedder = embedder
+        self.scrubber = scrubber
+        self.language = language
+
+    def recall(self, query: str, *, chat: int | None, before: int | None = None) -> Recall:
+        """What a reply to `query` in store chat `chat` (None: no chat, e.g. a bare `twin
+        chat`) remembers, from entries dated before `before` (None: all)."""
+        settings = self.settings
+        if settings.scope == "chat":
+            chats: set[int] | None = {chat} if chat is not None else set()
+        else:
+            chats = None
+        # The index holds masked text; so is every query (idempotent on a masked one).
+        found = self.index.search(
+            self.scrubber.scrub(query),
+            chats=chats,
+            before=before,
+            limit=settings.max_items,
+            embedder=self.embedder,
+        )
+        block = memory_block(
+            [Remembered(r.text, r.answered) for r in found],
+            [fact.text for fact in self.index.facts()],
+            language=self.language,
+            scope=settings.scope,
+            max_tokens=settings.max_tokens,
+        )
+        return Recall(found, block)
+
+
+def memory_query(conversation: list[ChatMessage]) -> str:
+    """What a reply is recalled for: the last message by someone else before it."""
+    for message in reversed(conversation):
+        if message["role"] == "user":
+            return message["content"]
+    return ""
+
+
+def scrubber_for(config: Config, owner: Owner | None) -> PiiScrubber:
+    phones = (owner.phone,) if owner is not None and owner.phone else ()
+    return PiiScrubber(regions=config.dataset.phone_regions, owner_phones=phones)
+
+
+@contextmanager
+def open_recall(
+    config: Config,
+    store: Store,
+    *,
+    update: bool = True,
+    embedder: Embedder | None = None,
+    progress: bool = True,
+) -> Iterator[Memory | None]:
+    """The memory of `config`'s data dir (None when `[memory] enabled` is false), brought up
+    to date with the store first when `update` (incremental: only what is new is indexed)."""
+    if not config.memory.enabled:
+        yield None
+        return
+    scrubber = scrubber_for(config, store.owner())
+    embedder = embedder or SentenceEncoder()
+    with open_memory(memory_path(config)) as index:
+        if update:
+            _update(config, store, index, scrubber, embedder, progress)
+        yield Memory(
+            config, index, embedder, scrubber, store.owner_language(config.persona.language)
+        )
+
+
+def update_memory(config: Config, store: Store, *, progress: bool = True) -> IndexSummary | None:
+    """Index what is new in the store (after an import or a pull); None when memory is off."""
+    if not config.memory.enabled:
+        return None
+    with open_memory(memory_path(config)) as index:
+        scrubber = scrubber_for(config, store.owner())
+        return _update(config, store, index, scrubber, SentenceEncoder(), progress)
+
+
+def _update(
+    config: Config,
+    store: Store,
+    index: MemoryIndex,
+    scrubber: PiiScrubber,
+    embedder: Embedder,
+    progress: bool,
+) -> IndexSummary:
+    return index.update(
+        store,
+        scrubber,
+        embedder,
+        select=lambda chat: chat_is_used(chat, config),
+        progress=progress,
+    )

@@ -1,0 +1,58 @@
+"""Serving engines: one seam through which the bot, `twin chat`, the eval and the samples
+generate, whatever runs the model.
+
+    transformers  the base model and its LoRA adapter in this process (the default)
+    llama.cpp     the embedded GGUF base with the adapter converted to a GGUF LoRA, on the CPU
+    openai        an OpenAI-compatible server (vLLM, SGLang) holding the adapters, over HTTP
+
+Every engine is given conversations already fitted to the prompt budget and renders them
+with twin's own chat format (`twin.core.chat_format.encode_prompt`, the tokenizer of the
+training base): what is served is exactly what was trained, whatever the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from twin.core.config import GenerationConfig
+from twin.core.conversation import ChatMessage
+from twin.core.errors import TwinError
+
+
+class AdapterRefused(TwinError):
+    """An adapter that cannot be served on this base; the message says why. The engine keeps
+    serving what it served before."""
+
+
+class EngineUnavailable(TwinError):
+    """The engine cannot answer now (a server down, refusing, failing): the request may be
+    retried later; the message says what failed, never with message text."""
+
+
+class Engine(Protocol):
+    """What every engine offers. All methods run on the bot's model thread (one at a time)."""
+
+    tokenizer: Any  # the training base's tokenizer: renders and fits prompts
+    version: str | None  # the adapter served (None: the bare base)
+
+    def generate(
+        self,
+        conversations: list[list[ChatMessage]],
+        settings: GenerationConfig,
+        *,
+        stop: threading.Event | None = None,
+    ) -> list[str]:
+        """The reply to each conversation (rendered with twin's chat format), in one batch
+        where the engine can. `stop`, once set, ends generation early (shutting down)."""
+        ...
+
+    def swap(self, folder: Path) -> None:
+        """Serve the adapter in `folder` (a registry version) instead of the current one.
+        Raises AdapterRefused (nothing changed) when it does not fit the base."""
+        ...
+
+    def close(self) -> None:
+        """Release the model or the server's adapters this engine holds."""
+        ...

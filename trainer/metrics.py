@@ -1,0 +1,160 @@
+"""What an adapter's metrics.json holds, as types: the trainer writes it, the gate, the registry,
+`twin status`, the demo and the bot's reports read it.
+
+A metrics.json that cannot be read as this structure (truncated by a full disk, `{}`, written
+by hand) raises `MetricsUnreadable`, which the registry turns into "skip this adapter, with a
+warning that names it": one damaged old adapter must not stop the bot or `twin status`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+METRICS = "metrics.json"
+
+
+class MetricsUnreadable(Exception):
+    """metrics.json is missing, damaged or not an adapter's metrics; the message says which."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    sha256: str
+    train: int
+    eval: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A held-out message, the owner's real reply, and what the base and the twin wrote."""
+
+    message: str
+    real: str
+    base: str
+    twin: str
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The headline of `twin eval` (the gate reads these); `full` is the whole report."""
+
+    style_distance_base: float
+    style_distance_twin: float
+    auc_base: float | None
+    auc_twin: float | None
+    memorization_rate: float
+    pii_in_replies: int
+    full: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Gate:
+    promote: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What the fit loop measured."""
+
+    steps: int
+    train_loss: float
+    train_tokens: int
+    train_seconds: float
+    tokens_per_s: float
+    seconds_per_step: float
+    peak_memory_mb: float
+    resumed_from: str | None = None
+    train_loss_history: tuple[dict[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class AdapterMetrics:
+    created: float
+    base_model: str
+    base_checkpoint: str
+    plan: str
+    run: TrainingRun
+    seconds: float
+    base_eval_loss: float
+    eval_loss: float
+    eval_examples: int
+    dataset: DatasetInfo
+    samples: tuple[Sample, ...] = ()
+    fidelity: Fidelity | None = None
+    version: str = ""
+    gate: Gate | None = None
+    # Every setting that shaped training, hashed with the dataset (see twin.core.runs).
+    training_key: str = ""
+
+    @property
+    def base_eval_ppl(self) -> float:
+        return math.exp(min(self.base_eval_loss, 50))
+
+    @property
+    def eval_ppl(self) -> float:
+        return math.exp(min(self.eval_loss, 50))
+
+    @property
+    def promoted_by_gate(self) -> bool | None:
+        return self.gate.promote if self.gate is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        # metrics.json stays flat, as adapters written by earlier versions have it.
+        data.update(data.pop("run"))
+        data["base_eval_ppl"], data["eval_ppl"] = self.base_eval_ppl, self.eval_ppl
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> AdapterMetrics:
+        if not isinstance(data, dict):
+            raise MetricsUnreadable("not a JSON object")
+        try:
+            run_values = {f.name: data[f.name] for f in fields(TrainingRun) if f.name in data}
+            run_values["train_loss_history"] = tuple(run_values.get("train_loss_history", ()))
+            run = TrainingRun(**run_values)
+            dataset = DatasetInfo(**data["dataset"])
+            fidelity = data.get("fidelity")
+            gate = data.get("gate")
+            return cls(
+                created=float(data["created"]),
+                base_model=str(data["base_model"]),
+                base_checkpoint=str(data["base_checkpoint"]),
+                plan=str(data["plan"]),
+                run=run,
+                seconds=float(data["seconds"]),
+                base_eval_loss=float(data["base_eval_loss"]),
+                eval_loss=float(data["eval_loss"]),
+                eval_examples=int(data["eval_examples"]),
+                dataset=dataset,
+                samples=tuple(Sample(**s) for s in data.get("samples", ())),
+                fidelity=Fidelity(**fidelity) if fidelity else None,
+                version=str(data.get("version", "")),
+                gate=Gate(**gate) if gate else None,
+                training_key=str(data.get("training_key", "")),
+            )
+        except KeyError as err:
+            raise MetricsUnreadable(f"no {err.args[0]!r}") from None
+        except (TypeError, ValueError) as err:
+            raise MetricsUnreadable(f"malformed ({err})") from None
+
+
+def read_metrics(folder: Path) -> AdapterMetrics:
+    """The metrics of the adapter in `folder`; raises MetricsUnreadable."""
+    try:
+        data = json.loads((folder / METRICS).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MetricsUnreadable(f"{folder.name}: no {METRICS}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise MetricsUnreadable(
+            f"{folder.name}: {METRICS} is damaged ({type(err).__name__})"
+        ) from None
+    try:
+        return AdapterMetrics.from_json(data)
+    except MetricsUnreadable as err:
+        raise MetricsUnreadable(f"{folder.name}: {METRICS} {err}") from None

@@ -1,0 +1,1 @@
+"""The ground floor: imported by ingest, trainer, bot and the app; imports none of them."""
