@@ -19,7 +19,7 @@ from bot.context import App, runtime_of
 from bot.delivery import tell_admins
 from bot.report import loss_chart, run_summary
 from trainer.registry import current_version, list_adapters
-from twin.core.runs import read_records
+from twin.core.runs import RunRecord, read_records
 
 if TYPE_CHECKING:
     from bot.context import BotRuntime
@@ -63,7 +63,13 @@ async def run_retrain(app: App) -> None:
         if pause:
             await runtime.worker.load()
     swap = await runtime.worker.follow_current()
-    records = read_records(config.data_dir)[runs_before:]
+    every = read_records(config.data_dir)
+    records = every[runs_before:]
+    if records and _told_already(every[:runs_before], records[-1]):
+        # The nights after a rejection skip the same way: the admins heard why (and what would
+        # change it) once; the runs are still recorded and `twin status` shows the last.
+        log.info("retrain skipped again (%s); not reported again", records[-1].reason)
+        return
     if records:
         text = run_summary(records[-1], previous)
     else:  # killed before it could write its record (OOM killer, SIGKILL)
@@ -75,6 +81,17 @@ async def run_retrain(app: App) -> None:
     trained = [a for a in adapters if a.version not in before]
     chart = loss_chart(trained[-1], adapters) if trained else None
     await tell_admins(app.bot, config.telegram.admins, text, chart=chart)
+
+
+def _told_already(earlier: list[RunRecord], record: RunRecord) -> bool:
+    """A skip for the same reason as the previous run's skip (nothing changed since)."""
+    last = earlier[-1] if earlier else None
+    return (
+        record.outcome == "skipped"
+        and last is not None
+        and last.outcome == "skipped"
+        and last.training_key == record.training_key
+    )
 
 
 async def _run_child(command: list[str]) -> tuple[int, str]:

@@ -87,3 +87,16 @@ async def test_scheduled_retrain_fires_once_at_a_time_and_reports_with_a_chart(
     # later fires found a run going (skipped) or nothing new (a skipped run record): never two
     # runs at once, and never a second training of the same data
     assert all(r.outcome == "skipped" for r in records[1:])
+
+
+def test_the_same_skip_is_told_to_admins_once() -> None:
+    from bot.retraining import _told_already
+    from twin.core.runs import RunRecord
+
+    rejected = RunRecord("20261120-030000", outcome="not promoted", training_key="k")
+    first_skip = RunRecord("20261121-030000", outcome="skipped", training_key="k")
+    second_skip = RunRecord("20261122-030000", outcome="skipped", training_key="k")
+    changed = RunRecord("20261123-030000", outcome="skipped", training_key="other")
+    assert not _told_already([rejected], first_skip)  # the first night says why
+    assert _told_already([rejected, first_skip], second_skip)  # the next ones stay quiet
+    assert not _told_already([rejected, first_skip, second_skip], changed)
