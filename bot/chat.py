@@ -80,6 +80,7 @@ def _show(
                 {"chat": r.chat_id, "message_id": r.message_id, "text": r.text}
                 for r in recall.found
             ]
+            record["memory_block"] = recall.block
         print(json.dumps(record, ensure_ascii=False), flush=True)
         return
     if recall is not None:

@@ -96,3 +96,44 @@ def test_batched_replies_equal_one_at_a_time_and_tokenizer_untouched(
     assert batched[0] == alone[0]
     # The tokenizer's own padding side (read by the training collator) is left as it was.
     assert twin.tokenizer.padding_side == side
+
+
+def test_chat_as_in_one_chat_recalls_that_chat_and_shared_facts_only(
+    tmp_path: Path,
+    tiny_base: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ingest.export import import_export
+    from ingest.recall import update_memory
+    from ingest.store import open_store
+    from trainer.memory_eval import bundled_benchmark
+    from twin.app.demo import demo_export_path
+
+    config = make_config(tmp_path, tiny_base)
+    with open_store(config.store_path) as store:
+        import_export(demo_export_path(), store, progress=False)
+        update_memory(config, store, progress=False)
+    bench = bundled_benchmark("Mira Kestrel")
+    assert bench is not None
+    told = bench["recall"][0]  # a fact told in one chat, asked about there
+    secret = bench["leak"][0]  # a secret told in one chat, asked for in another
+    args = ["--config", str(config.source)]
+    assert main([*args, "fact", "add", "i'm vegetarian"]) == 0
+
+    def ask(chat: int, question: str) -> dict[str, Any]:
+        capsys.readouterr()
+        monkeypatch.setattr("sys.stdin", io.StringIO(question + "\n"))
+        assert main([*args, "chat", "--chat", str(chat), "--show-memory", "--json"]) == 0
+        return dict(json.loads(capsys.readouterr().out.splitlines()[-1]))
+
+    answer = ask(told["chat_id"], told["question"])
+    found = {(m["chat"], m["message_id"]) for m in answer["memory"]}
+    assert (told["chat_id"], told["told_in_message_id"]) in found
+    assert {chat for chat, _ in found} == {told["chat_id"]}  # this chat's words only
+    assert "i'm vegetarian" in answer["memory_block"]  # the profile reaches every chat
+    probe = ask(secret["probe_chat_id"], secret["question"])
+    assert all(m["chat"] == secret["probe_chat_id"] for m in probe["memory"])
+    assert all(word not in probe["memory_block"] for word in secret["secret"])
+    assert "i'm vegetarian" in probe["memory_block"]
+    assert main([*args, "chat", "--chat", "424242"]) == 1  # not a chat of this history

@@ -154,3 +154,33 @@ async def test_failed_retrain_is_reported(
 async def ask_later(api: BotApiStandIn, start: str, timeout: float) -> str:
     await api.wait_for(lambda a: any(t.startswith(start) for t in a.texts(ADMIN)), timeout)
     return next(t for t in api.texts(ADMIN) if t.startswith(start))
+
+
+@pytest.mark.anyio
+async def test_profile_facts_and_what_a_reply_recalled(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
+    from ingest.export import import_export
+    from ingest.recall import update_memory
+    from ingest.store import open_store
+    from twin.app.demo import demo_export_path
+
+    config = bot_config(tmp_path, tiny_base, api.url)
+    with open_store(config.store_path) as store:
+        import_export(demo_export_path(), store, progress=False)
+        update_memory(config, store, progress=False)
+    async with serving(config):
+        listing = await ask(api, "/persona facts")
+        assert "No profile facts yet." in listing and "i'm vegetarian" in listing
+        assert "Shared with every chat" in await ask(api, "/persona fact add i'm vegetarian")
+        assert "1. i'm vegetarian" in await ask(api, "/persona facts")
+        assert "No reply in chat 1" in await ask(api, "/persona memory 1")
+        api.push_message(1, "hey, dinner at mine on friday?")
+        await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
+        recalled = await ask(api, "/persona memory 1")
+        assert "About you:" in recalled and "i'm vegetarian" in recalled
+        api.push_message(2, "/persona memory 1")  # a friend, not an admin: nothing
+        await api.settle()
+        assert api.sent(chat_id=2) == []
+        assert "Forgotten: i'm vegetarian" in await ask(api, "/persona fact forget 1")
+        assert "Usage" in await ask(api, "/persona fact forget me")
