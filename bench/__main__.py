@@ -93,6 +93,12 @@ def run(quick: bool) -> dict[str, Any]:
         "update in at the Bot API -> reply out / bare generate for the same tokens",
         {k: replies[k] for k in ("latency_s", "bare_generate_s", "new_tokens")},
     )
+    results["memory_reply_overhead"] = figure(
+        replies["memory_reply_overhead"],
+        "<= 1.10",
+        "reply latency with [memory] on (search + the longer prompt) / off, same chats",
+        {k: replies[k] for k in ("latency_s", "latency_with_memory_s", "memory_entries")},
+    )
     results["batched_speedup"] = figure(
         replies["batched_speedup"],
         ">= 3",
@@ -128,6 +134,27 @@ def run(quick: bool) -> dict[str, Any]:
         "a second import of the same export, seconds",
         {"first_import_s": ingest["first_import_s"]},
     )
+    history = 20_000 if quick else 1_000_000
+    print(f"memory: indexing and searching a {history:,}-message history ...", flush=True)
+    memory = measured("memory", "--messages", str(history))
+    results["memory_index_entries_per_s"] = figure(
+        memory["build_entries_per_s"],
+        "measured (no target)",
+        "owner messages masked, embedded (USE v3, one thread) and indexed per second",
+        {k: memory[k] for k in ("messages", "entries", "build_s", "memory_db_mb")},
+    )
+    results["memory_build_peak_rss_mb"] = figure(
+        memory["build_peak_rss_mb"],
+        "< 1024 at 1M messages",
+        "peak RSS of building the memory index (embedder included)",
+        {"embedder_only_peak_rss_mb": memory["embedder_only_peak_rss_mb"]},
+    )
+    results["memory_query_peak_rss_mb"] = figure(
+        memory["query_peak_rss_mb"],
+        "< 1024 at 1M messages",
+        "peak RSS of searching it, one chat and every chat",
+        {k: v for k, v in memory.items() if k.startswith("query_") and "rss" not in k},
+    )
     return {"machine": machine(), "quick": quick, "results": results}
 
 
@@ -158,6 +185,10 @@ def markdown(report: dict[str, Any]) -> str:
         "  of the tests on 127.0.0.1; the batched figure is one generate call for all chats.",
         "- Ingest: a generated full-account export, imported by the `twin` command in a child",
         "  process (start-up included); the second import is of the very same file.",
+        "- Memory: latency with and without `[memory]` alternates twice in one run, in the demo",
+        "  persona's chats (each reply searches her indexed history and carries the block).",
+        "  The index figures build and query a generated history of the stated size, each step",
+        "  in a process of its own.",
         "",
         "Raw numbers: `bench/results.json`. Regenerate: `make bench` (about 10 minutes here).",
         "",

@@ -4,6 +4,8 @@ Runs `twin serve`'s Application against the Bot API stand-in of the tests, greed
 that the bot and a bare `generate` call produce the same tokens, and reports:
 - latency: update queued at the stand-in -> last reply message received, vs the bare
   `generate_replies` time for the same prompt (same tokens);
+- memory: the same latency with `[memory]` on (the demo persona's history indexed, replies in
+  her chats, so each reply really searches and carries a memory block) vs off, in one run;
 - throughput: replies/s with 16 chats writing at once vs 16 chats one after another.
 
     .venv/bin/python -m bench.replies [--chats 16] [--new-tokens 32]
@@ -17,11 +19,19 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import emit
+from bot.context import BotRuntime
+from bot.memory import Where
 from bot.serving import load_served_twin
+from ingest.export import import_export
+from ingest.recall import update_memory
+from ingest.store import open_store
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import bot_config, serving
+from twin.app.demo import demo_export_path
+from twin.core.config import Config
 from twin.core.conversation import with_system_prompt
 from twin.core.generation import generate_replies
 
@@ -35,56 +45,70 @@ MESSAGES = [
     "what do you think about the new job offer",
     "happy birthday!!! 🎉",
 ]
+# Mira's friends in the demo export: their private chats have history to recall from.
+DEMO_FRIENDS = (5550102, 5550103, 5550104, 5550105)
+LATENCY_ROUNDS = 6
 
 
 def message(i: int) -> str:
     return f"{MESSAGES[i % len(MESSAGES)]} ({i})"
 
 
-async def measure(config, chats: int) -> dict:  # type: ignore[no-untyped-def]
-    # chat ids: 1000 warm-up, 2000+ latency, 3000+ one at a time, 4000+ all at once
-    allowed = [1000, *range(2000, 2005), *range(3000, 3000 + chats), *range(4000, 4000 + chats)]
-    result: dict = {}
+def said(runtime: BotRuntime, chat: int) -> int:
+    return len(runtime.memory.recent(Where(chat)))
+
+
+def configured(folder: Path, api_url: str, new_tokens: int, chats: int, memory: bool) -> Config:
+    # chat ids: 1000 warm-up, the demo's friends for latency, 3000+ one at a time, 4000+ at once
+    allowed = [1000, *DEMO_FRIENDS, *range(3000, 3000 + chats), *range(4000, 4000 + chats)]
+    return bot_config(
+        folder,
+        Path("unused"),
+        api_url,
+        model={"base": "smollm2-135m", "cpu_dtype": "fp32"},
+        generation={"max_new_tokens": new_tokens, "temperature": 0.0},
+        telegram={"allowed_users": allowed},
+        bot={"reload_seconds": 10.0, "line_pause_per_char": 0.0},  # as served
+        memory={"enabled": memory},
+    )
+
+
+async def latencies(api: BotApiStandIn, runtime: BotRuntime, offset: int) -> list[float]:
+    """Update in -> reply out, one message at a time, in the demo friends' chats."""
+    out = []
+    for i in range(LATENCY_ROUNDS):
+        chat = DEMO_FRIENDS[i % len(DEMO_FRIENDS)]
+        before = said(runtime, chat)
+        update = api.push_message(chat, message(offset + i))
+        await api.wait_for(lambda a, c=chat, n=before + 2: said(runtime, c) >= n, 300)
+        out.append(api.sent(chat_id=chat)[-1].at - api.pushed_at[update])
+    return out
+
+
+async def measure(folder: Path, chats: int, new_tokens: int) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     with BotApiStandIn() as api:
-        config = bot_config(
-            config["folder"],
-            Path("unused"),
-            api.url,
-            model={"base": "smollm2-135m", "cpu_dtype": "fp32"},
-            generation={"max_new_tokens": config["new_tokens"], "temperature": 0.0},
-            telegram={"allowed_users": allowed},
-            bot={"reload_seconds": 10.0, "line_pause_per_char": 0.0},  # as served
-        )
-        async with serving(config) as runtime:
-            # warm-up
-            api.push_message(1000, "hi")
-            await api.wait_for(lambda a: len(runtime.memory.recent(1000)) == 2, 300)
-
-            latencies = []
-            for i in range(5):
-                chat = 2000 + i
-                update = api.push_message(chat, message(i))
-                await api.wait_for(lambda a, c=chat: len(runtime.memory.recent(c)) == 2, 300)
-                latencies.append(api.sent(chat_id=chat)[-1].at - api.pushed_at[update])
-
-            started = time.monotonic()
-            for i in range(chats):
-                chat = 3000 + i
-                api.push_message(chat, message(i))
-                await api.wait_for(lambda a, c=chat: len(runtime.memory.recent(c)) == 2, 300)
-            one_at_a_time = time.monotonic() - started
-
-            calls_before = runtime.worker.stats.generate_calls
-            started = time.monotonic()
-            for i in range(chats):
-                api.push_message(4000 + i, message(i))
-            await api.wait_for(
-                lambda a: all(len(runtime.memory.recent(4000 + i)) == 2 for i in range(chats)),
-                600,
+        config = configured(folder, api.url, new_tokens, chats, memory=False)
+        with open_store(config.store_path) as store:
+            import_export(demo_export_path(), store, progress=False)
+            indexed = update_memory(
+                configured(folder, api.url, new_tokens, chats, True), store, progress=False
             )
-            concurrent = time.monotonic() - started
-            result["concurrent_generate_calls"] = runtime.worker.stats.generate_calls - calls_before
-
+        assert indexed is not None
+        result["memory_entries"] = indexed.added
+        timings: dict[bool, list[float]] = {False: [], True: []}
+        # Memory off and on, twice each, alternating: drift on a shared machine hits both.
+        for round_ in range(4):
+            memory = bool(round_ % 2)
+            setup = configured(folder, api.url, new_tokens, chats, memory)
+            for leftover in setup.data_dir.glob("bot.db*"):  # every round starts unremembered
+                leftover.unlink()
+            async with serving(setup) as runtime:
+                api.push_message(1000, "hi")  # warm-up
+                await api.wait_for(lambda a, r=runtime: said(r, 1000) >= 2, 300)
+                timings[memory] += await latencies(api, runtime, round_ * LATENCY_ROUNDS)
+                if round_ == 0:
+                    result.update(await throughput(api, runtime, chats))
     twin = load_served_twin(config)
     bare = []
     for i in range(5):
@@ -94,22 +118,43 @@ async def measure(config, chats: int) -> dict:  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         generate_replies(twin.engine.model, twin.tokenizer, [conversation], config.generation)
         bare.append(time.perf_counter() - started)
+    latency, with_memory = statistics.median(timings[False]), statistics.median(timings[True])
     result.update(
-        latency_s=statistics.median(latencies),
+        latency_s=latency,
+        latency_with_memory_s=with_memory,
+        memory_reply_overhead=with_memory / latency,
         bare_generate_s=statistics.median(bare),
-        reply_overhead=statistics.median(latencies) / statistics.median(bare),
-        one_at_a_time_replies_per_s=chats / one_at_a_time,
-        concurrent_replies_per_s=chats / concurrent,
-        batched_speedup=one_at_a_time / concurrent,
+        reply_overhead=latency / statistics.median(bare),
         chats=chats,
-        new_tokens=config.generation.max_new_tokens,
+        new_tokens=new_tokens,
     )
     return result
 
 
-def measure_replies(chats: int, new_tokens: int) -> dict:
+async def throughput(api: BotApiStandIn, runtime: BotRuntime, chats: int) -> dict[str, Any]:
+    started = time.monotonic()
+    for i in range(chats):
+        chat = 3000 + i
+        api.push_message(chat, message(i))
+        await api.wait_for(lambda a, c=chat: said(runtime, c) == 2, 300)
+    one_at_a_time = time.monotonic() - started
+    calls_before = runtime.worker.stats.generate_calls
+    started = time.monotonic()
+    for i in range(chats):
+        api.push_message(4000 + i, message(i))
+    await api.wait_for(lambda a: all(said(runtime, 4000 + i) == 2 for i in range(chats)), 600)
+    concurrent = time.monotonic() - started
+    return {
+        "concurrent_generate_calls": runtime.worker.stats.generate_calls - calls_before,
+        "one_at_a_time_replies_per_s": chats / one_at_a_time,
+        "concurrent_replies_per_s": chats / concurrent,
+        "batched_speedup": one_at_a_time / concurrent,
+    }
+
+
+def measure_replies(chats: int, new_tokens: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
-        return asyncio.run(measure({"folder": Path(folder), "new_tokens": new_tokens}, chats))
+        return asyncio.run(measure(Path(folder), chats, new_tokens))
 
 
 def main() -> None:
