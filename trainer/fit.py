@@ -23,7 +23,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trainer.data import Encoded, collator
 from trainer.loss import reply_loss_sum
 from trainer.metrics import DatasetInfo, TrainingRun
-from trainer.model import LoadPlan
+from trainer.model import LoadPlan, keep_4bit_trainable
 from twin.core.config import Config
 from twin.core.errors import TwinError
 from twin.core.files import ensure_private_dir
@@ -46,6 +46,7 @@ def add_lora(model: Any, config: Config, plan: LoadPlan) -> Any:
 
     checkpointing = {"use_reentrant": False}  # the re-entrant variant is legacy and breaks DDP
     if plan.quantized:
+        keep_4bit_trainable(model)
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=checkpointing
         )
@@ -120,13 +121,12 @@ def fit(
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     main = trainer.accelerator.is_main_process
-    if main:
-        if not fit_plan.resume:
-            shutil.rmtree(out, ignore_errors=True)
-            ensure_private_dir(out)
-            # Not rewritten on resume: it holds this sha256 already, and the other ranks may
-            # be reading it in _resume_point right now (a half-written file reads as changed).
-            marker.write_text(json.dumps({"sha256": fit_plan.dataset.sha256}))
+    # On resume the folder and its marker stay as they are: the marker holds this sha256
+    # already, and the other ranks may be reading it in _resume_point right now.
+    if main and not fit_plan.resume:
+        shutil.rmtree(out, ignore_errors=True)
+        ensure_private_dir(out)
+        marker.write_text(json.dumps({"sha256": fit_plan.dataset.sha256}))
     trainer.accelerator.wait_for_everyone()
     if plan.device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -7,6 +7,7 @@ it: training, evaluation, the canary test and serving alike.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -106,6 +107,38 @@ def check_cpu_can_train(checkpoint: str, plan: LoadPlan) -> None:
     )
 
 
+def check_not_sharded() -> None:
+    """Refuse FSDP and DeepSpeed ZeRO-3 (`accelerate launch` with such a config sets these
+    variables): they shard the base's weights across the GPUs, while the recipe measures the
+    base before training and the twin after it, and saves the adapter, in the main process
+    alone, which would hold only its shard: the run would fail once training is done."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        sharding = "FSDP"
+    elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and _zero_stage() == 3:
+        sharding = "DeepSpeed ZeRO-3"
+    else:
+        return
+    raise TwinError(
+        f"{sharding} shards the base across the GPUs, and twin evaluates and saves the adapter "
+        "in the main process alone: launch with torchrun or a multi-GPU (DDP) accelerate "
+        'config, a whole base per GPU ([model] quantization = "nf4" makes a big one fit); '
+        "see docs/gpu.md"
+    )
+
+
+def _zero_stage() -> int | None:
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    if stage is None and (file := os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")):
+        try:
+            stage = json.loads(Path(file).read_text())["zero_optimization"]["stage"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    try:
+        return int(stage) if stage is not None else None
+    except ValueError:
+        return None
+
+
 def estimated_parameters(checkpoint: str) -> float | None:
     """Parameters of a decoder from its config alone (no weights loaded); None if unknown."""
     from transformers import AutoConfig
@@ -185,3 +218,22 @@ def load_base_model(checkpoint: str, plan: LoadPlan) -> Any:
         model.to(f"cuda:{local_rank()}" if plan.device == "cuda" else "cpu")
     model.eval()
     return model
+
+
+def keep_4bit_trainable(model: Any) -> None:
+    """Keep a 4-bit base that is about to be trained in the layout backprop works with.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.50) re-lays a 4-bit layer's weights for its
+    fast inference kernel the first time the layer runs in eval mode without gradients (the
+    base's held-out loss does), and that kernel has no backward: trained afterwards, every
+    gradient through the frozen 4-bit weights was dropped and only the last layer's LoRA
+    learned (every other lora_B gradient was exactly 0). Serving keeps the fast kernel.
+    """
+    for name, module in model.named_modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if getattr(state, "packing_format_for_cpu", False):
+            raise RuntimeError(
+                f"{name} was repacked for inference before training: call this first"
+            )

@@ -7,7 +7,8 @@
 
 It runs as its own process (`twin train`): the bot and the nightly job start it as a
 subprocess, so an out-of-memory crash here never takes the bot down. Under `torchrun` /
-`accelerate launch` every rank trains (DDP) and only the main one evaluates and registers.
+`accelerate launch` every rank trains (DDP) and only the main one evaluates and registers;
+FSDP and DeepSpeed ZeRO-3, which shard the base, are refused (docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from trainer.evaluate import headline, measure_fidelity, sample_replies
 from trainer.fit import FitPlan, add_lora, fit
 from trainer.loss import heldout_loss
 from trainer.metrics import AdapterMetrics, Sample
-from trainer.model import Base, base_checkpoint, check_cpu_can_train, load_base, load_plan
+from trainer.model import (
+    Base,
+    base_checkpoint,
+    check_cpu_can_train,
+    check_not_sharded,
+    keep_4bit_trainable,
+    load_base,
+    load_plan,
+)
 from twin.core.config import Config
 
 log = logging.getLogger(__name__)
@@ -73,6 +82,7 @@ def train(
 
 def setup(config: Config, *, max_steps: int | None, resume: bool) -> Run:
     dataset = read_dataset(config.dataset_dir)  # refuses a too small dataset, cheaply
+    check_not_sharded()
     plan = load_plan(config)
     check_cpu_can_train(base_checkpoint(config), plan)
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -91,6 +101,8 @@ def main(run: Run, *, progress: bool = True) -> TrainResult | None:
     started = time.perf_counter()
     config = run.config
     base = load_base(config)
+    if base.plan.quantized:
+        keep_4bit_trainable(base.model)  # before the base's held-out loss runs it
     log.info("base %s on %s", config.model.base, base.plan.describe())
     max_seq = config.train.max_seq_tokens
     train_set = encode_examples(base.tokenizer, run.dataset.train, max_seq)
