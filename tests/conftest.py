@@ -107,3 +107,22 @@ def twin_command(config: Config, *args: str) -> list[str]:
     """The `twin` command line for `config`, as a user would type it."""
     assert config.source is not None
     return [sys.executable, "-m", "twin", "--config", str(config.source), *args]
+
+
+@pytest.fixture(scope="session")
+def trained_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
+    """Two adapters of the tiny model (different seeds), trained once per session."""
+    from tests.bot.conftest import bot_config
+    from tests.trainer.test_train import write_dataset
+    from trainer import registry
+    from trainer.train import train
+
+    folder = tmp_path_factory.mktemp("trained")
+    config = bot_config(folder, tiny_base, "http://127.0.0.1:9")
+    write_dataset(config.dataset_dir)
+    first = train(config).version
+    config = bot_config(folder, tiny_base, "http://127.0.0.1:9", train={"seed": 99})
+    second = train(config, max_steps=8).version
+    assert first < second
+    registry.set_current(config.adapters_dir, first)
+    return config.adapters_dir

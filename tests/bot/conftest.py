@@ -10,15 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bot.app import build_application, running
 from bot.context import BotRuntime
 from bot.memory import Where
 from tests.bot.botapi import TOKEN
-from tests.trainer.test_train import write_dataset
 from trainer import registry
-from trainer.train import train
 from twin.app.demo import demo_export_path
 from twin.core.config import Config, load_config
 
@@ -84,20 +80,6 @@ def retrain_config(
         dataset={"max_tokens": 128},
         **sections,
     )
-
-
-@pytest.fixture(scope="session")
-def trained_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
-    """Two adapters of the tiny model (different seeds), trained once per session."""
-    folder = tmp_path_factory.mktemp("trained")
-    config = bot_config(folder, tiny_base, "http://127.0.0.1:9")
-    write_dataset(config.dataset_dir)
-    first = train(config).version
-    config = bot_config(folder, tiny_base, "http://127.0.0.1:9", train={"seed": 99})
-    second = train(config, max_steps=8).version
-    assert first < second
-    registry.set_current(config.adapters_dir, first)
-    return config.adapters_dir
 
 
 def copy_adapters(trained: Path, config: Config) -> list[str]:
