@@ -187,11 +187,16 @@ def measure(
                 row = run()
                 if name not in results or row["seconds"] < results[name]["seconds"]:
                     results[name] = row
+        hf_tokenizer = hf.tokenizer
         hf.close()
         llama.close()
 
     ours, theirs = results["llama.cpp one_at_a_time"], results["transformers one_at_a_time"]
     same = sum(a == b for a, b in zip(ours["replies"], theirs["replies"], strict=True))
+    first16 = sum(
+        _tokens(hf_tokenizer, a)[:16] == _tokens(hf_tokenizer, b)[:16]
+        for a, b in zip(ours["replies"], theirs["replies"], strict=True)
+    )
     for row in results.values():
         row.pop("replies", None)
     pairs = (
@@ -217,6 +222,7 @@ def measure(
         "speedup": speedups,
         "speedup_in_time": in_time,
         "identical_greedy_replies": f"{same}/{len(prompts)}",
+        "first_16_tokens_agree": first16 / len(prompts),
         "prompts": len(prompts),
         "prompt_tokens": prompt_tokens,
         "max_new_tokens": new_tokens,
@@ -225,6 +231,10 @@ def measure(
         "rounds": rounds,
         "load_average_after": os.getloadavg()[0],
     }
+
+
+def _tokens(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def twin_training(config: Config, steps: int) -> dict[str, Any]:
     base = load_base(config)
     dataset = read_dataset(config.dataset_dir)
     train_set = encode_examples(base.tokenizer, dataset.train, config.train.max_seq_tokens)
-    model = add_lora(base.model, config, base.plan)
+    model = add_lora(base.model, config, base.plan, base.tokenizer)
     plan = FitPlan(steps, dataset.info, False, config.data_dir / "checkpoints")
     run = fit(model, base.tokenizer, train_set, config, base.plan, plan, progress=False)
     params = sum(p.numel() for p in model.parameters())

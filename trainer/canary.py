@@ -70,7 +70,7 @@ def canary_exposure(config: Config, dataset: Dataset, n: int) -> dict[str, Any]:
     canaries = make_canaries(n, config.train.seed)
     rows = plant(dataset.train, canaries, config.train.seed)
     base = load_base(config)
-    model = add_lora(base.model, config, base.plan)
+    model = add_lora(base.model, config, base.plan, base.tokenizer)
     train_set = encode_examples(base.tokenizer, rows, config.train.max_seq_tokens)
     log.info("canary test: training a throwaway adapter with %d planted secrets", n)
     with tempfile.TemporaryDirectory(prefix="twin-canary-") as scratch:

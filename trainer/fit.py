@@ -21,6 +21,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from trainer.data import Encoded, collator
+from trainer.embedded import EMBEDDED
 from trainer.loss import reply_loss_sum
 from trainer.metrics import DatasetInfo, TrainingRun
 from trainer.model import LoadPlan, keep_4bit_trainable
@@ -41,7 +42,9 @@ class FitPlan:
     checkpoints: Path  # where checkpoints go (data_dir/checkpoints, or a scratch dir)
 
 
-def add_lora(model: Any, config: Config, plan: LoadPlan) -> Any:
+def add_lora(model: Any, config: Config, plan: LoadPlan, tokenizer: Any = None) -> Any:
+    """`model` with a LoRA adapter per `[lora]` (and the turn markers of an embedded base
+    model made trainable, see trainer.embedded.EmbeddedModel.train_tokens)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     checkpointing = {"use_reentrant": False}  # the re-entrant variant is legacy and breaks DDP
@@ -61,11 +64,22 @@ def add_lora(model: Any, config: Config, plan: LoadPlan) -> Any:
         lora_dropout=config.lora.dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         task_type="CAUSAL_LM",
+        trainable_token_indices=_turn_marker_ids(config, tokenizer) or None,
     )
     # LoRA's A matrices start random; the Trainer seeds only later, so without this two runs
     # with the same data, settings and seed trained different adapters.
     torch.manual_seed(config.train.seed)
     return get_peft_model(model, lora)
+
+
+def _turn_marker_ids(config: Config, tokenizer: Any) -> list[int]:
+    """Token ids of the turn markers a base model never learned (Gemma 3 270M is a pretrained
+    base: its <start_of_turn>/<end_of_turn> rows were never trained, so with LoRA alone the
+    twin could not learn to end a reply). Their embedding rows are trained with the adapter."""
+    model = EMBEDDED.get(config.model.base)
+    if model is None or not model.train_tokens or tokenizer is None:
+        return []
+    return [int(tokenizer.convert_tokens_to_ids(token)) for token in model.train_tokens]
 
 
 def fit(

@@ -316,6 +316,12 @@ def _check_settings(settings: dict[str, Any]) -> None:
     """PEFT variants whose forward pass llama.cpp's plain LoRA would not reproduce."""
     if settings.get("use_dora"):
         raise AdapterUnfit("a DoRA adapter: llama.cpp serves plain LoRA only")
+    if settings.get("trainable_token_indices"):
+        raise AdapterUnfit(
+            "the adapter also trains token embeddings (a base model's turn markers, as for "
+            "gemma3-270m): llama.cpp's LoRA cannot carry them; serve it with the transformers "
+            "engine"
+        )
     if settings.get("alpha_pattern"):
         raise AdapterUnfit("per-module lora_alpha (alpha_pattern): llama.cpp takes one alpha")
     if not isinstance(settings.get("lora_alpha"), int | float) or settings["lora_alpha"] <= 0:

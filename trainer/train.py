@@ -111,7 +111,7 @@ def main(run: Run, *, progress: bool = True) -> TrainResult | None:
     if run.main_process:  # the other ranks wait for it in the Trainer's process group setup
         base_loss = validate(base, eval_set, config)
         log.info("base model held-out loss %.4f", base_loss)
-    model = add_lora(base.model, config, base.plan)
+    model = add_lora(base.model, config, base.plan, base.tokenizer)
     training = fit(
         model, base.tokenizer, train_set, config, base.plan, run.fit_plan, progress=progress
     )

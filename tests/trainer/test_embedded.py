@@ -192,3 +192,15 @@ def test_every_data_dir_shares_one_converted_model(
     stamp = (smollm2 / "model.safetensors").stat().st_mtime_ns
     base_checkpoint(first)
     assert (smollm2 / "model.safetensors").stat().st_mtime_ns == stamp  # not converted again
+
+
+def test_gemma_turn_markers_train_with_the_adapter(gemma_tokenizer: object) -> None:
+    """Gemma 3 270M is a pretrained base: its turn markers' rows were never trained, and with
+    LoRA alone the twin never learned to end a reply (p(<end_of_turn>) stayed ~0 and replies
+    ran to max_new_tokens). Their embedding rows train with the adapter."""
+    from trainer.fit import _turn_marker_ids
+    from twin.core.config import config_from_dict
+
+    gemma = config_from_dict({"model": {"base": "gemma3-270m"}})
+    assert _turn_marker_ids(gemma, gemma_tokenizer) == [105, 106]
+    assert _turn_marker_ids(config_from_dict({}), gemma_tokenizer) == []  # SmolLM2 is chat-tuned

@@ -43,11 +43,11 @@ _SETTINGS = """\
 max_tokens = 384
 
 [memory]
-max_items = 2
-max_tokens = 96
+max_items = 3
+max_tokens = 128
 
 [train]
-max_steps = 30
+max_steps = 60
 batch_size = 4
 learning_rate = 1e-3
 max_seq_tokens = 384
@@ -108,7 +108,7 @@ def run_demo(folder: Path, lang: str = "en") -> int:
     persona = PERSONAS[lang]
     print(
         f"twin demo: {persona.owner}'s sample Telegram history -> dataset and memory -> "
-        f"{persona.model} fine-tuned with LoRA for 30 steps on the CPU -> the twin next to the "
+        f"{persona.model} fine-tuned with LoRA for 60 steps on the CPU -> the twin next to the "
         f"real replies. {persona.minutes.capitalize()} minutes on 2 cores (the first run also "
         f"converts the model, once). Everything stays in {folder}/.\n",
         flush=True,
