@@ -4,7 +4,7 @@ its findings are in the README ("How much history a twin needs", "Does it sound 
 
 - history: the demo persona's training examples cut to the first N (the held-out set the
   same for all), a short run each (the demo's settings), held-out loss and style distance;
-- gate: one adapter per setting (the demo's 1e-3 x 30 steps, the [train] defaults 2e-4 x
+- gate: one adapter per setting (the demo's 1e-3 x 60 steps, the [train] defaults 2e-4 x
   200), its fidelity measured with several sampling seeds: how often "style distance below
   the base's" fails although the held-out loss improved, by the number of held-out prompts.
 
@@ -97,7 +97,7 @@ def study(sizes: list[int], seeds: int) -> dict[str, Any]:
                 | {"style_base": measured["style_base"], "style_twin": measured["style_twin"]}
             )
             print(json.dumps(report["history"][-1]), flush=True)
-        for lr, steps in ((1e-3, 30), (2e-4, 200)):
+        for lr, steps in ((1e-3, 60), (2e-4, 200)):
             tuned = config.with_section("train", learning_rate=lr, max_steps=steps)
             run = trained(tuned, None)
             for prompts in (5, 20):

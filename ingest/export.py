@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ingest.store import Chat, Message, Owner, Store
 from twin.core.errors import TwinError
+from twin.core.files import file_sha256
 
 # Where chats live in each export shape; '' is the single-chat export's top level.
 _CHAT_CONTAINERS = ("", "chats.list.item", "left_chats.list.item")
@@ -128,14 +129,6 @@ def import_export(
         store.record_import(digest, me, path, summary.added)
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def parse_me(me: str) -> Owner:

@@ -15,7 +15,6 @@ served.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from twin.core.errors import TwinError
-from twin.core.files import ensure_private_dir
+from twin.core.files import ensure_private_dir, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +154,6 @@ def _shipped_sha256(model: EmbeddedModel) -> str:
     except OSError:
         pass
     raise TwinError(f"{listing} does not list {model.gguf}: reinstall the model ({model.install})")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _converted_intact(folder: Path) -> bool:

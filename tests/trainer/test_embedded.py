@@ -14,6 +14,7 @@ from trainer.embedded import EMBEDDED, EmbeddedModel, gguf_file
 from twin.core.chat_format import IGNORE_INDEX, encode_for_training, encode_prompt
 from twin.core.conversation import ChatMessage
 from twin.core.errors import TwinError
+from twin.core.files import file_sha256
 
 
 def fake_packages(root: Path, parts: list[bytes], listed: bytes) -> EmbeddedModel:
@@ -66,7 +67,7 @@ def test_a_damaged_conversion_is_not_reused(tmp_path: Path) -> None:
     folder = tmp_path / "converted"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"weights" * 100)
-    record = {"safetensors_sha256": embedded.file_sha256(folder / "model.safetensors")}
+    record = {"safetensors_sha256": file_sha256(folder / "model.safetensors")}
     (folder / embedded.SOURCE_RECORD).write_text(json.dumps(record))
     assert embedded._converted_intact(folder)
     (folder / "model.safetensors").write_bytes(b"weights" * 99 + b"w3ights")
