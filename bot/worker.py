@@ -88,6 +88,7 @@ class WorkerStats:
     generate_calls: int = 0
     replies: int = 0
     largest_batch: int = 0
+    resampled: int = 0  # replies sampled again because the first sample was empty
 
 
 class ModelWorker:
@@ -331,11 +332,31 @@ class ModelWorker:
             todo.append(i)
         outputs = twin.engine.generate(fitted, config.generation, stop=self._stopping)
         self.stats.generate_calls += 1 if todo else 0
+        outputs = self._resample_empty(fitted, outputs, config)
         self.stats.largest_batch = max(self.stats.largest_batch, len(todo))
         self.stats.replies += len(todo)
         for i, reply in zip(todo, outputs, strict=True):
             replies[i] = reply
         return replies
+
+    def _resample_empty(
+        self, fitted: list[list[ChatMessage]], outputs: list[str], config: Config
+    ) -> list[str]:
+        """A sampled reply can be empty (the model ended its turn at once); silence would look
+        like a lost message, so those conversations are sampled once more. Greedy decoding
+        would only repeat itself, and a bot that is stopping asks for nothing new."""
+        empty = [k for k, reply in enumerate(outputs) if not reply]
+        if not empty or config.generation.temperature <= 0 or self._stopping.is_set():
+            return outputs
+        again = self._twin.engine.generate(  # type: ignore[union-attr]
+            [fitted[k] for k in empty], config.generation, stop=self._stopping
+        )
+        self.stats.generate_calls += 1
+        self.stats.resampled += len(empty)
+        outputs = list(outputs)
+        for k, reply in zip(empty, again, strict=True):
+            outputs[k] = reply
+        return outputs
 
     async def _run(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         loop = asyncio.get_running_loop()

@@ -23,8 +23,10 @@ def test_demo_end_to_end(tmp_path: Path, smollm2: Path) -> None:
     out = result.stdout
     assert "747 messages added" in out
     assert "skipped: 1 bot_chat chats, 1 public_channel chats" in out
-    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in out
+    # The memory step answers a question about an old fact with and without the memory block.
+    assert "(with memory)" in out and "(without)" in out
     loss = re.search(
         r"held-out loss on the owner's real replies: base ([\d.]+) .* twin ([\d.]+)", out
     )

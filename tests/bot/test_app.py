@@ -26,6 +26,7 @@ from tests.bot.conftest import (
     turns,
 )
 from tests.conftest import twin_command
+from tests.engines.openai_standin import OpenAIStandIn
 from twin.app.cli import main
 from twin.core.config import BotConfig
 
@@ -329,6 +330,29 @@ async def test_twenty_concurrent_chats_are_batched(
         assert stats.replies == 20
         assert stats.generate_calls < 20
         assert stats.largest_batch > 1
+
+
+@pytest.mark.anyio
+async def test_an_empty_sampled_reply_is_sampled_again_not_left_unanswered(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
+    with OpenAIStandIn() as engine:
+        config = bot_config(
+            tmp_path,
+            tiny_base,
+            api.url,
+            serving={"engine": "openai", "url": engine.url},
+            generation={"max_new_tokens": 8, "temperature": 0.7},
+        )
+        engine.answer_empty(1)  # the model ends its turn at once, this one time
+        async with serving(config) as runtime:
+            api.push_message(1, "hey, coffee later?")
+            await api.wait_for(lambda a: bool(a.texts(1)), 30)
+            assert runtime.worker.stats.resampled == 1
+        first, second = engine.calls_to("/completions")
+        assert first.body["prompt"] == second.body["prompt"]  # the same conversation, again
+        (prompt,) = second.body["prompt"]  # a batch of one
+        assert api.texts(1) == [OpenAIStandIn.reply_for(engine.base, prompt)]
 
 
 @pytest.mark.anyio

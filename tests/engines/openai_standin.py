@@ -13,7 +13,7 @@ vLLM's body (`{"error": {"message", "type", "param", "code"}}`), and records eve
 "generates" is a function of the model name and the prompt (`reply_for`), so a test can tell
 which adapter answered. Faults on demand: `fail` answers chosen calls with an error status,
 `stall` answers one late, `refuse` stops listening (connection refused) for a while or until
-`resume`, `drop` forgets adapters as a server restart would.
+`resume`, `drop` forgets adapters as a server restart would, `answer_empty` answers with nothing.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class OpenAIStandIn:
         self.adapters: dict[str, str] = {}  # lora_name -> lora_path, in load order
         self._faults: list[tuple[str, int, str]] = []  # (path or "*", status, message)
         self._stalls: list[tuple[str, float]] = []  # (path, seconds)
+        self._empty = 0  # completions still to answer with an empty text
         self._lock = threading.Lock()
         self._port = 0
         self._server: _Server | None = None
@@ -96,6 +97,12 @@ class OpenAIStandIn:
         """Answer the next `times` calls to `path` ("/completions"... or "*") with `status`."""
         with self._lock:
             self._faults += [(path, status, message or _STATUS_TEXT.get(status, "error"))] * times
+
+    def answer_empty(self, times: int = 1) -> None:
+        """Answer the next `times` completions with an empty text, as a model that sampled its
+        end of turn first."""
+        with self._lock:
+            self._empty += times
 
     def stall(self, path: str, seconds: float) -> None:
         """Take `seconds` over the next call to `path` (a server busy past the client's
@@ -241,10 +248,12 @@ class OpenAIStandIn:
         problem = _sampling_problem(body)
         if problem:
             return _error(400, "BadRequestError", problem)
+        with self._lock:
+            empty, self._empty = self._empty > 0, max(self._empty - 1, 0)
         choices = [
             {
                 "index": i,
-                "text": f" {self.reply_for(str(model), prompt)}\n",
+                "text": "" if empty else f" {self.reply_for(str(model), prompt)}\n",
                 "logprobs": None,
                 "finish_reason": "stop",
                 "stop_reason": None,
