@@ -124,7 +124,7 @@ def study(sizes: list[int], seeds: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 40, 0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10, 20, 40, 0])
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--out", type=Path, help="also write the result there (JSON)")
     args = parser.parse_args()

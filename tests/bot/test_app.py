@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tenacity import wait_fixed
@@ -28,7 +29,7 @@ from tests.bot.conftest import (
 from tests.conftest import twin_command
 from tests.engines.openai_standin import OpenAIStandIn
 from twin.app.cli import main
-from twin.core.config import BotConfig
+from twin.core.config import BotConfig, Config
 
 MENTION = "@twin_test_bot what do you think?"
 MENTION_ENTITY = [{"type": "mention", "offset": 0, "length": 14}]
@@ -436,12 +437,8 @@ async def test_multi_line_reply_goes_out_line_by_line_with_pauses(api: BotApiSta
     assert api.sent("sendChatAction", chat_id=5)  # "typing…" between the lines
 
 
-@pytest.mark.anyio
-async def test_webhook_mode(
-    tmp_path: Path, tiny_base: Path, api: BotApiStandIn, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import httpx
-
+def webhook_config(tmp_path: Path, tiny_base: Path, api: BotApiStandIn) -> tuple[Config, int]:
+    """A bot config in webhook mode, listening on a free local port (returned with it)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -451,17 +448,33 @@ async def test_webhook_mode(
         api.url,
         telegram={"webhook_url": "https://twin.example.org/telegram", "webhook_port": port},
     )
-    monkeypatch.setenv("TWIN_WEBHOOK_SECRET", "s3cret-token")
-    update = {
-        "update_id": 1,
-        "message": {
-            "message_id": 1,
-            "date": 0,
-            "chat": {"id": 1, "type": "private"},
-            "from": {"id": 1, "is_bot": False, "first_name": "Ann"},
-            "text": "hello via webhook",
-        },
+    return config, port
+
+
+def private_update(update_id: int, user: int, name: str, text: str) -> dict[str, Any]:
+    """A Bot API update: `user` writes `text` to the bot in a private chat."""
+    message: dict[str, Any] = {
+        "message_id": 1,
+        "date": 0,
+        "chat": {"id": user, "type": "private"},
+        "from": {"id": user, "is_bot": False, "first_name": name},
+        "text": text,
     }
+    if text.startswith("/"):
+        command = text.split()[0]
+        message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+    return {"update_id": update_id, "message": message}
+
+
+@pytest.mark.anyio
+async def test_webhook_mode(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    config, port = webhook_config(tmp_path, tiny_base, api)
+    monkeypatch.setenv("TWIN_WEBHOOK_SECRET", "s3cret-token")
+    update = private_update(1, 1, "Ann", "hello via webhook")
     async with serving(config), httpx.AsyncClient() as client:
         (registered,) = api.sent("setWebhook")
         assert registered.params["url"] == "https://twin.example.org/telegram"
@@ -482,27 +495,9 @@ async def test_webhook_without_a_configured_secret_still_refuses_forged_updates(
 ) -> None:
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = bot_config(
-        tmp_path,
-        tiny_base,
-        api.url,
-        telegram={"webhook_url": "https://twin.example.org/telegram", "webhook_port": port},
-    )
+    config, port = webhook_config(tmp_path, tiny_base, api)
     monkeypatch.delenv("TWIN_WEBHOOK_SECRET", raising=False)
-    forged = {
-        "update_id": 7,
-        "message": {
-            "message_id": 1,
-            "date": 0,
-            "chat": {"id": ADMIN, "type": "private"},
-            "from": {"id": ADMIN, "is_bot": False, "first_name": "Owner"},
-            "text": "/persona pause",
-            "entities": [{"type": "bot_command", "offset": 0, "length": 8}],
-        },
-    }
+    forged = private_update(7, ADMIN, "Owner", "/persona pause")
     async with serving(config) as runtime, httpx.AsyncClient() as client:
         (registered,) = api.sent("setWebhook")
         secret = registered.params["secret_token"]
