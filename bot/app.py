@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import signal
 import time
@@ -238,6 +239,9 @@ async def start_bot(app: App) -> None:
 
     runtime.worker.on_problem = tell
     await runtime.worker.start()
+    # config.toml was checked with an estimate; the served tokenizer has the last word, so a
+    # prompt that cannot be served stops `twin serve` here rather than silencing every chat.
+    await runtime.worker.check_settings(runtime.config)
     swap = await runtime.worker.follow_current()
     if swap is not None and swap.refused:
         await tell_admins(app.bot, runtime.config.telegram.admins, swap.message())
@@ -281,7 +285,12 @@ async def running(app: App, *, poll_timeout: float = 10.0) -> AsyncIterator[BotR
         raise TwinError(
             "Telegram rejected TWIN_BOT_TOKEN: check it (from @BotFather, /mybots -> API Token)"
         ) from None
-    await start_bot(app)
+    try:
+        await start_bot(app)
+    except BaseException:
+        await stop_bot(app)
+        await app.shutdown()
+        raise
     assert app.updater is not None
     if telegram.webhook_url:
         await app.updater.start_webhook(
@@ -310,12 +319,24 @@ def webhook_secret() -> str:
     updates without it are refused. TWIN_WEBHOOK_SECRET when set (a fixed one survives
     restarts behind a proxy that checks it too), else a fresh random one, registered with
     Telegram by setWebhook at every start: a webhook is never open to forged updates."""
-    return os.environ.get("TWIN_WEBHOOK_SECRET", "").strip() or secrets.token_urlsafe(32)
+    chosen = os.environ.get("TWIN_WEBHOOK_SECRET", "").strip()
+    if chosen and not _WEBHOOK_SECRET.fullmatch(chosen):
+        # Telegram's setWebhook refuses it; say so before the model loads, without the value.
+        raise TwinError(
+            "TWIN_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and - "
+            "(Telegram's rule for a webhook secret)"
+        )
+    return chosen or secrets.token_urlsafe(32)
+
+
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 def serve(config: Config) -> int:
     """`twin serve`: run until SIGINT / SIGTERM."""
     token = secret("TWIN_BOT_TOKEN", "the bot's token from @BotFather")
+    if config.telegram.webhook_url:
+        webhook_secret()  # a secret Telegram would refuse stops here, before the model loads
     app = build_application(config, token)
 
     async def main() -> None:

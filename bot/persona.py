@@ -205,7 +205,10 @@ async def _apply(context: TwinContext, section: str, key: str, value: str) -> st
     """Validate (ranges, and that the prompt still fits with the served tokenizer), save, use."""
     runtime = context.runtime
     config = with_setting(runtime.config, section, key, value, where="/persona")
-    await runtime.worker.check_settings(config)
+    try:
+        await runtime.worker.check_settings(config)
+    except TwinError as err:
+        raise TwinError(f"refused: {err}") from None
     save_setting(config, section, key)
     runtime.config = config
     runtime.worker.set_config(config)

@@ -35,7 +35,7 @@ from ingest.memory import bot_chat_to_store
 from ingest.recall import Memory, Recall, open_recall
 from ingest.store import open_store
 from trainer.engines import AdapterRefused, EngineUnavailable
-from trainer.registry import current_problem, current_version
+from trainer.registry import current_problem, current_version, newest_promotable
 from twin.core.chat_format import PromptTooLong, fit_prompt, prompt_length
 from twin.core.config import MIN_EXCHANGE_TOKENS, Config
 from twin.core.conversation import ChatMessage, TurnRules, with_system_prompt
@@ -193,9 +193,11 @@ class ModelWorker:
         needed = await self._run(prompt_length, tokenizer, probe) + MIN_EXCHANGE_TOKENS
         if needed > prompt_budget(config):
             raise TwinError(
-                f"refused: the system prompt and one message take {needed} tokens, but "
-                f"context_tokens {config.bot.context_tokens} minus max_new_tokens "
-                f"{config.generation.max_new_tokens} leaves {prompt_budget(config)}"
+                f"the persona system prompt and one message take {needed} tokens with the "
+                f"served tokenizer, but [bot] context_tokens {config.bot.context_tokens} minus "
+                f"[generation] max_new_tokens {config.generation.max_new_tokens} leaves "
+                f"{prompt_budget(config)}: raise context_tokens, lower max_new_tokens or "
+                "shorten the prompt"
             )
 
     def set_config(self, config: Config) -> None:
@@ -229,6 +231,8 @@ class ModelWorker:
                 return None
             self.reported.add(problem)
             log.error("%s", problem)
+            if self.version is None:  # just started: rather the last good twin than the base
+                await self._serve_newest_promotable()
             return Swap("CURRENT", refused=problem, serving=self.version)
         version = current_version(adapters_dir)
         if self._twin is None or version in (None, self.version) or version in self.refused:
@@ -242,6 +246,13 @@ class ModelWorker:
             log.warning("adapter %s not swapped in yet: %s", version, err)
             return None
         return Swap(version)
+
+    async def _serve_newest_promotable(self) -> None:
+        version = newest_promotable(self.config.adapters_dir)
+        if self._twin is None or version is None:
+            return
+        with contextlib.suppress(AdapterRefused, EngineUnavailable):
+            await self.use(version)
 
     async def use(self, version: str) -> None:
         """Serve `version` (between batches). Raises AdapterRefused (or EngineUnavailable

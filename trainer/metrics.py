@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,11 @@ class AdapterMetrics:
     @classmethod
     def from_json(cls, data: Any) -> AdapterMetrics:
         if not isinstance(data, dict):
-            raise MetricsUnreadable("not a JSON object")
+            raise MetricsUnreadable("is damaged (not a JSON object)")
+        missing = [name for name in _REQUIRED if name not in data]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise MetricsUnreadable(f"is damaged (no {', '.join(missing[:3])}{more})")
         try:
             run_values = {f.name: data[f.name] for f in fields(TrainingRun) if f.name in data}
             run_values["train_loss_history"] = tuple(run_values.get("train_loss_history", ()))
@@ -139,9 +143,24 @@ class AdapterMetrics:
                 training_key=str(data.get("training_key", "")),
             )
         except KeyError as err:
-            raise MetricsUnreadable(f"no {err.args[0]!r}") from None
-        except (TypeError, ValueError) as err:
-            raise MetricsUnreadable(f"malformed ({err})") from None
+            raise MetricsUnreadable(f"is damaged (no {err.args[0]})") from None
+        except (TypeError, ValueError):
+            raise MetricsUnreadable("is damaged (a value of the wrong type or shape)") from None
+
+
+# What every adapter's metrics.json has had; the rest is optional (older or newer versions).
+_REQUIRED = (
+    *(f.name for f in fields(TrainingRun) if f.default is MISSING and f.default_factory is MISSING),
+    "created",
+    "base_model",
+    "base_checkpoint",
+    "plan",
+    "seconds",
+    "base_eval_loss",
+    "eval_loss",
+    "eval_examples",
+    "dataset",
+)
 
 
 def read_metrics(folder: Path) -> AdapterMetrics:

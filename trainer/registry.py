@@ -119,6 +119,13 @@ def current_problem(adapters_dir: Path) -> str | None:
     return None
 
 
+def newest_promotable(adapters_dir: Path) -> str | None:
+    """The newest readable adapter the gate did not reject: what a bot starting with a
+    damaged CURRENT serves instead of the bare base (None when there is none)."""
+    ready = [a for a in list_adapters(adapters_dir) if a.state != "rejected"]
+    return ready[-1].version if ready else None
+
+
 def _pointer(adapters_dir: Path) -> str | None:
     try:
         version = (adapters_dir / CURRENT).read_bytes().decode("ascii").strip()

@@ -510,6 +510,53 @@ async def test_webhook_without_a_configured_secret_still_refuses_forged_updates(
         assert not runtime.memory.paused
 
 
+def test_a_webhook_secret_telegram_would_refuse_is_one_line_without_it(
+    tmp_path: Path,
+    tiny_base: Path,
+    api: BotApiStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config, _port = webhook_config(tmp_path, tiny_base, api)
+    monkeypatch.setenv("TWIN_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("TWIN_WEBHOOK_SECRET", "my secret!")
+    assert main(["--config", str(config.source), "serve"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "twin: error: TWIN_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and - "
+        "(Telegram's rule for a webhook secret)"
+    )
+    assert not api.calls  # refused before the bot said a word to Telegram
+
+
+def test_a_prompt_the_served_tokenizer_cannot_fit_stops_serve_in_one_line(
+    tmp_path: Path,
+    tiny_base: Path,
+    api: BotApiStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """config.toml's check estimates 3 characters a token; CJK characters take more than one token each here,
+    so only the served tokenizer can tell that this prompt leaves no room."""
+    config = bot_config(
+        tmp_path,
+        tiny_base,
+        api.url,
+        persona={"system_prompt": "漢" * 300},
+        bot={"context_tokens": 512},
+    )
+    monkeypatch.setenv("TWIN_BOT_TOKEN", TOKEN)
+    assert main(["--config", str(config.source), "serve"]) == 1
+    # (In this process transformers was imported before the CLI could quiet its loading bar.)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("twin: error: the persona system prompt and one message take ")
+    assert err.endswith(
+        "but [bot] context_tokens 512 minus [generation] max_new_tokens 8 leaves 504: raise "
+        "context_tokens, lower max_new_tokens or shorten the prompt"
+    )
+    assert not api.sent("sendMessage")
+
+
 def test_a_rejected_token_is_one_line_without_the_token(
     tmp_path: Path,
     tiny_base: Path,

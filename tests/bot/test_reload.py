@@ -171,7 +171,8 @@ async def test_damaged_adapters_and_pointer_are_skipped_and_reported_once(
     (empty / "metrics.json").write_text("{}")
     # Listing survives both, naming them; the current one is untouched.
     assert [a.version for a in registry.list_adapters(config.adapters_dir)] == [first]
-    assert second in caplog.text and "20200101-000000" in caplog.text
+    assert f"{second}: metrics.json is damaged (JSONDecodeError)" in caplog.text
+    assert "20200101-000000: metrics.json is damaged (no steps, train_loss" in caplog.text
     async with serving(config) as runtime:
         assert runtime.worker.version == first
         (config.adapters_dir / "CURRENT").write_bytes(b"\xff\xfe\x00garbage")
@@ -182,3 +183,17 @@ async def test_damaged_adapters_and_pointer_are_skipped_and_reported_once(
         assert sum("CURRENT" in t for t in api.texts(ADMIN)) == 1
         assert runtime.worker.version == first  # what served keeps serving
         assert "Traceback" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_started_with_a_damaged_current_the_newest_good_adapter_serves(
+    tmp_path: Path, tiny_base: Path, trained_adapters: Path, api: BotApiStandIn
+) -> None:
+    config = bot_config(tmp_path, tiny_base, api.url)
+    _first, second = copy_adapters(trained_adapters, config)
+    (config.adapters_dir / "CURRENT").write_bytes(b"\xff\xfe\x00garbage")  # a disk error
+    async with serving(config) as runtime:
+        await api.wait_for(lambda a: any("CURRENT" in t for t in a.texts(ADMIN)))
+        (told,) = [t for t in api.texts(ADMIN) if "CURRENT" in t]
+        assert told.startswith(f"Adapter CURRENT was refused and {second} keeps serving: ")
+        assert runtime.worker.version == second  # the last good twin, not the bare base

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from twin.core.chat_format import IGNORE_INDEX, encode_for_training, encode_prompt
+from twin.core.chat_format import (
+    IGNORE_INDEX,
+    PromptTooLong,
+    encode_for_training,
+    encode_prompt,
+    fit_prompt,
+    prompt_length,
+)
 from twin.core.conversation import ChatMessage
 
 CONVERSATION: list[ChatMessage] = [
@@ -90,3 +97,28 @@ def test_long_examples_lose_oldest_turns_but_keep_system_and_start_with_user(
     )
     assert len(example.input_ids) <= 45
     assert any(label != IGNORE_INDEX for label in example.labels)
+
+
+def test_fit_prompt_refuses_a_system_prompt_over_budget_at_once(tokenizer: Any) -> None:
+    """The old cut (`content[len(content)//4:]`) spun forever on a 2-3 character remainder;
+    a system prompt that leaves no room must end in one clear error, whatever its length."""
+    for length in (1, 2, 3, 4000):
+        messages: list[ChatMessage] = [
+            {"role": "system", "content": "x " * length},
+            {"role": "user", "content": "hi"},
+        ]
+        budget = prompt_length(tokenizer, messages[:1]) - 1
+        with pytest.raises(PromptTooLong, match=f"leaves no room in {budget} prompt tokens"):
+            fit_prompt(tokenizer, messages, budget)
+
+
+def test_fit_prompt_drops_old_turns_then_keeps_the_end_of_a_long_message(tokenizer: Any) -> None:
+    long = "start " + "word " * 2000 + "the end?"
+    messages = [*CONVERSATION[:-1], {"role": "user", "content": long}]
+    fitted = fit_prompt(tokenizer, messages, 200)
+    assert prompt_length(tokenizer, fitted) <= 200
+    assert fitted[0] == CONVERSATION[0]  # the persona prompt always stays
+    assert [m["role"] for m in fitted] == ["system", "user"]  # older turns went first
+    assert fitted[-1]["content"].endswith("the end?") and len(fitted[-1]["content"]) < len(long)
+    # A prompt inside its budget is served unchanged.
+    assert fit_prompt(tokenizer, CONVERSATION[:-1], 10_000) == CONVERSATION[:-1]
