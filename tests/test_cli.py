@@ -31,6 +31,26 @@ def test_libraries_log_at_warning_so_urls_with_tokens_never_print(
     assert logging.getLogger("trainer.train").getEffectiveLevel() == logging.INFO
 
 
+def test_status_survives_damaged_adapters_and_names_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[paths]\ndata_dir = "d"\n')
+    adapters = tmp_path / "d" / "adapters"
+    for version, metrics in (("20261101-030000", "{}"), ("20261102-030000", '{"created": 1')):
+        (adapters / version).mkdir(parents=True)
+        (adapters / version / "metrics.json").write_text(metrics)
+    (adapters / "CURRENT").write_bytes(b"\xff\xfe\x00garbage")
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["adapter"] is None and status["adapters"] == []
+    assert status["adapter_problem"].endswith("CURRENT is damaged (not a version name)")
+    assert "20261101-030000: metrics.json is damaged (no steps" in caplog.text
+    assert "20261102-030000: metrics.json is damaged (JSONDecodeError)" in caplog.text
+    assert main(["--config", str(config), "status"]) == 0
+    assert "CURRENT is damaged" in capsys.readouterr().out
+
+
 def test_missing_explicit_config_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
