@@ -536,8 +536,8 @@ def test_a_prompt_the_served_tokenizer_cannot_fit_stops_serve_in_one_line(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """config.toml's check estimates 3 characters a token; CJK characters take more than one token each here,
-    so only the served tokenizer can tell that this prompt leaves no room."""
+    """config.toml's check estimates 3 characters a token; CJK characters take more than one
+    token each here, so only the served tokenizer can tell that this prompt leaves no room."""
     config = bot_config(
         tmp_path,
         tiny_base,
