@@ -57,121 +57,131 @@ def machine() -> dict[str, Any]:
     }
 
 
+# The groups of figures `--only` picks from, in the order a full run measures them.
+GROUPS = ("training", "replies", "ingest", "llamacpp", "memory")
+
+
 def figure(value: float, target: str, compares: str, raw: dict[str, Any]) -> dict[str, Any]:
     return {"value": value, "target": target, "compares": compares, "raw": raw}
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
+    """Every group of figures, or only those in `only` (see GROUPS)."""
     results: dict[str, Any] = {}
-    steps = 4 if quick else 20
-    print(f"training: twin vs a naive loop, {steps} steps each ...", flush=True)
-    training = measured("training", "--steps", str(steps))
-    results["train_speedup_vs_naive"] = figure(
-        training["speedup"],
-        ">= 1.5",
-        "training tokens/s of twin's loop / a naive fp32 loop padding to the longest example",
-        {"twin": training["twin"], "naive": training["naive"]},
-    )
-    results["train_mfu"] = figure(
-        training["mfu"],
-        ">= 0.5 (CPU)",
-        "6 x params x tokens/s / measured matmul peak FLOP/s (same dtype)",
-        {
-            "model_flops_per_s": training["model_flops_6nt"],
-            "matmul_peak_flops_per_s": training["matmul_peak_flops"],
-            "mfu_with_4nt": training["mfu_4nt"],
-            "dtype": training["twin"]["dtype"],
-        },
-    )
-    chats = 4 if quick else 16
-    new_tokens = 8 if quick else 32
-    print(f"replies: latency and {chats}-chat throughput through the bot ...", flush=True)
-    replies = measured("replies", "--chats", str(chats), "--new-tokens", str(new_tokens))
-    results["reply_overhead"] = figure(
-        replies["reply_overhead"],
-        "<= 1.10",
-        "update in at the Bot API -> reply out / bare generate for the same tokens",
-        {k: replies[k] for k in ("latency_s", "bare_generate_s", "new_tokens")},
-    )
-    results["memory_reply_overhead"] = figure(
-        replies["memory_reply_overhead"],
-        "<= 1.10",
-        "reply latency with [memory] on (search + the longer prompt) / off, same chats",
-        {k: replies[k] for k in ("latency_s", "latency_with_memory_s", "memory_entries")},
-    )
-    results["batched_speedup"] = figure(
-        replies["batched_speedup"],
-        ">= 3",
-        f"replies/s with {chats} chats at once / one chat at a time",
-        {
-            k: replies[k]
-            for k in (
-                "concurrent_replies_per_s",
-                "one_at_a_time_replies_per_s",
-                "concurrent_generate_calls",
-                "chats",
-            )
-        },
-    )
-    messages = 100_000 if quick else 1_000_000
-    print(f"ingest: {messages:,}-message export ...", flush=True)
-    ingest = measured("ingest", "--messages", str(messages))
-    results["ingest_rss_vs_jsonload"] = figure(
-        ingest["first_import_peak_rss_mb"] / ingest["json_load_peak_rss_mb"],
-        "<= 0.2",
-        "peak RSS of twin ingest export / peak RSS of json.load of the same file",
-        ingest,
-    )
-    results["ingest_msgs_per_s"] = figure(
-        messages / ingest["first_import_s"],
-        ">= 50000",
-        "messages imported per second (whole command, start-up included)",
-        {"messages": messages, "seconds": ingest["first_import_s"]},
-    )
-    results["incremental_noop_s"] = figure(
-        ingest["second_import_s"],
-        f"< {0.1 * ingest['first_import_s']:.1f} (10% of the first import)",
-        "a second import of the same export, seconds",
-        {"first_import_s": ingest["first_import_s"]},
-    )
-    print("llama.cpp vs transformers fp32: the same adapter and prompts ...", flush=True)
-    llama = measured(
-        "llamacpp", "--rounds", "1" if quick else "3", "--prompts", "4" if quick else "8"
-    )
-    results["llamacpp_reply_speedup"] = figure(
-        llama["speedup"]["one_at_a_time"],
-        ">= 4",
-        "reply tokens/s of the llama.cpp engine / the transformers engine (fp32), one message "
-        "at a time, same adapter and held-out prompts, greedy",
-        {
-            "speedup": llama["speedup"],
-            "speedup_in_time": llama["speedup_in_time"],
-            "first_16_tokens_agree": llama["first_16_tokens_agree"],
-            "identical_greedy_replies": llama["identical_greedy_replies"],
-            "prompt_tokens": llama["prompt_tokens"],
-        },
-    )
-    history = 20_000 if quick else 1_000_000
-    print(f"memory: indexing and searching a {history:,}-message history ...", flush=True)
-    memory = measured("memory", "--messages", str(history))
-    results["memory_index_entries_per_s"] = figure(
-        memory["build_entries_per_s"],
-        "measured (no target)",
-        "owner messages masked, embedded (USE v3, one thread) and indexed per second",
-        {k: memory[k] for k in ("messages", "entries", "build_s", "memory_db_mb")},
-    )
-    results["memory_build_peak_rss_mb"] = figure(
-        memory["build_peak_rss_mb"],
-        "< 1024 at 1M messages",
-        "peak RSS of building the memory index (embedder included)",
-        {"embedder_only_peak_rss_mb": memory["embedder_only_peak_rss_mb"]},
-    )
-    results["memory_query_peak_rss_mb"] = figure(
-        memory["query_peak_rss_mb"],
-        "< 1024 at 1M messages",
-        "peak RSS of searching it, one chat and every chat",
-        {k: v for k, v in memory.items() if k.startswith("query_") and "rss" not in k},
-    )
+    if only is None or "training" in only:
+        steps = 4 if quick else 20
+        print(f"training: twin vs a naive loop, {steps} steps each ...", flush=True)
+        training = measured("training", "--steps", str(steps))
+        results["train_speedup_vs_naive"] = figure(
+            training["speedup"],
+            ">= 1.5",
+            "training tokens/s of twin's loop / a naive fp32 loop padding to the longest example",
+            {"twin": training["twin"], "naive": training["naive"]},
+        )
+        results["train_mfu"] = figure(
+            training["mfu"],
+            ">= 0.5 (CPU)",
+            "6 x params x tokens/s / measured matmul peak FLOP/s (same dtype)",
+            {
+                "model_flops_per_s": training["model_flops_6nt"],
+                "matmul_peak_flops_per_s": training["matmul_peak_flops"],
+                "mfu_with_4nt": training["mfu_4nt"],
+                "dtype": training["twin"]["dtype"],
+            },
+        )
+    if only is None or "replies" in only:
+        chats = 4 if quick else 16
+        new_tokens = 8 if quick else 32
+        print(f"replies: latency and {chats}-chat throughput through the bot ...", flush=True)
+        replies = measured("replies", "--chats", str(chats), "--new-tokens", str(new_tokens))
+        results["reply_overhead"] = figure(
+            replies["reply_overhead"],
+            "<= 1.10",
+            "update in at the Bot API -> reply out / bare generate for the same tokens",
+            {k: replies[k] for k in ("latency_s", "bare_generate_s", "new_tokens")},
+        )
+        results["memory_reply_overhead"] = figure(
+            replies["memory_reply_overhead"],
+            "<= 1.10",
+            "reply latency with [memory] on (search + the longer prompt) / off, same chats",
+            {k: replies[k] for k in ("latency_s", "latency_with_memory_s", "memory_entries")},
+        )
+        results["batched_speedup"] = figure(
+            replies["batched_speedup"],
+            ">= 3",
+            f"replies/s with {chats} chats at once / one chat at a time",
+            {
+                k: replies[k]
+                for k in (
+                    "concurrent_replies_per_s",
+                    "one_at_a_time_replies_per_s",
+                    "concurrent_generate_calls",
+                    "chats",
+                )
+            },
+        )
+    if only is None or "ingest" in only:
+        messages = 100_000 if quick else 1_000_000
+        print(f"ingest: {messages:,}-message export ...", flush=True)
+        ingest = measured("ingest", "--messages", str(messages))
+        results["ingest_rss_vs_jsonload"] = figure(
+            ingest["first_import_peak_rss_mb"] / ingest["json_load_peak_rss_mb"],
+            "<= 0.2",
+            "peak RSS of twin ingest export / peak RSS of json.load of the same file",
+            ingest,
+        )
+        results["ingest_msgs_per_s"] = figure(
+            messages / ingest["first_import_s"],
+            ">= 50000",
+            "messages imported per second (whole command, start-up included)",
+            {"messages": messages, "seconds": ingest["first_import_s"]},
+        )
+        results["incremental_noop_s"] = figure(
+            ingest["second_import_s"],
+            f"< {0.1 * ingest['first_import_s']:.1f} (10% of the first import)",
+            "a second import of the same export, seconds",
+            {"first_import_s": ingest["first_import_s"]},
+        )
+    if only is None or "llamacpp" in only:
+        print("llama.cpp vs transformers fp32: the same adapter and prompts ...", flush=True)
+        llama = measured(
+            "llamacpp", "--rounds", "1" if quick else "3", "--prompts", "4" if quick else "8"
+        )
+        results["llamacpp_reply_speedup"] = figure(
+            llama["speedup"]["one_at_a_time"],
+            ">= 4",
+            "reply tokens/s of the llama.cpp engine / the transformers engine (fp32), one message "
+            "at a time, same adapter and held-out prompts, greedy",
+            {
+                "speedup": llama["speedup"],
+                "speedup_in_time": llama["speedup_in_time"],
+                "first_16_tokens_agree": llama["first_16_tokens_agree"],
+                "identical_greedy_replies": llama["identical_greedy_replies"],
+                "prompt_tokens": llama["prompt_tokens"],
+            },
+        )
+    if only is None or "memory" in only:
+        history = 20_000 if quick else 1_000_000
+        print(f"memory: indexing and searching a {history:,}-message history ...", flush=True)
+        memory = measured("memory", "--messages", str(history))
+        results["memory_index_entries_per_s"] = figure(
+            memory["build_entries_per_s"],
+            "measured (no target)",
+            "owner messages masked, embedded (USE v3, one thread) and indexed per second",
+            {k: memory[k] for k in ("messages", "entries", "build_s", "memory_db_mb")},
+        )
+        results["memory_build_peak_rss_mb"] = figure(
+            memory["build_peak_rss_mb"],
+            "< 1024 at 1M messages",
+            "peak RSS of building the memory index (embedder included)",
+            {"embedder_only_peak_rss_mb": memory["embedder_only_peak_rss_mb"]},
+        )
+        results["memory_query_peak_rss_mb"] = figure(
+            memory["query_peak_rss_mb"],
+            "< 1024 at 1M messages",
+            "peak RSS of searching it, one chat and every chat",
+            {k: v for k, v in memory.items() if k.startswith("query_") and "rss" not in k},
+        )
     return {"machine": machine(), "quick": quick, "results": results}
 
 
@@ -210,7 +220,8 @@ def markdown(report: dict[str, Any]) -> str:
         "  rounds alternating, each row its fastest round; `raw.speedup` also has a chat that",
         "  goes on (llama.cpp reuses the cached prompt), a batch, and decoding alone.",
         "",
-        "Raw numbers: `bench/results.json`. Regenerate: `make bench` (about 10 minutes here).",
+        "Raw numbers: `bench/results.json`. Regenerate: `make bench` (about 35 minutes here;",
+        "`python -m bench --only memory ...` measures some groups again and keeps the rest).",
         "",
     ]
     return "\n".join(lines)
@@ -220,10 +231,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--out", type=Path, help="default bench/results.json (--quick: bench/out/)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        help="measure only these groups and keep the other figures recorded in --out",
+    )
     args = parser.parse_args()
     if args.out is None:  # a smoke run must not overwrite the recorded figures
         args.out = ROOT / "bench" / ("out/results.json" if args.quick else "results.json")
-    report = run(args.quick)
+    report = run(args.quick, set(args.only) if args.only else None)
+    if args.only and args.out.exists():
+        recorded = json.loads(args.out.read_text())
+        if recorded.get("quick") == args.quick:
+            # The recorded order stays (dict merge keeps the first one's keys in place).
+            report["results"] = {**recorded["results"], **report["results"]}
+            earlier, again = recorded["machine"]["date"].split(" (")[0], ", ".join(args.only)
+            today = report["machine"]["date"]
+            report["machine"]["date"] = (
+                f"{earlier} ({again} measured again"
+                + ("" if today == earlier else f" on {today}")
+                + ")"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     table = ROOT / ("bench/out/benchmarks.md" if args.quick else "docs/benchmarks.md")

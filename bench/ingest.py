@@ -97,7 +97,8 @@ def measure_ingest(messages: int) -> dict[str, Any]:
     data = OUT / "data"
     shutil.rmtree(data, ignore_errors=True)
     config = OUT / "config.toml"
-    config.write_text('[paths]\ndata_dir = "data"\n')
+    # The importer alone: indexing the memory (embedding every owner message) is bench.memory's.
+    config.write_text('[paths]\ndata_dir = "data"\n[memory]\nenabled = false\n')
     twin = [sys.executable, "-m", "twin", "--config", str(config), "ingest", "export", str(export)]
     first_s, first_rss, _ = peak_rss_of(twin)
     again_s, _, _ = peak_rss_of(twin)

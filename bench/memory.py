@@ -45,7 +45,8 @@ def measure_memory(messages: int, queries: int) -> dict[str, Any]:
     data = OUT / "memory-data"
     shutil.rmtree(data, ignore_errors=True)
     config = OUT / "memory-config.toml"
-    config.write_text('[paths]\ndata_dir = "memory-data"\n')
+    # Imported without memory, so that the build step below does all the indexing.
+    config.write_text('[paths]\ndata_dir = "memory-data"\n[memory]\nenabled = false\n')
     print("importing ...", flush=True)
     twin = [sys.executable, "-m", "twin", "--config", str(config), "ingest", "export", str(export)]
     import_s, _, _ = peak_rss_of(twin)
@@ -54,6 +55,8 @@ def measure_memory(messages: int, queries: int) -> dict[str, Any]:
     print("building the index ...", flush=True)
     build_s, build_rss, out = peak_rss_of([*me, "--step", "build"])
     build = json.loads(out.splitlines()[-1])
+    if not build["entries"]:
+        raise SystemExit("bench.memory: the build step indexed nothing (was it indexed already?)")
     again_s, _, out = peak_rss_of([*me, "--step", "build"])
     again = json.loads(out.splitlines()[-1])
     print("querying ...", flush=True)
