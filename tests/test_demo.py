@@ -33,7 +33,8 @@ def test_demo_end_to_end(tmp_path: Path, smollm2: Path) -> None:
     assert loss, out
     base, twin = map(float, loss.groups())
     assert twin < base
-    assert out.count("  twin  ") == 5 and out.count("  base  ") == 5
+    # Five held-out triples (base, twin, real), then the memory step's twin with and without.
+    assert out.count("  base  ") == 5 and out.count("  twin  ") == 5 + 2
     assert f"twin chat --config {folder / 'config.toml'}" in out
     assert "TWIN_BOT_TOKEN" in out and "twin serve" in out and "twin retrain" in out
     assert (folder / "data" / "adapters" / "CURRENT").exists()
