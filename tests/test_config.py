@@ -52,10 +52,14 @@ def test_readme_names_every_key() -> None:
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     path = tmp_path / "conf" / "twin.toml"
     path.parent.mkdir()
-    path.write_text('[paths]\ndata_dir = "state"\n[ingest]\nexports = ["exports/result.json"]\n')
+    path.write_text(
+        '[paths]\ndata_dir = "state"\n[ingest]\nexports = ["exports/result.json"]\n'
+        '[serving]\ngguf = "models/base.gguf"\n'
+    )
     config = load_config(path)
     assert config.data_dir == tmp_path / "conf" / "state"
     assert config.ingest.exports == (tmp_path / "conf" / "exports" / "result.json",)
+    assert config.serving.gguf == str(tmp_path / "conf" / "models" / "base.gguf")
     assert config.store_path == tmp_path / "conf" / "state" / "twin.db"
 
 

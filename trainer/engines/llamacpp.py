@@ -2,10 +2,10 @@
 
 The embedded bases ship as GGUF files, and training used those very weights (dequantized):
 llama.cpp runs the GGUF's 4-bit weights directly, a quarter of fp32's memory traffic per
-generated token. On 2 cores it generated tokens 3.8x as fast as transformers fp32, but read
-prompts at half transformers' speed (no AMX or repacked kernels for Q4_1 there; see
-bench/llamacpp.py): it pays most for long replies and for a chat going on, whose earlier
-turns it keeps. What makes it serve what was trained:
+generated token. On 2 cores it generated tokens 1.9x (on a quiet machine 3.8x) as fast as
+transformers fp32, but read prompts more slowly (no AMX or repacked kernels for Q4_1 there;
+see bench/llamacpp.py): it pays for long replies and for a chat going on, whose earlier turns
+it keeps, not for a first short reply to a long prompt. What makes it serve what was trained:
 
 - the prompt: rendered by twin's chat format with the training base's own HF tokenizer, and
   given to llama.cpp as token ids (llama.cpp's tokenizer and chat template are never used);
@@ -232,11 +232,9 @@ def base_gguf_path(config: Config) -> Path:
             f'[serving] engine = "llama.cpp" needs [serving] gguf: a GGUF of the base {base!r} '
             "(llama.cpp's convert_hf_to_gguf.py makes one), or use an embedded base"
         )
-    path = Path(config.serving.gguf).expanduser()
-    if not path.is_absolute() and config.source is not None:
-        path = config.source.resolve().parent / path
+    path = Path(config.serving.gguf)  # resolved against config.toml's folder at load
     if not path.is_file():
-        raise TwinError(f"[serving] gguf {config.serving.gguf!r}: no such file ({path})")
+        raise TwinError(f"[serving] gguf {config.serving.gguf!r}: no such file")
     return path
 
 

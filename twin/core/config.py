@@ -429,6 +429,11 @@ def config_from_dict(
             "ingest": config.ingest.model_copy(
                 update={"exports": tuple(_resolve(p, base) for p in config.ingest.exports)}
             ),
+            "serving": config.serving.model_copy(
+                update={"gguf": str(_resolve(Path(config.serving.gguf), base))}
+                if config.serving.gguf
+                else {}
+            ),
         }
     )
 
