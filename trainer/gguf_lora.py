@@ -25,7 +25,6 @@ conversion/llama.py, conversion/gemma.py) and from the adapter loader (src/llama
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -202,22 +201,6 @@ def architecture_of(base: BaseGGUF) -> Architecture:
             f"converts adapters for (only {', '.join(ARCHITECTURES)}); serve this base with "
             '[serving] engine = "transformers"'
         ) from None
-
-
-def write_gguf_lora(adapter_dir: Path, base_gguf: Path, out: Path) -> Path:
-    """Convert the PEFT adapter in `adapter_dir` into a GGUF LoRA of the base `base_gguf`,
-    written to `out` (atomically, 0600). Raises AdapterUnfit when it does not fit the base."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        settings = json.loads((adapter_dir / "adapter_config.json").read_text())
-        state = load_file(str(adapter_dir / "adapter_model.safetensors"))
-    except (OSError, ValueError, SafetensorError) as err:
-        raise AdapterUnfit(f"adapter {adapter_dir.name} cannot be read: {err}") from None
-    base = read_base_gguf(base_gguf)
-    tensors = gguf_lora_tensors(settings, state, base)
-    return save_gguf_lora(tensors, float(settings["lora_alpha"]), base.architecture, out)
 
 
 def gguf_lora_tensors(

@@ -21,8 +21,9 @@ from trainer.gguf_lora import (
     PROJECTIONS,
     AdapterUnfit,
     _permute_rows,
+    gguf_lora_tensors,
     read_base_gguf,
-    write_gguf_lora,
+    save_gguf_lora,
 )
 from twin.core.chat_format import encode_prompt
 from twin.core.config import Config, GenerationConfig, load_config
@@ -79,6 +80,16 @@ def write_toy_adapter(folder: Path, **settings: object) -> dict[str, torch.Tenso
     config = {"r": RANK, "lora_alpha": ALPHA, "base_model_name_or_path": "toy", **settings}
     (folder / "adapter_config.json").write_text(json.dumps(config))
     return state
+
+
+def write_gguf_lora(adapter_dir: Path, base_gguf: Path, out: Path) -> Path:
+    """The conversion the llama.cpp engine makes when it swaps an adapter in: the PEFT
+    adapter in `adapter_dir` as a GGUF LoRA of `base_gguf`, written to `out`."""
+    settings = json.loads((adapter_dir / "adapter_config.json").read_text())
+    state = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    base = read_base_gguf(base_gguf)
+    tensors = gguf_lora_tensors(settings, state, base)
+    return save_gguf_lora(tensors, float(settings["lora_alpha"]), base.architecture, out)
 
 
 def read_adapter_gguf(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
