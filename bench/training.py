@@ -80,7 +80,7 @@ def naive_training(config: Config, steps: int) -> dict[str, Any]:
     tokenizer = load_tokenizer(checkpoint)
     train_rows = read_dataset(config.dataset_dir).train
     examples = encode_examples(tokenizer, train_rows, config.train.max_seq_tokens)
-    model = add_lora(load_base_model(checkpoint, plan), config, plan)
+    model = add_lora(load_base_model(checkpoint, plan), config, plan, tokenizer)
     model.train()
     longest = max(len(e["input_ids"]) for e in examples)
     optimizer = torch.optim.AdamW(

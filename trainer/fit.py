@@ -42,7 +42,7 @@ class FitPlan:
     checkpoints: Path  # where checkpoints go (data_dir/checkpoints, or a scratch dir)
 
 
-def add_lora(model: Any, config: Config, plan: LoadPlan, tokenizer: Any = None) -> Any:
+def add_lora(model: Any, config: Config, plan: LoadPlan, tokenizer: Any) -> Any:
     """`model` with a LoRA adapter per `[lora]` (and the turn markers of an embedded base
     model made trainable, see trainer.embedded.EmbeddedModel.train_tokens)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -77,7 +77,7 @@ def _turn_marker_ids(config: Config, tokenizer: Any) -> list[int]:
     base: its <start_of_turn>/<end_of_turn> rows were never trained, so with LoRA alone the
     twin could not learn to end a reply). Their embedding rows are trained with the adapter."""
     model = EMBEDDED.get(config.model.base)
-    if model is None or not model.train_tokens or tokenizer is None:
+    if model is None or not model.train_tokens:
         return []
     return [int(tokenizer.convert_tokens_to_ids(token)) for token in model.train_tokens]
 

@@ -225,7 +225,8 @@ def test_add_lora_checkpoints_without_reentrant_on_a_gpu(
         return model
 
     monkeypatch.setattr(peft, "prepare_model_for_kbit_training", prepare_model_for_kbit_training)
-    model = add_lora(load_base(config).model, config, LoadPlan("cuda", BF16, quantized=True))
+    loaded = load_base(config)
+    model = add_lora(loaded.model, config, LoadPlan("cuda", BF16, quantized=True), loaded.tokenizer)
     assert asked == {
         "use_gradient_checkpointing": True,
         "gradient_checkpointing_kwargs": {"use_reentrant": False},
@@ -233,12 +234,13 @@ def test_add_lora_checkpoints_without_reentrant_on_a_gpu(
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
     # A bf16 base on a GPU checkpoints its activations too, the same way.
-    base = load_base(config).model
+    loaded = load_base(config)
+    base = loaded.model
     checkpointing: dict[str, Any] = {}
     monkeypatch.setattr(
         base, "gradient_checkpointing_enable", lambda **kwargs: checkpointing.update(kwargs)
     )
-    add_lora(base, config, LoadPlan("cuda", BF16, quantized=False))
+    add_lora(base, config, LoadPlan("cuda", BF16, quantized=False), loaded.tokenizer)
     assert checkpointing == {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
 
 

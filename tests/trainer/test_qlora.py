@@ -85,7 +85,7 @@ def test_4bit_base_still_backpropagates_after_its_heldout_loss(
         if keep:
             keep_4bit_trainable(base.model)  # what trainer.train does before measuring
         heldout_loss(base.model, base.tokenizer, examples, 4, base.plan)
-        return add_lora(base.model, config, base.plan)
+        return add_lora(base.model, config, base.plan, base.tokenizer)
 
     if getattr(bnb.functional, "has_avx512bf16", lambda: False)():
         # Where the repacking happens, training such a base is refused, not done silently.
