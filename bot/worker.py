@@ -249,10 +249,9 @@ class ModelWorker:
 
     async def _serve_newest_promotable(self) -> None:
         version = newest_promotable(self.config.adapters_dir)
-        if self._twin is None or version is None:
-            return
-        with contextlib.suppress(AdapterRefused, EngineUnavailable):
-            await self.use(version)
+        if version is not None:  # `use` refuses (changing nothing) while the model is unloaded
+            with contextlib.suppress(AdapterRefused, EngineUnavailable):
+                await self.use(version)
 
     async def use(self, version: str) -> None:
         """Serve `version` (between batches). Raises AdapterRefused (or EngineUnavailable

@@ -142,25 +142,17 @@ class AdapterMetrics:
                 gate=Gate(**gate) if gate else None,
                 training_key=str(data.get("training_key", "")),
             )
-        except KeyError as err:
-            raise MetricsUnreadable(f"is damaged (no {err.args[0]})") from None
         except (TypeError, ValueError):
             raise MetricsUnreadable("is damaged (a value of the wrong type or shape)") from None
 
 
-# What every adapter's metrics.json has had; the rest is optional (older or newer versions).
-_REQUIRED = (
-    *(f.name for f in fields(TrainingRun) if f.default is MISSING and f.default_factory is MISSING),
-    "created",
-    "base_model",
-    "base_checkpoint",
-    "plan",
-    "seconds",
-    "base_eval_loss",
-    "eval_loss",
-    "eval_examples",
-    "dataset",
-)
+def _required(cls: type) -> list[str]:
+    return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+
+
+# The keys every adapter's metrics.json has: the fields without a default, flat as `to_json`
+# writes them (the run's own fields at the top level); the rest is optional.
+_REQUIRED = (*_required(TrainingRun), *(k for k in _required(AdapterMetrics) if k != "run"))
 
 
 def read_metrics(folder: Path) -> AdapterMetrics:
