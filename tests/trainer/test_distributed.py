@@ -177,7 +177,9 @@ def test_fsdp_launch_is_refused_in_one_line_before_loading(tmp_path: Path) -> No
     fsdp = run_twin(config, *launch, "--config_file", str(EXAMPLES / "fsdp.yaml"))
     assert fsdp.returncode != 0
     errors = [line for line in fsdp.stderr.splitlines() if line.startswith("twin: error:")]
-    assert len(errors) == 2, fsdp.stderr[-3000:]  # one per process, nothing else of ours
+    # One per process at most: the launcher SIGTERMs the other rank as soon as one exits, so
+    # the second line may never be printed (CI saw that race).
+    assert 1 <= len(errors) <= 2 and len(set(errors)) == 1, fsdp.stderr[-3000:]
     assert "FSDP shards the base" in errors[0] and "torchrun" in errors[0]
     assert str(REPO / "trainer") not in fsdp.stderr  # no traceback of ours (the launcher's own)
 
