@@ -22,7 +22,7 @@ from ingest.profile import add_fact, fact_listing, forget_fact
 from ingest.store import open_store
 from trainer.engines import AdapterRefused, EngineUnavailable
 from trainer.metrics import AdapterMetrics
-from trainer.registry import list_adapters, set_current
+from trainer.registry import list_adapters
 from twin.core.errors import TwinError
 from twin.core.settings import ADMIN_SETTINGS, save_setting, settable_keys, with_setting
 
@@ -154,11 +154,9 @@ async def _switch_to(context: TwinContext, version: str) -> str:
     if version not in {a.version for a in list_adapters(adapters_dir)}:
         return f"There is no adapter {version} (see /persona list)."
     try:
-        # Load first, point CURRENT at it only once it serves: a refused adapter changes nothing.
-        await runtime.worker.use(version)
+        await runtime.worker.switch_to(version)
     except (AdapterRefused, EngineUnavailable) as err:
         return f"Refused, still serving {runtime.worker.version or 'the base model'}: {err}"
-    set_current(adapters_dir, version)
     return f"Now serving adapter {version}."
 
 

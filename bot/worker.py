@@ -35,7 +35,7 @@ from ingest.memory import bot_chat_to_store
 from ingest.recall import Memory, Recall, open_recall
 from ingest.store import open_store
 from trainer.engines import AdapterRefused, EngineUnavailable
-from trainer.registry import current_problem, current_version, newest_promotable
+from trainer.registry import current_problem, current_version, newest_promotable, set_current
 from twin.core.chat_format import PromptTooLong, fit_prompt, prompt_length
 from twin.core.config import MIN_EXCHANGE_TOKENS, Config
 from twin.core.conversation import ChatMessage, TurnRules, with_system_prompt
@@ -104,6 +104,9 @@ class ModelWorker:
         self._twin: ServedTwin | None = None
         self._loaded = asyncio.Event()  # cleared while the model is unloaded for training
         self._stopping = threading.Event()
+        # One adapter change at a time, CURRENT written inside it: a reload poll that ran while
+        # an admin's switch was loading would read the old CURRENT and swap the old one back.
+        self._switching = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.system_prompt = ""
         self.language = "en"  # the owner's (twin.core.language), for the fixed messages
@@ -224,6 +227,10 @@ class ModelWorker:
     async def follow_current(self) -> Swap | None:
         """Swap in the adapter CURRENT points to, if it changed (None: nothing to do). A
         damaged CURRENT or current adapter is reported once; what serves keeps serving."""
+        async with self._switching:
+            return await self._follow_current()
+
+    async def _follow_current(self) -> Swap | None:
         adapters_dir = self.config.adapters_dir
         problem = current_problem(adapters_dir)
         if problem is not None:
@@ -252,6 +259,13 @@ class ModelWorker:
         if version is not None:  # `use` refuses (changing nothing) while the model is unloaded
             with contextlib.suppress(AdapterRefused, EngineUnavailable):
                 await self.use(version)
+
+    async def switch_to(self, version: str) -> None:
+        """Serve `version`, then point CURRENT at it (an admin's choice). Raises as `use`
+        does, with CURRENT unchanged: a refused adapter changes nothing."""
+        async with self._switching:
+            await self.use(version)
+            set_current(self.config.adapters_dir, version)
 
     async def use(self, version: str) -> None:
         """Serve `version` (between batches). Raises AdapterRefused (or EngineUnavailable

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bot.serving import load_served_twin, swap_adapter
+from bot import worker as worker_module
+from bot.serving import ServedTwin, load_served_twin, swap_adapter
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import ADMIN, FRIENDS, bot_config, copy_adapters, serving
 from trainer import registry
@@ -52,6 +55,40 @@ async def test_new_adapter_swapped_in_mid_traffic_without_losing_a_message(
             logits_of(served.engine.model, PROBE), logits_of(fresh.engine.model, PROBE), atol=1e-4
         )
         assert list(served.engine.model.peft_config) == [second]  # the old one was unloaded
+
+
+@pytest.mark.anyio
+async def test_a_reload_poll_during_an_admin_switch_does_not_undo_it(
+    tmp_path: Path,
+    tiny_base: Path,
+    trained_adapters: Path,
+    api: BotApiStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = bot_config(tmp_path, tiny_base, api.url)
+    first, second = copy_adapters(trained_adapters, config)
+    async with serving(config) as runtime:
+        assert runtime.worker.version == first
+        loop = asyncio.get_running_loop()
+        polls: list[Future[object]] = []
+
+        def swap_then_poll(twin: ServedTwin, folder: Path) -> None:
+            swap_adapter(twin, folder)
+            if not polls:
+                # The reload job's poll, landing after the new adapter loaded and before the
+                # admin's switch returned: the window CI once hit, made certain here.
+                poll = runtime.worker.follow_current()
+                polls.append(asyncio.run_coroutine_threadsafe(poll, loop))
+
+        monkeypatch.setattr(worker_module, "swap_adapter", swap_then_poll)
+        seen = len(api.texts(ADMIN))
+        api.push_message(ADMIN, f"/persona use {second}", first_name="Owner")
+        await api.wait_for(lambda a: len(a.texts(ADMIN)) > seen)
+        assert await asyncio.wrap_future(polls[0]) is None  # nothing to follow: it waited
+        await api.settle(1.0)  # more reload polls
+        assert api.texts(ADMIN)[seen:] == [f"Now serving adapter {second}."]
+        assert runtime.worker.version == second
+        assert registry.current_version(config.adapters_dir) == second
 
 
 def test_merged_and_unmerged_adapter_give_the_same_logits(
