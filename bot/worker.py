@@ -34,7 +34,7 @@ from bot.serving import (
 from ingest.memory import bot_chat_to_store
 from ingest.recall import Memory, Recall, open_recall
 from ingest.store import open_store
-from trainer.engines import AdapterRefused, EngineUnavailable
+from trainer.engines import AdapterRefused, Engine, EngineUnavailable
 from trainer.registry import current_problem, current_version, newest_promotable, set_current
 from twin.core.chat_format import PromptTooLong, fit_prompt, prompt_length
 from twin.core.config import MIN_EXCHANGE_TOKENS, Config
@@ -356,7 +356,7 @@ class ModelWorker:
             todo.append(i)
         outputs = twin.engine.generate(fitted, config.generation, stop=self._stopping)
         self.stats.generate_calls += 1 if todo else 0
-        outputs = self._resample_empty(fitted, outputs, config)
+        outputs = self._resample_empty(twin.engine, fitted, outputs, config)
         self.stats.largest_batch = max(self.stats.largest_batch, len(todo))
         self.stats.replies += len(todo)
         for i, reply in zip(todo, outputs, strict=True):
@@ -364,7 +364,7 @@ class ModelWorker:
         return replies
 
     def _resample_empty(
-        self, fitted: list[list[ChatMessage]], outputs: list[str], config: Config
+        self, engine: Engine, fitted: list[list[ChatMessage]], outputs: list[str], config: Config
     ) -> list[str]:
         """A sampled reply can be empty (the model ended its turn at once); silence would look
         like a lost message, so those conversations are sampled once more. Greedy decoding
@@ -372,9 +372,7 @@ class ModelWorker:
         empty = [k for k, reply in enumerate(outputs) if not reply]
         if not empty or config.generation.temperature <= 0 or self._stopping.is_set():
             return outputs
-        again = self._twin.engine.generate(  # type: ignore[union-attr]
-            [fitted[k] for k in empty], config.generation, stop=self._stopping
-        )
+        again = engine.generate([fitted[k] for k in empty], config.generation, stop=self._stopping)
         self.stats.generate_calls += 1
         self.stats.resampled += len(empty)
         outputs = list(outputs)
