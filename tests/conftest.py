@@ -14,7 +14,8 @@ from tests.bot.botapi import BotApiStandIn
 from twin.core.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
-# Copies of the real exports in ../shared/fixtures (sources and licenses in its SOURCES.md):
+# Copies of the real exports in ../shared/fixtures (sources and licenses in SOURCES.md and
+# LICENSES.md beside them):
 # the tests read nothing outside the repository, so a fresh clone passes on its own.
 EXPORTS = REPO / "tests" / "fixtures" / "telegram-exports"
 
