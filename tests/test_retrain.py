@@ -4,7 +4,6 @@ time, and a record of every run."""
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from dataclasses import asdict
@@ -15,9 +14,10 @@ import pytest
 from tests.bot.conftest import retrain_config
 from trainer import registry
 from twin.app.cli import main
-from twin.app.retrain import LOCK_FILE, retrain, retrain_lock
+from twin.app.retrain import retrain
 from twin.app.status import status_of
 from twin.core.errors import TwinError
+from twin.core.lock import WRITE_LOCK
 from twin.core.runs import read_records
 from twin.core.settings import save_setting, with_setting
 
@@ -70,36 +70,17 @@ def test_a_rejected_run_is_not_repeated_night_after_night(tmp_path: Path, tiny_b
     assert retrain(config.with_section("train", max_steps=8)).outcome != "skipped"
 
 
-def test_retrain_refuses_while_another_runs(tmp_path: Path, tiny_base: Path) -> None:
-    config = retrain_config(tmp_path, tiny_base)
-    with retrain_lock(config.data_dir):
-        with pytest.raises(TwinError, match=r"another retrain is running \(pid \d+"):
-            retrain(config)
-        assert main(["--config", str(config.source), "retrain"]) == 1
-    assert read_records(config.data_dir) == []  # refused runs did nothing
-
-
-def test_stale_lock_of_a_dead_run_is_taken_over(
-    tmp_path: Path, tiny_base: Path, caplog: pytest.LogCaptureFixture
+def test_retrain_refuses_while_another_runs_and_takes_over_when_it_is_killed(
+    tmp_path: Path, tiny_base: Path
 ) -> None:
-    config = retrain_config(tmp_path, tiny_base)
-    config.data_dir.mkdir(parents=True)
-    (config.data_dir / LOCK_FILE).write_text("pid 999999, started 2026-11-20 03:00:00")
-    with caplog.at_level(logging.WARNING):
-        assert retrain(config).outcome == "promoted"
-    assert "taking over the retrain lock" in caplog.text
-    assert (config.data_dir / LOCK_FILE).read_text() == ""  # released cleanly
-
-
-def test_killed_run_releases_the_lock(tmp_path: Path, tiny_base: Path) -> None:
     config = retrain_config(tmp_path, tiny_base)
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path\n"
-            "from twin.app.retrain import retrain_lock\n"
-            "with retrain_lock(Path(sys.argv[1])):\n"
+            "from twin.core.lock import data_dir_lock\n"
+            "with data_dir_lock(Path(sys.argv[1]), 'twin retrain'):\n"
             "    print('locked', flush=True); time.sleep(60)",
             str(config.data_dir),
         ],
@@ -107,11 +88,14 @@ def test_killed_run_releases_the_lock(tmp_path: Path, tiny_base: Path) -> None:
         text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-    with pytest.raises(TwinError, match=f"pid {holder.pid}"):
+    with pytest.raises(TwinError, match=rf"in use by `twin retrain` \(pid {holder.pid}\)"):
         retrain(config)
+    assert main(["--config", str(config.source), "retrain"]) == 1
+    assert read_records(config.data_dir) == []  # refused runs did nothing
     holder.kill()
     holder.wait()
     assert retrain(config).outcome == "promoted"
+    assert (config.data_dir / WRITE_LOCK).read_text() == ""  # released cleanly
 
 
 def test_failing_stage_is_recorded_and_reported(

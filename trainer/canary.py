@@ -2,15 +2,15 @@
 adapter on it with the same settings, and see whether the twin gives them away.
 
 It answers what held-out metrics cannot: would a secret that appears a few times in your chats
-come out of the twin when someone asks for it? The adapter is never registered or served.
+come out of the twin when someone asks for it? The adapter is never registered or served; its
+checkpoints (which hold the owner's chats) go to a private scratch folder inside the data dir,
+data_dir/tmp/canary-*, removed after (or swept by the next canary test if the process died).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from trainer.data import Dataset, encode_examples
@@ -18,6 +18,7 @@ from trainer.fit import FitPlan, add_lora, fit
 from trainer.model import load_base
 from twin.core.config import Config
 from twin.core.conversation import ChatMessage
+from twin.core.files import private_scratch
 from twin.core.generation import generate_replies
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,8 @@ def canary_exposure(config: Config, dataset: Dataset, n: int) -> dict[str, Any]:
     model = add_lora(base.model, config, base.plan, base.tokenizer)
     train_set = encode_examples(base.tokenizer, rows, config.train.max_seq_tokens)
     log.info("canary test: training a throwaway adapter with %d planted secrets", n)
-    with tempfile.TemporaryDirectory(prefix="twin-canary-") as scratch:
-        # Its checkpoints go to a scratch dir: a real training run may be using the data dir's.
-        plan = FitPlan(config.train.max_steps, dataset.info, False, Path(scratch) / "checkpoints")
+    with private_scratch(config.data_dir / "tmp", "canary") as scratch:
+        plan = FitPlan(config.train.max_steps, dataset.info, False, scratch / "checkpoints")
         run = fit(model, base.tokenizer, train_set, config, base.plan, plan)
     model.eval()
     system = [m for m in dataset.train[0][:1] if m["role"] == "system"] if dataset.train else []

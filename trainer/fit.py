@@ -4,11 +4,16 @@ Length-grouped batches (little padding), cosine schedule with warmup, checkpoint
 `twin train --resume`, one progress bar with loss, tokens/s and ETA. The same code runs in one
 process or under `torchrun` / `accelerate launch` (the Trainer does DDP); the recipe
 (trainer.train) decides what only the main process does.
+
+Each run keeps its checkpoints in a folder of its own, data_dir/checkpoints/run.<owner> (the
+owner tag of the process that launched it, see twin.core.files), so no run deletes another's;
+`--resume` continues in the newest folder whose run is gone and takes it over.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import time
@@ -27,7 +32,13 @@ from trainer.metrics import DatasetInfo, TrainingRun
 from trainer.model import LoadPlan, keep_4bit_trainable
 from twin.core.config import Config
 from twin.core.errors import TwinError
-from twin.core.files import ensure_private_dir
+from twin.core.files import (
+    ensure_private_dir,
+    owner_alive,
+    owner_of,
+    owner_tag,
+    write_private_text,
+)
 
 # The other ranks wait (in the process group's setup) while the main one measures the base
 # before training; a 7B eval takes long. After training they exit without waiting.
@@ -39,7 +50,7 @@ class FitPlan:
     steps: int
     dataset: DatasetInfo
     resume: bool
-    checkpoints: Path  # where checkpoints go (data_dir/checkpoints, or a scratch dir)
+    checkpoints: Path  # this run's own folder (see run_checkpoints, or a scratch dir)
 
 
 def add_lora(model: Any, config: Config, plan: LoadPlan, tokenizer: Any) -> Any:
@@ -136,9 +147,12 @@ def fit(
     trainer.remove_callback(PrinterCallback)
     main = trainer.accelerator.is_main_process
     # On resume the folder and its marker stay as they are: the marker holds this sha256
-    # already, and the other ranks may be reading it in _resume_point right now.
+    # already, and the other ranks may be reading it in _resume_point right now. The run
+    # takes the folder over, so that no other run sweeps it while this one goes on.
+    if main and fit_plan.resume:
+        write_private_text(out / OWNER, launcher_tag())
     if main and not fit_plan.resume:
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)  # only what this same process left before
         ensure_private_dir(out)
         marker.write_text(json.dumps({"sha256": fit_plan.dataset.sha256}))
     trainer.accelerator.wait_for_everyone()
@@ -234,6 +248,59 @@ class _Progress(TrainerCallback):  # type: ignore[misc]
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+OWNER = "owner"  # in a run's checkpoint folder taken over by --resume: the new owner's tag
+
+
+def launcher_tag() -> str:
+    """The owner tag of the process that launched this run: this one, or under torchrun /
+    accelerate launch the launcher that all the ranks share."""
+    return owner_tag(os.getppid() if "LOCAL_RANK" in os.environ else None)
+
+
+def run_checkpoints(root: Path, *, resume: bool) -> Path:
+    """This run's checkpoint folder under `root`: a new one of its own, or with `resume` the
+    newest one with a complete checkpoint that a run now gone left (or that this run took
+    over already: the other ranks ask after the main one did)."""
+    mine = launcher_tag()
+    if not resume:
+        return root / f"run.{mine}"
+    left = [
+        (max(p.stat().st_mtime for p in complete), folder)
+        for folder in (root.glob("run.*") if root.is_dir() else [])
+        if _run_owner(folder) == mine or not owner_alive(_run_owner(folder))
+        if (complete := [p for p in folder.glob("checkpoint-*") if _checkpoint_is_complete(p)])
+    ]
+    if not left:
+        raise TwinError(
+            f"nothing to resume: no complete checkpoint of an interrupted run in {root}; "
+            "run `twin train` without --resume"
+        )
+    return max(left)[1]
+
+
+def sweep_dead_runs(root: Path) -> int:
+    """Remove the checkpoint folders of runs that are gone (a new run starts over) and what
+    the layout before per-run folders left; never those of a run going on. Returns how many."""
+    if not root.is_dir():
+        return 0
+    dead = [
+        p for p in root.iterdir() if not (p.name.startswith("run.") and owner_alive(_run_owner(p)))
+    ]
+    for path in dead:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return len(dead)
+
+
+def _run_owner(folder: Path) -> str:
+    try:
+        return (folder / OWNER).read_text().strip()
+    except OSError:
+        return owner_of(folder.name)
 
 
 def _resume_point(out: Path, marker: Path, dataset: DatasetInfo) -> str:

@@ -5,10 +5,11 @@
       20261125-030002/
       CURRENT            the current version's name, replaced atomically
 
-A version is written into a hidden `.tmp-<version>` folder and renamed into place only when
-complete; CURRENT is switched with os.replace. A run killed at any moment therefore leaves the
-current adapter as it was, and at most a hidden folder that nothing lists (and the next run
-sweeps away).
+A version is written into a hidden `.tmp-<version>.<owner>` folder (twin.core.files owner
+tags) and renamed into place only when complete; CURRENT is switched with os.replace. A run
+killed at any moment therefore leaves the current adapter as it was, and at most a hidden
+folder that nothing lists (and the next run sweeps away once its process is gone). A version
+name is taken under a brief lock, so two runs registering in the same second get two names.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from typing import Any
 
 from trainer.metrics import METRICS, AdapterMetrics, Gate, MetricsUnreadable, read_metrics
 from twin.core.config import Config, EvalConfig
-from twin.core.files import ensure_private_dir, write_private_text
+from twin.core.files import ensure_private_dir, owner_tag, sweep_orphans, write_private_text
+from twin.core.lock import brief_lock
 
 log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
+NAMING_LOCK = ".naming.lock"
 _VERSION = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
 
 
@@ -73,10 +76,11 @@ class AdapterInfo:
 
 
 def new_version(adapters_dir: Path, now: float | None = None) -> str:
-    """A version name sortable by time (UTC), unique within the registry."""
+    """A version name sortable by time (UTC), unique within the registry: no version has it,
+    and no run is writing one under it."""
     base = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
     version, n = base, 1
-    while (adapters_dir / version).exists():
+    while _taken(adapters_dir, version):
         n += 1
         version = f"{base}-{n}"
     return version
@@ -84,16 +88,39 @@ def new_version(adapters_dir: Path, now: float | None = None) -> str:
 
 def write_adapter(adapters_dir: Path, version: str, write: Callable[[Path], None]) -> Path:
     """Create version `version` by calling `write(folder)`, then rename it into place."""
+    _, tmp = _claim(adapters_dir, version)
+    return _fill(adapters_dir, version, tmp, write)
+
+
+def _claim(adapters_dir: Path, version: str | None, now: float | None = None) -> tuple[str, Path]:
+    """Take a version name (`version`, or a new one for the time `now`) by creating the hidden
+    folder it is written in, under the naming lock."""
     ensure_private_dir(adapters_dir)
-    tmp = adapters_dir / f".tmp-{version}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(mode=0o700)
-    write(tmp)
-    if not (tmp / METRICS).exists():
-        raise RuntimeError(f"adapter {version} was written without {METRICS}")
-    _fsync_tree(tmp)
-    final = adapters_dir / version
-    os.replace(tmp, final)
+    with brief_lock(adapters_dir / NAMING_LOCK):
+        if version is None:
+            version = new_version(adapters_dir, now)
+        elif _taken(adapters_dir, version):
+            raise FileExistsError(f"adapter {version} exists or is being written")
+        tmp = adapters_dir / f".tmp-{version}.{owner_tag()}"
+        tmp.mkdir(mode=0o700)
+    return version, tmp
+
+
+def _taken(adapters_dir: Path, version: str) -> bool:
+    return (adapters_dir / version).exists() or any(adapters_dir.glob(f".tmp-{version}.*"))
+
+
+def _fill(adapters_dir: Path, version: str, tmp: Path, write: Callable[[Path], None]) -> Path:
+    try:
+        write(tmp)
+        if not (tmp / METRICS).exists():
+            raise RuntimeError(f"adapter {version} was written without {METRICS}")
+        _fsync_tree(tmp)
+        final = adapters_dir / version
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a SIGKILL leaves it to the next sweep
+        raise
     _fsync_dir(adapters_dir)
     return final
 
@@ -233,7 +260,7 @@ def register_adapter(
     current = current_version(adapters_dir)
     current_metrics = read_metrics(adapters_dir / current) if current else None
     gate = promotion_gate(metrics, current_metrics, config.train.promote_tolerance, config.eval)
-    version = new_version(adapters_dir)
+    version, tmp = _claim(adapters_dir, None, metrics.created)
     metrics = replace(metrics, version=version, gate=gate)
 
     def write(folder: Path) -> None:
@@ -250,7 +277,7 @@ def register_adapter(
         if metrics.fidelity is not None:
             write_report(folder, metrics)
 
-    path = write_adapter(adapters_dir, version, write)
+    path = _fill(adapters_dir, version, tmp, write)
     if gate.promote:
         set_current(adapters_dir, version)
     pruned = prune(adapters_dir, config.train.keep_adapters)
@@ -258,13 +285,9 @@ def register_adapter(
 
 
 def sweep_incomplete(adapters_dir: Path) -> int:
-    """Remove folders a killed run left behind; returns how many."""
-    if not adapters_dir.is_dir():
-        return 0
-    stale = [p for p in adapters_dir.iterdir() if p.name.startswith(".tmp-")]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return len(stale)
+    """Remove the folders killed runs left behind (never one a live run is writing); returns
+    how many."""
+    return sweep_orphans(adapters_dir, ".tmp-*")
 
 
 def prune(adapters_dir: Path, keep: int) -> list[str]:

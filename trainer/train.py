@@ -13,6 +13,7 @@ FSDP and DeepSpeed ZeRO-3, which shard the base, are refused (docs/gpu.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ from typing import Any
 from trainer import registry
 from trainer.data import Dataset, Encoded, encode_examples, read_dataset
 from trainer.evaluate import headline, measure_fidelity, sample_replies
-from trainer.fit import FitPlan, add_lora, fit
+from trainer.fit import FitPlan, add_lora, fit, run_checkpoints, sweep_dead_runs
 from trainer.loss import heldout_loss
 from trainer.metrics import AdapterMetrics, Sample
 from trainer.model import (
@@ -86,13 +87,16 @@ def setup(config: Config, *, max_steps: int | None, resume: bool) -> Run:
     plan = load_plan(config)
     check_cpu_can_train(base_checkpoint(config), plan)
     main_process = int(os.environ.get("RANK", "0")) == 0
+    checkpoints = config.data_dir / "checkpoints"
     if main_process and (swept := registry.sweep_incomplete(config.adapters_dir)):
         log.info("removed %d incomplete adapter folder(s) left by a killed run", swept)
+    if main_process and not resume and (swept := sweep_dead_runs(checkpoints)):
+        log.info("removed the checkpoints of %d interrupted run(s)", swept)
     fit_plan = FitPlan(
         steps=max_steps or config.train.max_steps,
         dataset=dataset.info,
         resume=resume,
-        checkpoints=config.data_dir / "checkpoints",
+        checkpoints=run_checkpoints(checkpoints, resume=resume),
     )
     return Run(config, dataset, fit_plan, main_process)
 
@@ -117,6 +121,8 @@ def main(run: Run, *, progress: bool = True) -> TrainResult | None:
     )
     if not run.main_process:
         return None  # the main process evaluates and registers
+    with contextlib.suppress(OSError):  # no run left checkpoints: no folder
+        run.fit_plan.checkpoints.parent.rmdir()
     model.eval()
     twin = Base(model, base.tokenizer, base.checkpoint, base.plan)
     twin_loss = validate(twin, eval_set, config)

@@ -227,3 +227,32 @@ def test_twin_eval_end_to_end_with_canaries(
     # an unknown version is a clear error
     assert main(["--config", str(config.source), "eval", "--adapter", "x"]) == 1
     assert "there is no adapter x" in capsys.readouterr().err
+
+
+def test_the_canary_adapter_trains_inside_the_private_data_dir(
+    tmp_path: Path, tiny_base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.trainer.test_train import _dead_tag
+    from trainer import canary
+    from trainer.data import read_dataset
+
+    config = make_config(tmp_path, tiny_base, max_steps=3, checkpoint_steps=2)
+    left = config.data_dir / "tmp" / f"canary-x.{_dead_tag()}"  # by an eval that was killed
+    left.mkdir(parents=True)
+    seen: list[Path] = []
+    real_fit = canary.fit
+
+    def watched_fit(*args: object, **kwargs: object) -> object:
+        plan = args[5]
+        assert isinstance(plan, canary.FitPlan)
+        seen.append(plan.checkpoints)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(canary, "fit", watched_fit)
+    result = canary.canary_exposure(config, read_dataset(config.dataset_dir), 2)
+    assert result["planted"] == 2 and result["steps"] == 3
+    scratch = config.data_dir / "tmp"
+    (checkpoints,) = seen
+    assert checkpoints.is_relative_to(scratch)  # the planted secrets never left the data dir
+    assert scratch.stat().st_mode & 0o777 == 0o700
+    assert list(scratch.iterdir()) == []  # removed after, and the dead eval's swept

@@ -7,7 +7,10 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from trainer.metrics import AdapterMetrics, DatasetInfo, Fidelity, Gate, Trainin
 from trainer.train import train
 from twin.app.cli import main
 from twin.core.config import Config, load_config
+from twin.core.files import owner_tag
 
 REPLIES = [
     "ngl not sure",
@@ -177,7 +181,7 @@ def test_crash_while_writing_or_switching_leaves_current_intact(
     with pytest.raises(MemoryError):
         registry.write_adapter(adapters, "20261102-030000", crash_midway)
     assert [a.version for a in registry.list_adapters(adapters)] == ["20261101-030000"]
-    assert (adapters / ".tmp-20261102-030000").exists()  # what a SIGKILL would leave
+    assert not list(adapters.glob(".tmp-*"))  # an error cleans up after itself
     _fake_adapter(adapters, "20261103-030000", 1.9, False)
     real_replace = os.replace
 
@@ -191,8 +195,77 @@ def test_crash_while_writing_or_switching_leaves_current_intact(
         registry.set_current(adapters, "20261103-030000")
     monkeypatch.undo()
     assert registry.current_version(adapters) == "20261101-030000"
-    assert registry.sweep_incomplete(adapters) == 1
-    assert not (adapters / ".tmp-20261102-030000").exists()
+
+
+def _dead_tag() -> str:
+    """The owner tag of a process that has exited."""
+    gone = subprocess.run([sys.executable, "-c", "pass"], check=True)
+    assert gone.returncode == 0
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    tag = owner_tag(child.pid)
+    child.wait()
+    return tag
+
+
+@contextlib.contextmanager
+def _another_run() -> Iterator[str]:
+    """The owner tag of a live process other than this one (a run going on beside ours)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        yield owner_tag(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_sweep_removes_only_what_dead_runs_left(tmp_path: Path) -> None:
+    adapters = tmp_path / "adapters"
+    _fake_adapter(adapters, "20261101-030000", 2.0, True)
+    with _another_run() as alive:
+        dead = adapters / f".tmp-20261102-030000.{_dead_tag()}"  # what a SIGKILL leaves
+        legacy = adapters / ".tmp-20261103-030000"  # left by a version before owner tags
+        writing = adapters / f".tmp-20261104-030000.{alive}"  # another run, half written
+        for folder in (dead, legacy, writing):
+            folder.mkdir()
+            (folder / "adapter_model.safetensors").write_bytes(b"half")
+        assert registry.sweep_incomplete(adapters) == 2
+        assert not dead.exists() and not legacy.exists()
+        assert (writing / "adapter_model.safetensors").read_bytes() == b"half"
+    assert [a.version for a in registry.list_adapters(adapters)] == ["20261101-030000"]
+
+
+def test_two_registrations_in_one_second_get_two_versions(tmp_path: Path) -> None:
+    config = make_config(tmp_path, tmp_path)
+    inside, go_on = threading.Event(), threading.Event()
+    first: list[registry.Registered] = []
+
+    def slow_weights(folder: Path) -> None:
+        (folder / "adapter_model.safetensors").write_bytes(b"first")
+        inside.set()
+        assert go_on.wait(60)
+
+    def register_first() -> None:
+        first.append(registry.register_adapter(config, fake_metrics(2.0), slow_weights))
+
+    def quick_weights(folder: Path) -> None:
+        (folder / "adapter_model.safetensors").write_bytes(b"second")
+
+    thread = threading.Thread(target=register_first)
+    thread.start()
+    try:
+        assert inside.wait(60)
+        # The same `created` second as the first, which is still writing its weights.
+        second = registry.register_adapter(config, fake_metrics(2.1), quick_weights)
+    finally:
+        go_on.set()
+        thread.join()
+    assert first, "the first registration failed"
+    assert first[0].version != second.version
+    assert {first[0].version, second.version} == {"19700101-000000", "19700101-000000-2"}
+    for registered, weights in ((first[0], b"first"), (second, b"second")):
+        assert (registered.path / "adapter_model.safetensors").read_bytes() == weights
+        assert registry.read_metrics(registered.path).version == registered.version
+    assert len(registry.list_adapters(config.adapters_dir)) == 2
 
 
 def test_retention_keeps_newest_and_never_the_current(tmp_path: Path) -> None:
@@ -227,7 +300,7 @@ def test_sigkill_mid_training_then_resume(tmp_path: Path, tiny_base: Path) -> No
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for((config.data_dir / "checkpoints", "checkpoint-6"), timeout=120)
+        _wait_for((config.data_dir / "checkpoints", "run.*/checkpoint-6"), timeout=120)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -250,9 +323,27 @@ def test_sigkill_mid_training_then_resume(tmp_path: Path, tiny_base: Path) -> No
     assert str(newest.metrics.run.resumed_from).endswith(f"checkpoint-{max(saved)}")
 
 
+def test_a_run_keeps_a_live_runs_checkpoints_and_sweeps_dead_ones(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    config = make_config(tmp_path, tiny_base, checkpoint_steps=3)
+    root = config.data_dir / "checkpoints"
+    with _another_run() as alive:
+        live = root / f"run.{alive}" / "checkpoint-3"  # a run going on beside this one
+        dead = root / f"run.{_dead_tag()}" / "checkpoint-3"  # a run killed earlier
+        legacy = root / "checkpoint-6"  # the layout before runs had folders of their own
+        for folder in (live, dead, legacy):
+            folder.mkdir(parents=True)
+            (folder / "trainer_state.json").write_text('{"global_step": 3}')
+        result = train(config)
+        assert result is not None and result.metrics.run.steps == 12
+        assert (live / "trainer_state.json").exists()
+        assert sorted(p.name for p in root.iterdir()) == [live.parent.name]
+
+
 def _complete_checkpoint_steps(folder: Path) -> list[int]:
     steps = []
-    for checkpoint in folder.glob("checkpoint-*"):
+    for checkpoint in folder.glob("run.*/checkpoint-*"):
         # One cut short by the kill is not resumable; the trainer decides the same way.
         with contextlib.suppress(OSError, ValueError):
             steps.append(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twin.core.errors import TwinError
+from twin.core.lock import data_dir_lock, serve_lock
 from twin.core.noise import quiet_libraries
 
 if TYPE_CHECKING:  # config (pydantic) loads after parsing: `twin --help` answers at once
@@ -17,6 +19,17 @@ if TYPE_CHECKING:  # config (pydantic) loads after parsing: `twin --help` answer
 
 DEFAULT_CONFIG = Path("config.toml")
 OUR_LOGGERS = ("twin", "ingest", "trainer", "bot")
+# The commands that write the data dir: each holds its lock, one at a time (twin.core.lock).
+WRITERS = (
+    "ingest export",
+    "ingest telegram",
+    "dataset",
+    "train",
+    "retrain",
+    "eval",
+    "fact add",
+    "fact forget",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         config = _config(args.config)
-        return int(args.run(config, args) or 0)
+        with _lock(config, args):
+            return int(args.run(config, args) or 0)
     except TwinError as err:
         print(f"twin: error: {err}", file=sys.stderr)
         return 1
@@ -47,6 +61,17 @@ def _config(path: Path) -> Config:
     if path == DEFAULT_CONFIG and not path.exists():
         return load_config(None)
     return load_config(path)
+
+
+def _lock(config: Config, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """A writer holds the data dir's lock, `twin serve` the serve lock, the rest none."""
+    words = (args.command, getattr(args, "source", None), getattr(args, "action", None))
+    command = " ".join(word for word in words if word)
+    if command == "serve":
+        return serve_lock(config.data_dir)
+    if command in WRITERS:
+        return data_dir_lock(config.data_dir, f"twin {command}")
+    return contextlib.nullcontext()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from trainer.eval_report import headline_table
 from trainer.metrics import Sample
 from trainer.train import TrainResult, train
 from twin.core.config import Config, load_config
+from twin.core.lock import data_dir_lock
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,13 @@ def run_demo(folder: Path, lang: str = "en") -> int:
     if not config_path.exists():
         config_path.write_text(persona.config, encoding="utf-8")
     config = load_config(config_path)
+    with data_dir_lock(config.data_dir, "twin demo"):
+        return _run_demo(config, config_path, persona, lang, started)
+
+
+def _run_demo(
+    config: Config, config_path: Path, persona: Persona, lang: str, started: float
+) -> int:
     print(f"[1/5] importing the bundled sample export into {config.store_path}", flush=True)
     with open_store(config.store_path) as store:
         print("      " + import_export(demo_export_path(lang), store).line())

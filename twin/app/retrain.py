@@ -6,20 +6,18 @@
     train    fine-tune, evaluate on held-out data, promote through the gate
 
 Training is skipped when the dataset is exactly the one the adapter in use learned from
-(same hash: nothing new, no setting changed), unless forced. One run at a time: a lock in the
-data dir (an flock, so a run that dies releases it; a stale lock file is taken over).
-Every run leaves a record in data_dir/runs/<time>.json, failed runs included.
+(same hash: nothing new, no setting changed), unless forced. One writer at a time: the run
+holds the data dir's lock (twin.core.lock) through all its stages, so a `twin train` or another
+retrain meanwhile is refused, naming this one. Every run leaves a record in
+data_dir/runs/<time>.json, failed runs included.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from ingest.dataset import build_dataset
 from ingest.export import import_export
@@ -28,18 +26,15 @@ from ingest.telegram import can_pull_unattended, run_pull
 from trainer import registry
 from trainer.train import train, training_key
 from twin.core.config import Config
-from twin.core.errors import TwinError
-from twin.core.files import ensure_private_dir, make_private_file
+from twin.core.lock import data_dir_lock
 from twin.core.runs import RunMetrics, RunRecord, read_records, write_record
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = "retrain.lock"
-
 
 def retrain(config: Config, *, force: bool = False) -> RunRecord:
-    """Run the refresh under the lock; the record is written whatever happens."""
-    with retrain_lock(config.data_dir):
+    """Run the refresh under the data dir's lock; the record is written whatever happens."""
+    with data_dir_lock(config.data_dir, "twin retrain"):
         record = RunRecord(started=time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
         began = time.perf_counter()
         try:
@@ -129,34 +124,3 @@ def _stage(record: RunRecord, name: str) -> Iterator[None]:
         yield
     finally:
         record.stages[name] = round(time.perf_counter() - started, 3)
-
-
-@contextlib.contextmanager
-def retrain_lock(data_dir: Path) -> Iterator[None]:
-    """Hold the retrain lock, or raise TwinError naming the run that holds it.
-
-    The kernel drops an flock when its process dies, so a lock file left by a killed run is
-    not locked: the next run takes it over (and says so).
-    """
-    ensure_private_dir(data_dir)
-    path = data_dir / LOCK_FILE
-    make_private_file(path)
-    with path.open("r+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = handle.read().strip() or "unknown"
-            raise TwinError(f"another retrain is running ({holder}); it holds {path}") from None
-        previous = handle.read().strip()
-        if previous:
-            log.warning("taking over the retrain lock left by a run that died (%s)", previous)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()  # an empty file: released cleanly
-            fcntl.flock(handle, fcntl.LOCK_UN)
