@@ -17,7 +17,6 @@ from collections.abc import Iterator
 
 from bot.serving import conversation_prompt, load_served_twin, prompt_budget, remembering
 from ingest.dataset import GROUP_TYPES
-from ingest.memory import bot_chat_to_store
 from ingest.recall import Recall, open_recall
 from ingest.store import open_store
 from twin.core.chat_format import fit_prompt
@@ -33,7 +32,7 @@ def run_terminal_chat(
 ) -> int:
     twin = load_served_twin(config)
     interactive = sys.stdin.isatty() and not as_json
-    store_chat = bot_chat_to_store(chat) if chat is not None else None
+    store_chat = chat  # the store keys chats by their Bot API ids (ingest.peers)
     with contextlib.ExitStack() as files:
         memory = None
         group = False

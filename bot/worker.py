@@ -31,7 +31,6 @@ from bot.serving import (
     served_prompt,
     swap_adapter,
 )
-from ingest.memory import bot_chat_to_store
 from ingest.recall import Memory, Recall, open_recall
 from ingest.store import open_store
 from trainer.engines import AdapterRefused, Engine, EngineUnavailable
@@ -298,7 +297,7 @@ class ModelWorker:
                 if request.where is not None:
                     self._waiting.pop(request.where, None)
                     prompt = self.prompt_for(request.where, request.group)
-                    chat = bot_chat_to_store(request.where.chat_id)
+                    chat = request.where.chat_id  # the store keys chats by Bot API ids
                     conversations.append(_Prompt(prompt, chat, request.where))
                 else:
                     sample = with_system_prompt(self.system_prompt, request.conversation or [])

@@ -36,6 +36,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ingest.peers import chat_key
+
 NOT_INCLUDED = "(File not included. Change data exporting settings to download.)"
 ABOUT = "Here is the data you requested. This is a sample export made for twin's demo."
 OWNER_CODE = "M"
@@ -344,7 +346,8 @@ def memory_benchmark(persona: Persona, built: Built) -> dict[str, object]:
     chat and appears nowhere in the chat probing it; no probe question appears in the export;
     every profile candidate is something the owner wrote.
     """
-    chat_ids = {key: chat[2] for key, chat in persona.chats.items()}
+    # As the store keys them (a supergroup's -100... id), since the probes ask the store.
+    chat_ids = {key: chat_key(chat[2], chat[1]) for key, chat in persona.chats.items()}
     texts = {
         key: [plain_text(m.text).lower() for m in messages]
         for key, messages in built.messages.items()

@@ -27,7 +27,7 @@ from pathlib import Path
 from ingest.dialog import Conversation, build_conversations
 from ingest.pii import PLACEHOLDERS, PiiScrubber
 from ingest.recall import Memory, memory_query, open_recall
-from ingest.selection import why_chat_unused
+from ingest.selection import chat_selection
 from ingest.store import Store
 from twin.core.config import Config
 from twin.core.conversation import (
@@ -64,6 +64,8 @@ class DatasetSummary:
     masked: int = 0
     sha256: str = ""
     seconds: float = 0.0
+    # [ingest] include_chats / exclude_chats entries to look at (ingest.selection).
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
@@ -107,13 +109,15 @@ def build_dataset(config: Config, store: Store, *, progress: bool = True) -> Dat
     )
     system = persona_prompt(config, owner.name, store.owner_language(config.persona.language))
     conversations: list[tuple[Conversation, list[list[ChatMessage]]]] = []
+    selection = chat_selection(store, config)
+    summary.notes = selection.notes()
     with open_recall(config, store, progress=progress) as memory:
         # With memory every example ends at one trained reply, so each reply is trained
         # after exactly the block a reply at that point is served with.
         reserve = config.memory.max_tokens if memory is not None else 0
         budget = config.dataset.max_tokens - (estimate_tokens(system) if system else 0) - reserve
         for chat in store.chats():
-            reason = why_chat_unused(chat, config)
+            reason = selection.why_unused(chat)
             if reason:
                 summary.skipped[reason] += 1
                 continue

@@ -5,14 +5,31 @@ full-account export (`personal_information`, `chats.list[]`, `left_chats.list[]`
 streamed with ijson, one message object at a time, because a heavy user's export is several GB:
 memory stays flat whatever the file size. The whole import is one transaction, so a file that
 turns out truncated or foreign halfway leaves the store exactly as it was.
+
+Chats are keyed by Telegram's marked ids (ingest.peers), from the export's bare `id` and its
+`type`. Files written by other tools vary: what cannot be stored is skipped and counted by
+reason in the summary line, what is stored after a repair is counted too, and nothing is
+merged silently:
+- a message id repeated in one chat: the first is kept, the others skipped;
+- a second chat with the id (and kind) of an earlier one in the same file: skipped whole;
+- a sender id that is not a number after "user" / "channel": kept without the id (the
+  name still names the sender);
+- `date_unixtime` (UTC, the truth) missing, "0" or unusable: dated by `date` (local time,
+  read as UTC); the two more than 14 hours apart (no time zone does that): skipped; a `date`
+  that is no date (hour 25) with no `date_unixtime`: skipped;
+- `text` and `text_entities` that disagree: `text` is kept (what every tool reads), counted;
+  no `text` but entities: their text;
+- "never edited" written as a 1970 (or any pre-Telegram) edit date: not edited.
 """
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import math
+import string
 import time
+from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +40,7 @@ from typing import IO, Any
 import ijson
 from tqdm import tqdm
 
+from ingest.peers import UNREADABLE, chat_key, sender_key
 from ingest.store import Chat, Message, Owner, Store
 from twin.core.errors import TwinError
 from twin.core.files import file_sha256
@@ -61,8 +79,22 @@ PARSE_BUFFER = 2048
 # Ids and unix times stored as SQLite integers (64-bit); dates beyond 2100 are no real message.
 _MAX_ID = 2**63 - 1
 _LATEST_REAL_DATE = 4102444800
+# No Telegram message is older than Telegram (August 2013): an earlier date is a stand-in.
 # Exports older than 2021 write "edited": "1970-01-01T05:00:00" for never-edited messages.
-_EARLIEST_REAL_DATE = 946684800  # 2000-01-01
+_EARLIEST_REAL_DATE = 1375315200  # 2013-08-01
+# Export `date` is the exporting machine's local time, `date_unixtime` UTC: time zones run
+# from UTC-12 to UTC+14, so two dates of one message further apart than this are no zone.
+_MAX_ZONE_OFFSET = 14 * 3600 + 60
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
+
+# What an import skips (the message is not stored) and repairs (stored, counted), by reason.
+SKIP_REPEATED_ID = "with a repeated id"
+SKIP_REPEATED_CHAT = "in a second chat with the same id"
+SKIP_DATES_APART = "with date and date_unixtime over 14 h apart"
+KEPT_NO_SENDER_ID = "kept without their sender id (not a number)"
+KEPT_DATED_BY_DATE = "dated by date (date_unixtime unusable)"
+KEPT_TEXT_NOT_ENTITIES = "with text unlike text_entities (text kept)"
+KEPT_TEXT_FROM_ENTITIES = "with text from text_entities (no text)"
 
 
 @dataclass
@@ -72,6 +104,7 @@ class ImportSummary:
     seen: int = 0
     added: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    repaired: Counter[str] = field(default_factory=Counter)  # stored after a repair
     seconds: float = 0.0
     owner: Owner | None = None
     unchanged: bool = False  # the very same file was imported before
@@ -82,11 +115,14 @@ class ImportSummary:
                 f"imported {self.path.name}: already imported (same file), nothing added, "
                 f"{self.seconds:.1f} s"
             )
-        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+        detail = detail or "none skipped"
+        if self.repaired:
+            detail += "; " + ", ".join(f"{n} {r}" for r, n in sorted(self.repaired.items()))
         rate = self.seen / self.seconds if self.seconds > 0 else 0.0
         return (
             f"imported {self.path.name}: {self.chats} chats, {self.added} messages added"
-            f" ({skipped or 'none skipped'}), {self.seconds:.1f} s, {rate:,.0f} messages/s"
+            f" ({detail}), {self.seconds:.1f} s, {rate:,.0f} messages/s"
         )
 
 
@@ -172,14 +208,20 @@ def _check_looks_like_json(path: Path) -> None:
 
 @dataclass
 class _ChatState:
-    """What is known of the chat being read; messages wait here only until its id is known."""
+    """What is known of the chat being read; messages wait here only until its id and type
+    are known (both come before the messages in Telegram Desktop's exports)."""
 
     container: str
     name: str | None = None
     type: str | None = None
-    chat_id: int | None = None
+    bare_id: int | None = None  # the `id` as the export writes it
+    chat_id: int | None = None  # the store's key, once placed (ingest.peers)
+    repeated: bool = False  # an earlier chat of this file has the same key: skipped
     position: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)
+    # Message ids stored so far, ascending, to catch one repeated (exports list them in order,
+    # so this is an append; 8 bytes a message, for this chat only).
+    ids: array[int] = field(default_factory=lambda: array("q"))
     # Senders of personal chats, to tell the owner from the peer when nothing else does.
     senders: Counter[tuple[int | None, str | None]] = field(default_factory=Counter)
 
@@ -198,6 +240,8 @@ class _ExportReader:
         self.owner_candidates: Counter[tuple[int | None, str | None]] = Counter()
         self.names_by_id: dict[int, str] = {}
         self.all_senders: Counter[tuple[int | None, str | None]] = Counter()
+        self.chat_keys: set[int] = set()  # the chats of this file so far
+        self.repairs: Counter[str] = Counter()  # of the message in hand, counted if stored
 
     def read(self, stream: IO[bytes], position: Callable[[], int]) -> None:
         """Walk the export; `position` says how far into the file the parser has read."""
@@ -270,7 +314,7 @@ class _ExportReader:
             self._start_chat("")
         assert self.chat is not None
         if key == "id":
-            self.chat.chat_id = _parse_id(value)
+            self.chat.bare_id = _parse_id(value)
         elif key == "name":
             self.chat.name = str(value)
         elif key == "type":
@@ -283,34 +327,58 @@ class _ExportReader:
         chat.position += 1
         raw.setdefault("id", chat.position)  # minimal exports number nothing: use file order
         if chat.chat_id is None:
-            chat.pending.append(raw)
-            return
+            if chat.bare_id is None or chat.type is None:
+                chat.pending.append(raw)
+                return
+            self._place(chat)
         self._store_message(chat, raw)
+
+    def _place(self, chat: _ChatState) -> None:
+        """Key the chat (by its id and type, else by what it says), then store what waited."""
+        if chat.bare_id is None:
+            chat.chat_id = _synthetic_chat_id(chat.name, chat.pending[:1])
+        else:
+            chat.chat_id = chat_key(chat.bare_id, chat.type)
+        # Two chats of one file under one key are two chats a tool numbered alike, or one
+        # chat twice: either way not to be merged.
+        chat.repeated = chat.chat_id in self.chat_keys
+        self.chat_keys.add(chat.chat_id)
+        pending, chat.pending = chat.pending, []
+        for raw in pending:
+            self._store_message(chat, raw)
 
     def _finish_chat(self) -> None:
         chat = self.chat
         if chat is None:
             return
         if chat.chat_id is None:
-            chat.chat_id = _synthetic_chat_id(chat.name, chat.pending[:1])
-        for raw in chat.pending:
-            self._store_message(chat, raw)
-        chat.pending.clear()
+            self._place(chat)
+        self.chat = None
+        if chat.repeated:
+            return
+        assert chat.chat_id is not None
         self.store.save_chat(Chat(chat.chat_id, chat.name, chat.type))
         self.summary.chats += 1
         if chat.type in (None, "personal_chat"):
             candidate = _owner_of_personal_chat(chat)
             if candidate is not None:
                 self.owner_candidates[candidate] += 1
-        self.chat = None
 
     def _store_message(self, chat: _ChatState, raw: dict[str, Any]) -> None:
         assert chat.chat_id is not None
         self.summary.seen += 1
-        message, problem = message_from_export(chat.chat_id, raw)
-        if message is None:
-            self.summary.skipped[problem] += 1
+        if chat.repeated:
+            self.summary.skipped[SKIP_REPEATED_CHAT] += 1
             return
+        repairs = self.repairs
+        message, problem = message_from_export(chat.chat_id, raw, repairs)
+        if message is None or _seen_before(chat.ids, message.message_id):
+            self.summary.skipped[problem or SKIP_REPEATED_ID] += 1
+            repairs.clear()
+            return
+        if repairs:
+            self.summary.repaired.update(repairs)
+            repairs.clear()
         if message.kind == "message":
             sender = (message.sender_id, message.sender_name)
             chat.senders[sender] += 1
@@ -330,8 +398,22 @@ class _ExportReader:
             self.batch.clear()
 
 
+def _seen_before(ids: array[int], message_id: int) -> bool:
+    """Whether `message_id` is in `ids` (kept ascending); adds it if not."""
+    if not ids or message_id > ids[-1]:
+        ids.append(message_id)
+        return False
+    at = bisect_left(ids, message_id)
+    if at < len(ids) and ids[at] == message_id:
+        return True
+    ids.insert(at, message_id)  # out of order: rare, and then a shift, not a search
+    return False
+
+
 # Keys whose (often large) values twin never reads: skipped without building them.
-_SKIPPED_KEYS = frozenset({"text_entities", "reactions", "inline_bot_buttons"})
+_SKIPPED_KEYS = frozenset({"reactions", "inline_bot_buttons"})
+# Only the text of a message's entities is read, to check it against `text`.
+_ENTITIES = "text_entities"
 _SCALARS = frozenset({"string", "number", "boolean", "null"})
 
 
@@ -349,8 +431,11 @@ def _build_object(events: Iterator[tuple[str, str, Any]], depth: int) -> dict[st
     for _prefix, event, value in events:
         if event == "map_key":
             key = value
-            if key in _SKIPPED_KEYS and len(stack) == 1:
-                _skip_value(events, room)
+            if len(stack) == 1:
+                if key in _SKIPPED_KEYS:
+                    _skip_value(events, room)
+                elif key == _ENTITIES:
+                    root[key] = _entities_text(events, room)
         elif event in _SCALARS:
             top = stack[-1]
             if type(top) is dict:
@@ -388,37 +473,119 @@ def _skip_value(events: Iterator[tuple[str, str, Any]], room: int) -> None:
             return
 
 
-def message_from_export(chat_id: int, raw: dict[str, Any]) -> tuple[Message | None, str]:
+def _entities_text(events: Iterator[tuple[str, str, Any]], room: int) -> str:
+    """Consume the value that follows "text_entities" and return its entities' text joined
+    (what `text` should read); "" for anything else."""
+    parts: list[str] = []
+    depth = 0
+    key = ""
+    for _prefix, event, value in events:
+        if event == "start_map" or event == "start_array":
+            depth += 1
+            if depth > room:
+                raise _TooDeep
+        elif event == "end_map" or event == "end_array":
+            depth -= 1
+        elif event == "map_key":
+            key = value
+        elif depth == 2 and key == "text" and event == "string":
+            parts.append(value)
+        if depth == 0:
+            break
+    return "".join(parts)
+
+
+def message_from_export(
+    chat_id: int, raw: dict[str, Any], repaired: Counter[str] | None = None
+) -> tuple[Message | None, str]:
     """One export message object as a store row, or None and why it cannot be stored (a
-    message with no usable id or date is skipped and counted; the rest of the file imports)."""
+    message with no usable id or date is skipped and counted; the rest of the file imports).
+    What was stored only after a repair is counted in `repaired`, by what was repaired."""
+    repairs: Counter[str] = Counter() if repaired is None else repaired
     message_id = _parse_id(raw.get("id"))
     if message_id is None:
         return None, "without a usable id"
-    date = _parse_unixtime(raw.get("date_unixtime")) or _parse_iso(raw.get("date"))
+    date, problem = _message_date(raw, repairs)
     if date is None:
-        return None, "without a usable date"
-    if _out_of_range(raw.get("edited_unixtime")):
+        return None, problem
+    edited, damaged = _edit_date(raw)
+    if damaged:
         return None, "with a damaged edit date"
     service = raw.get("type") == "service"
     sender_name = raw.get("actor" if service else "from")
+    sender = sender_key(raw.get("actor_id" if service else "from_id"))
+    if sender is UNREADABLE:
+        repairs[KEPT_NO_SENDER_ID] += 1
     forwarded = raw.get("forwarded_from", raw.get("saved_from"))
     forwarded_from = None
     if "forwarded_from" in raw or "saved_from" in raw or "forwarded_from_id" in raw:
         forwarded_from = str(forwarded or raw.get("forwarded_from_id") or "unknown")
-    edited = _parse_unixtime(raw.get("edited_unixtime")) or _parse_iso(raw.get("edited"))
     return Message(
         chat_id=chat_id,
         message_id=message_id,
         date=date,
-        sender_id=_parse_id(raw.get("actor_id" if service else "from_id")),
+        sender_id=sender if isinstance(sender, int) else None,
         sender_name=str(sender_name) if sender_name is not None else None,
         kind="service" if service else "message",
         media_type=None if service else _media_type(raw),
-        text=flatten_text(raw.get("text", "")),
+        text=_message_text(raw, repairs),
         reply_to=_parse_id(raw.get("reply_to_message_id")),
         forwarded_from=forwarded_from,
-        edited=edited if edited and edited >= _EARLIEST_REAL_DATE else None,
+        edited=edited,
     ), ""
+
+
+def _message_date(raw: dict[str, Any], repairs: Counter[str]) -> tuple[int | None, str]:
+    """`date_unixtime` (UTC), else `date`; None and why when neither is a date."""
+    local = _parse_iso(raw.get("date"))
+    if local is not None and not _EARLIEST_REAL_DATE <= local <= _LATEST_REAL_DATE:
+        local = None
+    utc = _parse_unixtime(raw.get("date_unixtime"))
+    if utc is not None and utc < _EARLIEST_REAL_DATE:
+        utc = None  # "0", or another stand-in for a date the tool did not have
+    if utc is None:
+        if local is None:
+            return None, "without a usable date"
+        if raw.get("date_unixtime") not in (None, ""):
+            repairs[KEPT_DATED_BY_DATE] += 1
+        return local, ""
+    if local is not None and abs(local - utc) > _MAX_ZONE_OFFSET:
+        return None, SKIP_DATES_APART
+    return utc, ""
+
+
+def _edit_date(raw: dict[str, Any]) -> tuple[int | None, bool]:
+    """When the message was last edited (None: never), and whether the edit date is damaged
+    (a unix time that is no number, or beyond 2100). A date before Telegram is "never"."""
+    value = raw.get("edited_unixtime")
+    if value not in (None, ""):
+        try:
+            edited: int | None = int(value)
+        except (TypeError, ValueError, OverflowError):
+            return None, True
+    else:
+        edited = _parse_iso(raw.get("edited"))
+    if edited is None or edited < _EARLIEST_REAL_DATE:
+        return None, False
+    if edited > _LATEST_REAL_DATE:
+        return None, value not in (None, "")
+    return edited, False
+
+
+def _message_text(raw: dict[str, Any], repairs: Counter[str]) -> str:
+    """`text`, flattened; checked against the text of `text_entities` where that has any."""
+    text = flatten_text(raw.get("text", ""))
+    entities = raw.get(_ENTITIES)
+    if entities is None:
+        return text
+    entities_text = entities if isinstance(entities, str) else flatten_text(entities)
+    if not entities_text or entities_text == text:
+        return text
+    if not text:
+        repairs[KEPT_TEXT_FROM_ENTITIES] += 1
+        return entities_text
+    repairs[KEPT_TEXT_NOT_ENTITIES] += 1
+    return text
 
 
 def flatten_text(text: Any) -> str:
@@ -462,15 +629,20 @@ def _media_type(raw: dict[str, Any]) -> str | None:
 
 
 def _parse_id(value: Any) -> int | None:
-    """Ids are ints in old exports and "user123" / "channel123" strings in newer ones; None
-    for anything else, or for a number no SQLite integer holds."""
+    """A chat or message id: a number, or a string of digits (a sign, or a word before them,
+    as "message12", allowed); None for anything else, or for a number no SQLite integer
+    holds. Senders are read by ingest.peers.sender_key, which keeps their kind."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
         number = int(value) if math.isfinite(value) else None
     else:
-        digits = str(value).lstrip("abcdefghijklmnopqrstuvwxyz")
-        number = int(digits) if digits.isdigit() else None
+        text = str(value).strip().lstrip(string.ascii_lowercase)
+        digits = text.removeprefix("-")
+        if digits.isascii() and digits.isdigit():
+            number = -int(digits) if text.startswith("-") else int(digits)
+        else:
+            number = None
     return number if number is not None and abs(number) <= _MAX_ID else None
 
 
@@ -480,11 +652,6 @@ def _parse_unixtime(value: Any) -> int | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return seconds if seconds is None or 0 <= seconds <= _LATEST_REAL_DATE else None
-
-
-def _out_of_range(value: Any) -> bool:
-    """A unix time that is there but no real date (a damaged or hand-edited file)."""
-    return value not in (None, "") and _parse_unixtime(value) is None
 
 
 _KINDS = {
@@ -506,16 +673,21 @@ def _parse_iso(value: Any) -> int | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return calendar.timegm(datetime.fromisoformat(value).timetuple())
+        wall = datetime.fromisoformat(value)
     except ValueError:
         return None
+    # Its wall clock as if UTC (a zone it names is left out, as the others have none).
+    days = wall.toordinal() - _EPOCH_ORDINAL
+    return days * 86400 + wall.hour * 3600 + wall.minute * 60 + wall.second
 
 
 def _synthetic_chat_id(name: str | None, first: list[dict[str, Any]]) -> int:
-    """A stable negative id for exports that give a chat none (real ids are positive).
+    """A stable negative id for exports that give a chat none.
 
     Built from the chat name and its first message, so re-importing the same file maps to the
-    same chat while two different nameless exports do not collide.
+    same chat while two different nameless exports do not collide. Groups' marked ids are
+    negative too, but one equals a 48-bit hash by chance only; ids made before chat ids were
+    marked are kept by the store's migration, so these stay what they were.
     """
     head = first[0] if first else {}
     key = "|".join(
@@ -568,7 +740,8 @@ def _resolve_owner(path: Path, me: str, reader: _ExportReader, store: Store) -> 
     if me:
         owner = parse_me(me)
         if owner.user_id is None:  # a name: use the id behind it where the export has one
-            ids = {sid for sid, name in reader.all_senders if name == owner.name and sid}
+            # Users only: a channel posting under the owner's name is not the owner.
+            ids = {sid for sid, name in reader.all_senders if name == owner.name and (sid or 0) > 0}
             if len(ids) == 1:
                 owner = Owner(ids.pop(), owner.name)
         name = owner.name or reader.names_by_id.get(owner.user_id or -1)

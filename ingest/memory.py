@@ -89,6 +89,14 @@ MIGRATIONS: list[str] = [
         approved INTEGER NOT NULL         -- unix seconds the owner approved it
     );
     """,
+    """
+    -- The store's chat ids now carry their peer type (ingest.peers): a group's entries were
+    -- filed under its bare id, which is a user's id too. Which chat an old entry belongs to
+    -- cannot be told here, so the index starts empty (facts stay) and the next update fills
+    -- it again from the store, under the new ids.
+    DELETE FROM entries;
+    DELETE FROM chats_read;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -548,14 +556,21 @@ class MemoryIndex:
         cursor = self.conn.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
         return cursor.rowcount > 0
 
-    def profile_candidates(self, store: Store, scrubber: PiiScrubber, limit: int = 10) -> list[str]:
+    def profile_candidates(
+        self,
+        store: Store,
+        scrubber: PiiScrubber,
+        limit: int = 10,
+        *,
+        select: Callable[[Chat], bool] | None = None,
+    ) -> list[str]:
         """What the owner says about themself ("i'm vegetarian", "у меня кошка муся"), mined
-        from their messages and ranked, for them to approve with `add_fact`. Nothing is
-        stored; facts already approved are left out."""
+        from their messages in the chats `select` allows (None: all) and ranked, for them to
+        approve with `add_fact`. Nothing is stored; facts already approved are left out."""
         approved = {_candidate_key(fact.text) for fact in self.facts()}
         return [
             scrubber.scrub(text)
-            for text in mine_profile_candidates(store, limit + len(approved))
+            for text in mine_profile_candidates(store, limit + len(approved), select=select)
             if _candidate_key(text) not in approved
         ][:limit]
 
@@ -658,25 +673,6 @@ def _fold(word: str) -> str:
     return word.casefold().replace("ё", "е")
 
 
-# ---- Bot API chat ids -------------------------------------------------------------------
-
-# Bot API ids of supergroups and channels are -(10**12 + id); basic groups are -id.
-_CHANNEL_ID_OFFSET = 10**12
-
-
-def bot_chat_to_store(chat_id: int) -> int:
-    """The store's id (a Telegram Desktop export's) of the chat the Bot API calls `chat_id`:
-    private chats are the user id in both; basic groups are `-id` and supergroups and
-    channels `-100<id>` in the Bot API, the bare positive id in the store."""
-    if chat_id > 0:
-        return chat_id
-    if chat_id < -_CHANNEL_ID_OFFSET:
-        return -chat_id - _CHANNEL_ID_OFFSET
-    if -_CHANNEL_ID_OFFSET < chat_id < 0:
-        return -chat_id
-    raise ValueError(f"not a Bot API chat id: {chat_id}")
-
-
 # ---- profile fact candidates ------------------------------------------------------------
 
 # A clause is where a statement can start: sentences split at . ! ? … ; and new lines,
@@ -743,8 +739,11 @@ _CLOCK_RE = re.compile(r"\b\d{1,2}[:.]\d{2}\b")
 _CANDIDATE_WORDS = (2, 10)
 
 
-def mine_profile_candidates(store: Store, limit: int = 10) -> list[str]:
-    """The owner's statements about themself, most likely facts first (not masked).
+def mine_profile_candidates(
+    store: Store, limit: int = 10, *, select: Callable[[Chat], bool] | None = None
+) -> list[str]:
+    """The owner's statements about themself, most likely facts first (not masked), from the
+    chats `select` allows (None: all; pass `ingest.selection.ChatSelection.uses`).
 
     A candidate is a clause of the owner's own typed words that starts in the first person
     ("i'm", "i live", "i can't", "я живу", "я не ем", "у меня"), in the present tense, not a
@@ -758,6 +757,8 @@ def mine_profile_candidates(store: Store, limit: int = 10) -> list[str]:
     found: dict[str, tuple[float, int, str]] = {}  # key -> (score, date, text)
     said_times: Counter[str] = Counter()
     for chat in store.chats():
+        if select is not None and not select(chat):
+            continue
         for message in store.messages_of(chat.chat_id):
             if not owner.wrote(message) or said_of(message, owner) is None:
                 continue

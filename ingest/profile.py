@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ingest.memory import open_memory
 from ingest.recall import memory_path, scrubber_for
+from ingest.selection import chat_selection
 from ingest.store import open_store
 from twin.core.config import Config
 from twin.core.errors import TwinError
@@ -23,7 +24,11 @@ def fact_listing(config: Config) -> str:
         if config.store_path.exists():
             with open_store(config.store_path) as store:
                 scrubber = scrubber_for(config, store.owner())
-                candidates = index.profile_candidates(store, scrubber, CANDIDATES)
+                # Only chats the dataset may use: never an excluded chat, nor Saved Messages.
+                # A listing writes nothing (the bot shows it too): pins are kept by what
+                # builds from the store (the dataset, the memory update, the pull).
+                uses = chat_selection(store, config, save=False).uses
+                candidates = index.profile_candidates(store, scrubber, CANDIDATES, select=uses)
     if candidates:
         lines += ["", "From your history, not shared until you add them:"]
         lines += [f"- {text}" for text in candidates]

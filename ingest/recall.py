@@ -23,7 +23,7 @@ from ingest.memory import (
     open_memory,
 )
 from ingest.pii import PiiScrubber
-from ingest.selection import chat_is_used
+from ingest.selection import chat_selection
 from ingest.store import Owner, Store
 from twin.core.config import Config
 from twin.core.conversation import ChatMessage, Remembered, memory_block
@@ -142,6 +142,6 @@ def _update(
         store,
         scrubber,
         embedder,
-        select=lambda chat: chat_is_used(chat, config),
+        select=chat_selection(store, config).uses,
         progress=progress,
     )

@@ -1,5 +1,8 @@
 """The SQLite store of the owner's messages: one file, WAL mode, keyed by (chat id, message id).
 
+Chat and sender ids are Telegram's marked peer ids (ingest.peers): a user and a group that
+share a bare id are two chats.
+
 Both importers (Telegram Desktop exports and the Telethon pull) write `Message` rows here, and
 the dataset builder reads them back. Rows are only ever inserted, never rewritten, so importing
 the same data twice adds nothing.
@@ -54,12 +57,72 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (sha256, me)
     );
     """,
+    """
+    -- Chat and sender ids carry their peer type (ingest.peers): users stay as they are, basic
+    -- groups become -id, supergroups and channels -(10**12 + id). A chat stored without a
+    -- known type cannot be placed: it gets a key of its own, -(2**52 + id), as new imports of
+    -- such a chat do. Negative ids (already marked, or made up for chats without an id) and
+    -- ids of 2**52 or more (no Telegram id) stay. Senders were stored bare and are taken as
+    -- users, except a supergroup's or channel's own id in its own chat: the chat speaking.
+    CREATE TABLE chat_id_changes (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, channel INTEGER);
+    INSERT INTO chat_id_changes (old, new, channel)
+    SELECT ids.chat_id,
+        CASE
+            WHEN ids.chat_id <= 0 OR ids.chat_id >= 4503599627370496 THEN ids.chat_id
+            WHEN c.type IN ('personal_chat', 'bot_chat', 'saved_messages') THEN ids.chat_id
+            WHEN c.type = 'private_group' THEN -ids.chat_id
+            WHEN c.type IN ('private_supergroup', 'public_supergroup', 'private_channel',
+                            'public_channel') THEN -(1000000000000 + ids.chat_id)
+            ELSE -(4503599627370496 + ids.chat_id)
+        END,
+        c.type IN ('private_supergroup', 'public_supergroup', 'private_channel',
+                   'public_channel')
+    FROM (SELECT chat_id FROM chats UNION SELECT DISTINCT chat_id FROM messages) AS ids
+    LEFT JOIN chats AS c ON c.chat_id = ids.chat_id;
+    DELETE FROM chat_id_changes WHERE new = old;
+    -- Two old rows that are one chat (a group imported once bare, once marked) become one:
+    -- the row already there wins, as a re-import would have.
+    UPDATE OR IGNORE messages SET
+        sender_id = CASE
+            WHEN sender_id = chat_id
+                AND (SELECT channel FROM chat_id_changes WHERE old = messages.chat_id)
+            THEN (SELECT new FROM chat_id_changes WHERE old = messages.chat_id)
+            ELSE sender_id
+        END,
+        chat_id = (SELECT new FROM chat_id_changes WHERE old = messages.chat_id)
+    WHERE chat_id IN (SELECT old FROM chat_id_changes);
+    DELETE FROM messages WHERE chat_id IN (SELECT old FROM chat_id_changes);
+    INSERT OR IGNORE INTO chats (chat_id, name, type)
+    SELECT ch.new, c.name, c.type FROM chats AS c JOIN chat_id_changes AS ch ON ch.old = c.chat_id
+    ORDER BY c.chat_id;
+    DELETE FROM chats WHERE chat_id IN (SELECT old FROM chat_id_changes);
+    DROP TABLE chat_id_changes;
+    """,
+    """
+    -- Every name a chat has been stored under: a config entry that names a chat finds it
+    -- under an old name too, so a rename between two imports cannot slip it past a list.
+    CREATE TABLE chat_names (
+        chat_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (chat_id, name)
+    ) WITHOUT ROWID;
+    INSERT INTO chat_names (chat_id, name) SELECT chat_id, name FROM chats WHERE name IS NOT NULL;
+    -- The chats each [ingest] include_chats / exclude_chats entry matched when it first
+    -- matched any (ingest.selection): the entry keeps meaning them under any later name.
+    CREATE TABLE chat_pins (
+        list TEXT NOT NULL,               -- 'include' or 'exclude'
+        entry TEXT NOT NULL,              -- the entry as written, trimmed and case-folded
+        chat_id INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (list, entry, chat_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class Chat(NamedTuple):
-    chat_id: int
+    chat_id: int  # marked: users as they are, basic groups -id, channels -(10**12 + id)
     name: str | None
     type: str | None  # Telegram Desktop's vocabulary: personal_chat, private_group, bot_chat, ...
 
@@ -70,7 +133,7 @@ class Message(NamedTuple):
     chat_id: int
     message_id: int
     date: int
-    sender_id: int | None
+    sender_id: int | None  # marked like chat ids: a user, or a chat speaking as itself
     sender_name: str | None
     kind: str
     media_type: str | None
@@ -130,12 +193,42 @@ class Store:
         self.conn.execute("COMMIT")
 
     def save_chat(self, chat: Chat) -> None:
-        """Insert or refresh a chat's name and type (names change; ids do not)."""
+        """Insert or refresh a chat's name and type (names change; ids do not). Every name a
+        chat had stays on record (`chat_names`), for the include / exclude lists."""
         self.conn.execute(
             "INSERT INTO chats (chat_id, name, type) VALUES (?, ?, ?) "
             "ON CONFLICT(chat_id) DO UPDATE SET name = coalesce(excluded.name, name), "
             "type = coalesce(excluded.type, type)",
             chat,
+        )
+        if chat.name is not None:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO chat_names (chat_id, name) VALUES (?, ?)",
+                (chat.chat_id, chat.name),
+            )
+
+    def chat_names(self) -> dict[int, set[str]]:
+        """Every name each chat has been stored under, by chat id."""
+        names: dict[int, set[str]] = {}
+        for chat_id, name in self.conn.execute("SELECT chat_id, name FROM chat_names"):
+            names.setdefault(chat_id, set()).add(name)
+        return names
+
+    def chat_pins(self) -> dict[tuple[str, str], set[int]]:
+        """The chats each include / exclude entry is pinned to: (list, entry) -> chat ids."""
+        pins: dict[tuple[str, str], set[int]] = {}
+        for which, entry, chat_id in self.conn.execute(
+            "SELECT list, entry, chat_id FROM chat_pins"
+        ):
+            pins.setdefault((which, entry), set()).add(chat_id)
+        return pins
+
+    def pin_chats(self, pins: Iterable[tuple[str, str, int]]) -> None:
+        """Record (list, entry, chat id) pins; pins already there stay as they were."""
+        now = time.time()
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO chat_pins (list, entry, chat_id, at) VALUES (?, ?, ?, ?)",
+            [(which, entry, chat_id, now) for which, entry, chat_id in pins],
         )
 
     def add_messages(self, messages: Iterable[Message]) -> int:

@@ -6,8 +6,10 @@ transaction. An interruption (a crash, Ctrl-C, a dropped connection) loses at mo
 in flight, and the next run picks up exactly where the store ends, with no gaps and no
 duplicates (the store ignores rows it already has).
 
-Ids are stored bare (positive, without Telethon's "-100" channel mark), as Telegram Desktop
-exports write them, so pulled and exported copies of a chat land on the same rows.
+Chat and sender ids are stored marked, as Telethon's `utils.get_peer_id` gives them (users
+as they are, basic groups -id, channels and supergroups -100...): the importer of Telegram
+Desktop exports turns their bare ids and chat types into the same (ingest.peers), so pulled
+and exported copies of a chat land on the same rows, and a user never on a group's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Protocol
 from telethon import TelegramClient, errors, utils
 from telethon.tl import types
 
-from ingest.selection import chat_is_listed, chat_is_selected
+from ingest.selection import INCLUDE, ChatSelection
 from ingest.store import Chat, Message, Owner, Store, open_store
 from twin.core.config import Config, secret
 from twin.core.errors import TwinError
@@ -82,7 +84,7 @@ def message_from_telethon(
 ) -> Message | None:
     """A Telethon `Message` / `MessageService` as a store row; None for `MessageEmpty`.
 
-    `owner_id` attributes outgoing messages to the owner; `names` (bare id -> display name)
+    `owner_id` attributes outgoing messages to the owner; `names` (marked id -> display name)
     names senders the message itself does not carry an entity for.
     """
     if isinstance(msg, types.MessageEmpty) or msg.date is None:
@@ -106,8 +108,9 @@ def message_from_telethon(
     )
 
 
-def _bare_id(peer: Any) -> int:
-    return utils.get_peer_id(peer, add_mark=False)
+def _peer_id(peer: Any) -> int:
+    """The marked id of a peer (ingest.peers): what the store keys chats and senders by."""
+    return utils.get_peer_id(peer)
 
 
 def _sender_id(msg: Any, owner_id: int | None) -> int | None:
@@ -116,13 +119,13 @@ def _sender_id(msg: Any, owner_id: int | None) -> int | None:
     if msg.out and owner_id is not None:
         return owner_id
     if msg.from_id is not None:
-        return _bare_id(msg.from_id)
+        return _peer_id(msg.from_id)
     if msg.out:
         return None  # the owner's, but their id was not given: never guess the peer
     # Telegram omits from_id for the peer's messages in a private chat (the sender can only be
     # the peer) and for channel posts (the channel speaks).
     if msg.post or isinstance(msg.peer_id, types.PeerUser):
-        return _bare_id(msg.peer_id)
+        return _peer_id(msg.peer_id)
     return None
 
 
@@ -142,7 +145,7 @@ def _reply_to(chat_id: int, header: Any) -> int | None:
     if not isinstance(header, types.MessageReplyHeader) or not header.reply_to_msg_id:
         return None  # none, or a reply to a story
     # A reply to a message of another chat: its id would point at an unrelated row here.
-    if header.reply_to_peer_id is not None and _bare_id(header.reply_to_peer_id) != chat_id:
+    if header.reply_to_peer_id is not None and _peer_id(header.reply_to_peer_id) != chat_id:
         return None
     return header.reply_to_msg_id
 
@@ -154,7 +157,8 @@ def _forwarded_from(header: Any) -> str | None:
     if header.from_name:
         return header.from_name
     if header.from_id is not None:
-        return str(_bare_id(header.from_id))
+        # A label, not a key: the bare id, as an export's forwarded_from_id reads.
+        return str(utils.get_peer_id(header.from_id, add_mark=False))
     return "unknown"
 
 
@@ -212,7 +216,7 @@ def _document_type(media: types.MessageMediaDocument) -> str:
 def chat_from_dialog_entity(entity: Any) -> Chat:
     """A dialog's User / Chat / Channel as a store chat, typed as Telegram Desktop exports do."""
     name = utils.get_display_name(entity) or None
-    return Chat(entity.id, name, _chat_type(entity))
+    return Chat(_peer_id(entity), name, _chat_type(entity))
 
 
 def _chat_type(entity: Any) -> str | None:
@@ -261,10 +265,15 @@ async def pull_history(
     # Listed up front: dialogs are few requests, and history reads then never interleave
     # with a half-read dialog list.
     entities = [dialog.entity async for dialog in client.iter_dialogs()]
+    chats = [chat_from_dialog_entity(entity) for entity in entities]
+    # Entries that name a chat pin its id before anything is pulled: renamed later, a chat
+    # stays excluded (or included) by the name it had (ingest.selection).
+    selection = ChatSelection.load(store, include, exclude)
+    selection.pin([*chats, *store.chats()])
+    selection.save(store)
     pulled = skipped = added = flood_waits = 0
-    for entity in entities:
-        chat = chat_from_dialog_entity(entity)
-        if not _should_pull(chat, include, exclude):
+    for entity, chat in zip(entities, chats, strict=True):
+        if not _should_pull(chat, selection):
             skipped += 1
             continue
         with store.transaction():
@@ -291,12 +300,12 @@ async def pull_history(
     )
 
 
-def _should_pull(chat: Chat, include: Sequence[str], exclude: Sequence[str]) -> bool:
+def _should_pull(chat: Chat, selection: ChatSelection) -> bool:
     """Selected chats, except broadcast channels unless named in include_chats: a channel is
     other people's words (never trained on by default) and can hold millions of posts."""
-    if chat.type in BROADCAST_TYPES and not chat_is_listed(chat, include):
+    if chat.type in BROADCAST_TYPES and not selection.lists(chat, INCLUDE):
         return False
-    return chat_is_selected(chat, include, exclude)
+    return selection.selects(chat)
 
 
 async def _record_owner(client: HistoryClient, store: Store) -> Owner:

@@ -12,7 +12,6 @@ import pytest
 from bot.memory import Where
 from bot.serving import prompt_budget, remembering
 from ingest.dataset import build_dataset
-from ingest.memory import bot_chat_to_store
 from ingest.recall import open_recall
 from ingest.store import Chat, Message, Owner, Store
 from tests.bot.botapi import BotApiStandIn
@@ -52,9 +51,9 @@ SCRIPT: list[tuple[float, int, str]] = [
     (3 * DAY + 10, 2, "great"),
     (3 * DAY + 12, OWNER_ID, "see u there"),
 ]
-# The group as the Bot API numbers it (a supergroup: -100 and its id) and as the export does.
+# The group as the Bot API numbers it (a supergroup: -100 and its id); the store keys it so too.
 BOT_GROUP = -1001823456789
-STORE_GROUP = 1823456789
+STORE_GROUP = BOT_GROUP
 MEDIA = {"photo": "photo", "sticker": "sticker"}
 
 
@@ -165,8 +164,7 @@ class Replay:
         if not self.pending:
             return
         prompt = self.runtime.worker.prompt_for(WHERE, group=True)
-        chat = bot_chat_to_store(BOT_GROUP)
-        conversation, _ = remembering(self.memory, prompt, chat=chat)
+        conversation, _ = remembering(self.memory, prompt, chat=STORE_GROUP)
         fitted = fit_prompt(self.tokenizer, conversation, prompt_budget(self.config))
         self.served["\n".join(t for _, t in self.pending)] = encode_prompt(self.tokenizer, fitted)
         for minute, text in self.pending:

@@ -18,12 +18,14 @@ from ingest.memory import (
     RRF_K,
     MemoryIndex,
     SentenceEncoder,
-    bot_chat_to_store,
     open_memory,
     quantise,
 )
+from ingest.memory import MIGRATIONS as MEMORY_MIGRATIONS
+from ingest.memory import SCHEMA_VERSION as MEMORY_SCHEMA_VERSION
 from ingest.pii import PiiScrubber
 from ingest.store import Chat, Message, Owner, Store, open_store
+from twin.core.db import open_database
 
 OWNER = 1
 T0 = 1_700_000_000
@@ -107,11 +109,49 @@ def ids(results: list) -> list[tuple[int, int]]:  # type: ignore[type-arg]
 def test_memory_file_is_private_and_migrated(tmp_path: Path) -> None:
     path = tmp_path / "data" / "memory.db"
     with open_memory(path) as memory:
-        assert memory.schema_version() == 1
+        assert memory.schema_version() == MEMORY_SCHEMA_VERSION
         journal = memory.conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert journal == "wal"
     assert (path.stat().st_mode & 0o777) == 0o600
     assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_an_index_of_bare_chat_ids_starts_over_and_keeps_the_facts(
+    tmp_path: Path, store: Store
+) -> None:
+    # Before chat ids carried their peer type, group 20's entries were filed under 20, the id
+    # user 20's private chat has now: kept, they would be recalled in that private chat.
+    path = tmp_path / "old-memory.db"
+    conn = open_database(path, MEMORY_MIGRATIONS[:1])
+    scale, vector = quantise(WordsEmbedder().encode(["the vault code is 1234"]))
+    conn.execute(
+        "INSERT INTO entries (chat_id, message_id, date, text, answered, context, scale, vector)"
+        " VALUES (20, 2, ?, 'the vault code is 1234', '', '', ?, ?)",
+        (T0, float(scale[0]), vector[0].tobytes()),
+    )
+    conn.execute("INSERT INTO chats_read VALUES (20, 2, ?)", (T0,))
+    conn.execute(
+        "INSERT INTO facts (text, source, approved) VALUES ('i am vegetarian', 'owner', 1)"
+    )
+    conn.execute("INSERT INTO meta VALUES ('owner', '1'), ('embedder', 'WordsEmbedder')")
+    conn.close()
+    with open_memory(path) as memory:
+        assert memory.schema_version() == MEMORY_SCHEMA_VERSION
+        assert memory.count() == 0 and [f.text for f in memory.facts()] == ["i am vegetarian"]
+        assert memory.search("vault code", chats={20}, embedder=WordsEmbedder()) == []
+        # The next update fills it again, under the store's ids.
+        with store.transaction():
+            store.save_chat(Chat(-20, "Team", "private_group"))
+            store.save_chat(Chat(20, "Vera", "personal_chat"))
+            store.add_messages(
+                [
+                    msg(-20, 1, 0, 5, "what is the code"),
+                    msg(-20, 2, 1, OWNER, "the vault code is 1234"),
+                ]
+            )
+            store.set_owner(Owner(OWNER, "Olga"))
+        memory.update(store, SCRUBBER, WordsEmbedder(), progress=False)
+        assert memory.count(-20) == 1 and memory.count(20) == 0
 
 
 def test_entries_are_the_owners_own_words_with_what_they_answered(
@@ -389,19 +429,6 @@ def test_demo_profile_candidates(persona: str, tmp_path: Path) -> None:
         candidates = memory.profile_candidates(store, SCRUBBER, limit=10)
     missing = [e for e in expected if not any(c.casefold().startswith(e) for c in candidates)]
     assert not missing, candidates
-
-
-# ---- Bot API ids -------------------------------------------------------------------------
-
-
-def test_bot_api_chat_ids_map_to_store_ids() -> None:
-    assert bot_chat_to_store(5550102) == 5550102  # a private chat: the user id in both
-    assert bot_chat_to_store(-123456789) == 123456789  # a basic group
-    assert bot_chat_to_store(-1001823456789) == 1823456789  # a supergroup or channel
-    assert bot_chat_to_store(-1000000000001) == 1
-    assert bot_chat_to_store(-999999999999) == 999999999999  # the largest basic group id
-    with pytest.raises(ValueError):
-        bot_chat_to_store(0)
 
 
 # ---- the real model on the demo personas -------------------------------------------------

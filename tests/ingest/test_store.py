@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from ingest.store import SCHEMA_VERSION, Chat, Message, open_store
+from ingest.store import MIGRATIONS, SCHEMA_VERSION, Chat, Message, Owner, open_store
+from twin.core.db import open_database
 from twin.core.errors import TwinError
 
 
@@ -44,3 +46,110 @@ def test_chat_rename_keeps_one_row(tmp_path: Path) -> None:
         store.save_chat(Chat(1, "Old name", "personal_chat"))
         store.save_chat(Chat(1, "New name", None))
         assert store.chats() == [Chat(1, "New name", "personal_chat")]
+
+
+# --- migration 3: marked ids -------------------------------------------------------------
+
+# A store as twin wrote it before ids carried their peer type (schema 2): bare ids everywhere.
+OLD_CHATS = [
+    (10, "Vera", "personal_chat"),
+    (7, "Helper", "bot_chat"),
+    (20, "Team", "private_group"),
+    (-20, "Team", "private_group"),  # the same group, once imported from a Bot API id tool
+    (30, "Crew", "private_supergroup"),
+    (40, "News", "public_channel"),
+    (50, "Someone", None),  # a single-chat export without a type: which kind, unknown
+    (-98765, "Minimal", None),  # a chat that had no id: a made-up negative one
+]
+OLD_MESSAGES = [  # (chat, message, sender)
+    (10, 1, 10),
+    (10, 2, 1),
+    (7, 1, 7),
+    (20, 1, 5),
+    (20, 2, 1),
+    (-20, 2, 1),  # the same message as (20, 2): one row after the merge
+    (-20, 3, 5),
+    (30, 1, 30),  # the supergroup speaking as itself (an anonymous admin)
+    (30, 2, 5),
+    (40, 1, 40),  # a channel post
+    (50, 1, 50),
+    (50, 2, 1),
+    (-98765, 1, None),
+]
+
+
+def old_store(path: Path) -> None:
+    conn = open_database(path, MIGRATIONS[:2])
+    conn.executemany("INSERT INTO chats VALUES (?, ?, ?)", OLD_CHATS)
+    conn.executemany(
+        "INSERT INTO messages (chat_id, message_id, date, sender_id, sender_name, kind, text)"
+        " VALUES (?, ?, 1700000000 + ?, ?, 'x', 'message', ?)",
+        [(c, m, m, s, f"{c}/{m}") for c, m, s in OLD_MESSAGES],
+    )
+    conn.execute("INSERT INTO meta VALUES ('owner_id', '1')")
+    conn.execute("INSERT INTO imported_files VALUES ('abc', '', 'result.json', 13, 1.0)")
+    conn.close()
+
+
+def test_an_old_store_is_migrated_to_marked_ids(tmp_path: Path) -> None:
+    path = tmp_path / "twin.db"
+    old_store(path)
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.chats() == [
+            Chat(-(2**52 + 50), "Someone", None),  # kept apart from user 50 and group 50
+            Chat(-1000000000040, "News", "public_channel"),
+            Chat(-1000000000030, "Crew", "private_supergroup"),
+            Chat(-98765, "Minimal", None),
+            Chat(-20, "Team", "private_group"),
+            Chat(7, "Helper", "bot_chat"),
+            Chat(10, "Vera", "personal_chat"),
+        ]
+        rows = {
+            (m.chat_id, m.message_id): (m.sender_id, m.text)
+            for chat in store.chats()
+            for m in store.messages_of(chat.chat_id)
+        }
+        assert rows == {
+            (10, 1): (10, "10/1"),
+            (10, 2): (1, "10/2"),
+            (7, 1): (7, "7/1"),
+            (-20, 1): (5, "20/1"),
+            (-20, 2): (1, "-20/2"),  # the row already there won, as a re-import would
+            (-20, 3): (5, "-20/3"),
+            (-1000000000030, 1): (-1000000000030, "30/1"),
+            (-1000000000030, 2): (5, "30/2"),
+            (-1000000000040, 1): (-1000000000040, "40/1"),
+            (-(2**52 + 50), 1): (50, "50/1"),
+            (-(2**52 + 50), 2): (1, "50/2"),
+            (-98765, 1): (None, "-98765/1"),
+        }
+        assert store.owner() == Owner(1)
+        assert store.was_imported("abc", "")  # re-reading an imported file stays a no-op
+        assert store.chat_names()[-20] == {"Team"}
+    with open_store(path) as store:  # migrated once
+        assert store.count_messages() == len(OLD_MESSAGES) - 1
+
+
+def test_an_export_imported_before_the_migration_adds_nothing_after_it(tmp_path: Path) -> None:
+    from ingest.export import import_export
+
+    export = {
+        "name": "Crew",
+        "type": "private_supergroup",
+        "id": 30,
+        "messages": [
+            {"id": m, "type": "message", "date_unixtime": str(1700000000 + m), "from": "x",
+             "from_id": f"user{s}" if s != 30 else "channel30", "text": f"30/{m}"}
+            for c, m, s in OLD_MESSAGES
+            if c == 30
+        ],
+    }  # fmt: skip
+    path = tmp_path / "twin.db"
+    old_store(path)
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps(export))
+    with open_store(path) as store:
+        summary = import_export(result, store, me="1", progress=False)
+        assert (summary.added, summary.skipped["already stored"]) == (0, 2)
+        assert store.count_messages() == len(OLD_MESSAGES) - 1

@@ -50,6 +50,9 @@ def channel(channel_id: int, title: str, **flags: Any) -> tl.Channel:
 
 
 NEWS = channel(500, "News", broadcast=True)
+# The store keys chats by marked ids (ingest.peers), as the Bot API does.
+FAMILY_ID = -77
+NEWS_ID = -1000000000500
 
 
 def at(seconds: int) -> datetime:
@@ -191,16 +194,19 @@ def test_outgoing_message_is_the_owners_and_never_guessed_as_the_peer() -> None:
     assert convert(42, raw).sender_id is None
     # As an anonymous admin, from_id names the group, but the words are still the owner's.
     anonymous = message(7, tl.PeerChannel(600), out=True, from_id=tl.PeerChannel(600))
-    assert convert(600, anonymous, owner_id=OWNER_ID).sender_id == OWNER_ID
+    assert convert(-1000000000600, anonymous, owner_id=OWNER_ID).sender_id == OWNER_ID
 
 
-def test_group_and_channel_senders_are_bare_ids() -> None:
+def test_group_and_channel_senders_are_marked_ids() -> None:
+    # Users as they are, channels -(10**12 + id): channel 1000 speaking is not user 1000.
     in_group = message(1, tl.PeerChat(77), from_id=tl.PeerUser(43))
-    assert convert(77, in_group).sender_id == 43
+    assert convert(FAMILY_ID, in_group).sender_id == 43
     in_supergroup = message(2, tl.PeerChannel(600), from_id=tl.PeerChannel(601))
-    assert convert(600, in_supergroup).sender_id == 601  # not -100601
+    assert convert(-1000000000600, in_supergroup).sender_id == -1000000000601
     post = message(3, tl.PeerChannel(500), post=True)
-    assert convert(500, post).sender_id == 500
+    assert convert(NEWS_ID, post).sender_id == NEWS_ID
+    as_channel = message(4, tl.PeerChannel(600), from_id=tl.PeerChannel(OWNER_ID))
+    assert convert(-1000000000600, as_channel, owner_id=OWNER_ID).sender_id != OWNER_ID
 
 
 def test_service_message() -> None:
@@ -212,7 +218,7 @@ def test_service_message() -> None:
         out=True,
         action=tl.MessageActionChatCreate(title="Family", users=[OWNER_ID, 42]),
     )
-    got = convert(77, raw, owner_id=OWNER_ID)
+    got = convert(FAMILY_ID, raw, owner_id=OWNER_ID)
     assert (got.kind, got.sender_id, got.text, got.media_type) == ("service", OWNER_ID, "", None)
 
 
@@ -279,6 +285,11 @@ def test_reply_points_at_a_message_of_the_same_chat_only() -> None:
     assert convert(42, message(5, tl.PeerUser(42), reply_to=elsewhere)).reply_to is None
     story = tl.MessageReplyStoryHeader(peer=tl.PeerUser(42), story_id=1)
     assert convert(42, message(6, tl.PeerUser(42), reply_to=story)).reply_to is None
+    # Group 42 is not user 42's chat: a reply to a message there points at nothing here.
+    in_group = tl.MessageReplyHeader(reply_to_msg_id=3, reply_to_peer_id=tl.PeerChat(42))
+    assert convert(42, message(7, tl.PeerUser(42), reply_to=in_group)).reply_to is None
+    same_group = tl.MessageReplyHeader(reply_to_msg_id=3, reply_to_peer_id=tl.PeerChat(42))
+    assert convert(-42, message(8, tl.PeerChat(42), reply_to=same_group)).reply_to == 3
 
 
 def test_edit_date_unless_telegram_hides_the_edit() -> None:
@@ -297,18 +308,21 @@ def test_edit_date_unless_telegram_hides_the_edit() -> None:
         (ALICE, Chat(42, "Alice Smith", "personal_chat")),
         (HELPER_BOT, Chat(44, "Helper", "bot_chat")),
         (ME, Chat(OWNER_ID, "Olga Owner", "saved_messages")),
-        (FAMILY, Chat(77, "Family", "private_group")),
-        (channel(600, "Py", megagroup=True), Chat(600, "Py", "private_supergroup")),
+        (FAMILY, Chat(FAMILY_ID, "Family", "private_group")),
+        (channel(600, "Py", megagroup=True), Chat(-1000000000600, "Py", "private_supergroup")),
         (
             channel(601, "Rust", megagroup=True, username="r"),
-            Chat(601, "Rust", "public_supergroup"),
+            Chat(-1000000000601, "Rust", "public_supergroup"),
         ),
-        (NEWS, Chat(500, "News", "private_channel")),
-        (channel(501, "Wire", broadcast=True, username="w"), Chat(501, "Wire", "public_channel")),
+        (NEWS, Chat(NEWS_ID, "News", "private_channel")),
+        (
+            channel(501, "Wire", broadcast=True, username="w"),
+            Chat(-1000000000501, "Wire", "public_channel"),
+        ),
         # A channel whose only usernames are collectible ones is public too.
         (
             channel(502, "Coll", broadcast=True, usernames=[tl.Username("c", active=True)]),
-            Chat(502, "Coll", "public_channel"),
+            Chat(-1000000000502, "Coll", "public_channel"),
         ),
         (tl.User(id=45, deleted=True), Chat(45, None, "personal_chat")),
     ],
@@ -335,14 +349,14 @@ def test_first_pull_stores_everything_and_records_the_owner(db: Store) -> None:
     )
     assert db.owner() == Owner(OWNER_ID, "Olga Owner", "15550001")
     assert db.chats() == [
+        Chat(FAMILY_ID, "Family", "private_group"),
         Chat(42, "Alice Smith", "personal_chat"),
-        Chat(77, "Family", "private_group"),
     ]
     assert stored_ids(db, 42) == list(range(1, 8))
-    assert stored_ids(db, 77) == list(range(1, 6))
+    assert stored_ids(db, FAMILY_ID) == list(range(1, 6))
     senders = {(m.sender_id, m.sender_name) for m in db.messages_of(42)}
     assert senders == {(OWNER_ID, "Olga Owner"), (42, "Alice Smith")}
-    assert rec.lines == ["Alice Smith (42): 7 new messages", "Family (77): 5 new messages"]
+    assert rec.lines == ["Alice Smith (42): 7 new messages", "Family (-77): 5 new messages"]
 
 
 def test_pull_with_nothing_new_adds_nothing_and_asks_from_the_highest_id(db: Store) -> None:
@@ -450,7 +464,74 @@ def test_include_and_exclude_by_id_and_by_name(db: Store) -> None:
     assert [cid for cid, _ in client.calls] == [42]
 
     summary = pull(client, db, exclude=["43"])
-    assert [c.chat_id for c in db.chats()] == [42, 77]
+    assert [c.chat_id for c in db.chats()] == [FAMILY_ID, 42]
+
+
+def test_a_chat_excluded_by_name_stays_excluded_after_a_rename(db: Store) -> None:
+    family = [message(1, tl.PeerChat(77), from_id=tl.PeerUser(43))]
+    client = FakeClient(ME, [(ALICE, private_history(ALICE, range(1, 3))), (FAMILY, family)])
+    pull(client, db, exclude=["family"])
+    assert [cid for cid, _ in client.calls] == [42]
+    # The group is renamed, and writes on: the entry pinned its id at the first pull.
+    renamed = tl.Chat(
+        id=77,
+        title="Relatives",
+        photo=tl.ChatPhotoEmpty(),
+        participants_count=3,
+        date=T0,
+        version=2,
+    )
+    family.append(message(2, tl.PeerChat(77), from_id=tl.PeerUser(43)))
+    client = FakeClient(ME, [(ALICE, private_history(ALICE, range(1, 3))), (renamed, family)])
+
+    summary = pull(client, db, exclude=["family"])
+
+    assert [cid for cid, _ in client.calls] == [42]
+    assert summary.skipped_chats == 1 and stored_ids(db, FAMILY_ID) == []
+    assert FAMILY_ID not in {c.chat_id for c in db.chats()}
+
+
+def test_an_included_chat_stays_included_and_its_old_name_takes_in_no_other(db: Store) -> None:
+    client = FakeClient(
+        ME,
+        [(ALICE, private_history(ALICE, range(1, 3))), (BOB, private_history(BOB, range(1, 3)))],
+    )
+    pull(client, db, include=["Alice Smith"])
+    assert [cid for cid, _ in client.calls] == [42]
+    # Alice renames herself; Bob takes the name she had.
+    alicia = tl.User(id=42, first_name="Alicia", bot=False)
+    bob_as_alice = tl.User(id=43, first_name="Alice", last_name="Smith", bot=False)
+    client = FakeClient(
+        ME,
+        [
+            (alicia, private_history(alicia, range(1, 5))),
+            (bob_as_alice, private_history(bob_as_alice, range(1, 3))),
+        ],
+    )
+
+    pull(client, db, include=["Alice Smith"])
+
+    assert [cid for cid, _ in client.calls] == [42]
+    assert stored_ids(db, 42) == [1, 2, 3, 4] and stored_ids(db, 43) == []
+
+
+def test_a_user_and_a_group_with_one_id_stay_two_chats(db: Store) -> None:
+    # Telegram numbers users and groups apart: user 42 and group 42 are two chats, two
+    # memory scopes; their message ids overlap and none is lost.
+    club = tl.Chat(
+        id=42, title="Club", photo=tl.ChatPhotoEmpty(), participants_count=5, date=T0, version=1
+    )
+    in_club = [message(i, tl.PeerChat(42), from_id=tl.PeerUser(43)) for i in range(1, 4)]
+    client = FakeClient(ME, [(ALICE, private_history(ALICE, range(1, 4))), (club, in_club)])
+
+    pull(client, db)
+
+    assert db.chats() == [
+        Chat(-42, "Club", "private_group"),
+        Chat(42, "Alice Smith", "personal_chat"),
+    ]
+    assert stored_ids(db, 42) == [1, 2, 3] and stored_ids(db, -42) == [1, 2, 3]
+    assert {m.sender_id for m in db.messages_of(-42)} == {43}
 
 
 def test_bot_chats_pulled_channels_only_when_named(db: Store) -> None:
@@ -469,7 +550,7 @@ def test_bot_chats_pulled_channels_only_when_named(db: Store) -> None:
     summary = pull(client, db, include=["News", "Helper"])
     assert summary.added == 1
     assert {c.type for c in db.chats()} == {"bot_chat", "private_channel"}
-    assert next(db.messages_of(500)).sender_id == 500
+    assert next(db.messages_of(NEWS_ID)).sender_id == NEWS_ID
 
 
 def test_unreadable_chat_is_skipped_and_the_others_pulled(db: Store) -> None:
@@ -484,7 +565,7 @@ def test_unreadable_chat_is_skipped_and_the_others_pulled(db: Store) -> None:
     rec = Recorder()
     summary = pull(client, db, rec, include=["News", "Alice Smith"])
     assert (summary.chats, summary.skipped_chats, summary.added) == (1, 1, 3)
-    assert "News (500): history not readable (ChannelPrivateError), skipped" in rec.lines
+    assert "News (-1000000000500): history not readable (ChannelPrivateError), skipped" in rec.lines
 
 
 def test_logs_never_carry_message_text(db: Store) -> None:

@@ -235,6 +235,8 @@ def _dataset(config: Config, args: argparse.Namespace) -> int:
     print(f"wrote {config.dataset_dir / 'train.jsonl'} and eval.jsonl")
     if advice := summary.advice():
         print(f"note: the dataset is {advice}")
+    for note in summary.notes:  # include / exclude entries that match no chat
+        print(f"note: {note}")
     return 0
 
 

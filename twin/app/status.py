@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingest.dataset import count_examples
+from ingest.selection import chat_selection
 from ingest.store import open_store
 from trainer.registry import current_problem, current_version, list_adapters
 from twin.core.config import Config
@@ -16,11 +17,14 @@ def status_of(config: Config) -> dict[str, Any]:
     """What `twin status --json` prints: counts, versions and numbers; never message text."""
     status: dict[str, Any] = {"data_dir": str(config.data_dir), "messages": 0, "chats": 0}
     owner = None
+    # [ingest] include_chats / exclude_chats entries that match no chat (ingest.selection).
+    status["chat_list_notes"] = []
     if config.store_path.exists():
         with open_store(config.store_path) as store:
             status["messages"] = store.count_messages()
             status["chats"] = store.count_chats()
             owner = store.owner()
+            status["chat_list_notes"] = chat_selection(store, config, save=False).notes()
     status["owner"] = owner.name if owner else None
     status["owner_id"] = owner.user_id if owner else None
     status["examples"] = count_examples(config.dataset_dir)
@@ -47,6 +51,8 @@ def print_status(status: dict[str, Any]) -> None:
     print(f"owner:    {who}")
     print(f"store:    {status['messages']} messages in {status['chats']} chats")
     print(f"dataset:  {status['examples']} examples")
+    for note in status["chat_list_notes"]:
+        print(f"note:     {note}")
     print(f"adapter:  {status['adapter'] or 'none yet (twin train)'}")
     if status["adapter_problem"]:
         print(f"          {status['adapter_problem']}")
