@@ -13,7 +13,11 @@ vLLM's body (`{"error": {"message", "type", "param", "code"}}`), and records eve
 "generates" is a function of the model name and the prompt (`reply_for`), so a test can tell
 which adapter answered. Faults on demand: `fail` answers chosen calls with an error status,
 `stall` answers one late, `refuse` stops listening (connection refused) for a while or until
-`resume`, `drop` forgets adapters as a server restart would, `answer_empty` answers with nothing.
+`resume`, `drop` forgets adapters as a server restart would, `answer_with` answers with a given
+text (`answer_empty`: nothing), `drip` sends an answer a byte at a time, `flood` sends a huge
+one. Limits as a real deployment has them: `max_model_len` refuses a request whose prompt and
+completion do not fit (400, vLLM's --max-model-len), `max_body` refuses a request body over
+that many bytes (413, as a proxy's body limit does).
 """
 
 from __future__ import annotations
@@ -56,16 +60,21 @@ class OpenAIStandIn:
         base: str = BASE_NAME,
         vocab_size: int | None = None,
         runtime_lora: bool = True,
+        max_model_len: int = 2048,
+        max_body: int | None = None,
     ) -> None:
         self.api_key = api_key
         self.base = base
         self.vocab_size = vocab_size
+        self.max_model_len = max_model_len  # vLLM's --max-model-len
+        self.max_body = max_body  # a proxy's body limit (nginx: client_max_body_size)
         self.runtime_lora = runtime_lora  # VLLM_ALLOW_RUNTIME_LORA_UPDATING: the routes exist
         self.calls: list[Call] = []
         self.adapters: dict[str, str] = {}  # lora_name -> lora_path, in load order
         self._faults: list[tuple[str, int, str]] = []  # (path or "*", status, message)
         self._stalls: list[tuple[str, float]] = []  # (path, seconds)
-        self._empty = 0  # completions still to answer with an empty text
+        self._texts: list[str] = []  # what the next completions answer each prompt with
+        self._deliveries: list[tuple[str, str, float]] = []  # (path, "drip" | "flood", how)
         self._lock = threading.Lock()
         self._port = 0
         self._server: _Server | None = None
@@ -101,8 +110,24 @@ class OpenAIStandIn:
     def answer_empty(self, times: int = 1) -> None:
         """Answer the next `times` completions with an empty text, as a model that sampled its
         end of turn first."""
+        self.answer_with("", times=times)
+
+    def answer_with(self, text: str, *, times: int = 1) -> None:
+        """Answer every prompt of the next `times` completions with `text` (a server that
+        ignores max_tokens, say)."""
         with self._lock:
-            self._empty += times
+            self._texts += [text] * times
+
+    def drip(self, path: str, seconds_per_byte: float) -> None:
+        """Send the next answer to `path` one byte at a time, `seconds_per_byte` apart (a
+        server, or something between, that never quite stops and never quite answers)."""
+        with self._lock:
+            self._deliveries.append((path, "drip", seconds_per_byte))
+
+    def flood(self, path: str, size: int) -> None:
+        """Answer the next call to `path` with a 200 of `size` bytes of JSON."""
+        with self._lock:
+            self._deliveries.append((path, "flood", size))
 
     def stall(self, path: str, seconds: float) -> None:
         """Take `seconds` over the next call to `path` (a server busy past the client's
@@ -178,6 +203,14 @@ class OpenAIStandIn:
         for _, seconds in stalls:
             time.sleep(seconds)
 
+    def _take_delivery(self, path: str) -> tuple[str, float] | None:
+        with self._lock:
+            for i, (where, kind, how) in enumerate(self._deliveries):
+                if where == path:
+                    del self._deliveries[i]
+                    return kind, how
+        return None
+
     def _take_fault(self, path: str) -> tuple[int, str] | None:
         with self._lock:
             for i, (where, status, message) in enumerate(self._faults):
@@ -208,7 +241,7 @@ class OpenAIStandIn:
                 "owned_by": "vllm",
                 "root": f"/models/{self.base}",
                 "parent": None,
-                "max_model_len": 2048,
+                "max_model_len": self.max_model_len,
                 "permission": [],
             }
         ]
@@ -248,12 +281,24 @@ class OpenAIStandIn:
         problem = _sampling_problem(body)
         if problem:
             return _error(400, "BadRequestError", problem)
+        completion = body.get("max_tokens") or 16
+        for prompt in prompts:
+            if len(prompt) + completion > self.max_model_len:
+                # vLLM refuses the whole request when one prompt does not fit.
+                return _error(
+                    400,
+                    "BadRequestError",
+                    f"This model's maximum context length is {self.max_model_len} tokens. "
+                    f"However, you requested {len(prompt) + completion} tokens "
+                    f"({len(prompt)} in the messages, {completion} in the completion). Please "
+                    "reduce the length of the messages or completion.",
+                )
         with self._lock:
-            empty, self._empty = self._empty > 0, max(self._empty - 1, 0)
+            text = self._texts.pop(0) if self._texts else None
         choices = [
             {
                 "index": i,
-                "text": "" if empty else f" {self.reply_for(str(model), prompt)}\n",
+                "text": text if text is not None else f" {self.reply_for(str(model), prompt)}\n",
                 "logprobs": None,
                 "finish_reason": "stop",
                 "stop_reason": None,
@@ -308,6 +353,11 @@ class OpenAIStandIn:
         return 200, f"Success: LoRA adapter '{name}' removed successfully."
 
 
+_NGINX_413 = (
+    "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+    "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
 _STATUS_TEXT = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
@@ -404,6 +454,16 @@ def _handler_for(server: OpenAIStandIn) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, {"detail": "Not Found"})
                 return
             path = self.path[len(PREFIX) :]
+            if server.max_body is not None and length > server.max_body:
+                with server._lock:
+                    server.calls.append(Call(method, path, None, time.monotonic(), None, 413))
+                self._reply(413, _NGINX_413)
+                return
+            delivery = server._take_delivery(path)
+            if delivery is not None:
+                kind, how = delivery
+                self._flood(int(how)) if kind == "flood" else self._drip(how)
+                return
             authorization = self.headers.get("Authorization")
             try:
                 body = json.loads(raw) if raw else None
@@ -430,6 +490,32 @@ def _handler_for(server: OpenAIStandIn) -> type[BaseHTTPRequestHandler]:
             if isinstance(body, str):
                 return _error(400, "BadRequestError", "the body is not JSON")
             return server._answer(method, path, body)
+
+        def _drip(self, seconds_per_byte: float) -> None:
+            data = json.dumps({"id": "cmpl-drip", "object": "text_completion", "choices": []})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for byte in data.encode():  # a gone client ends it: OSError, quietly
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(seconds_per_byte)
+
+        def _flood(self, size: int) -> None:
+            head = b'{"id": "cmpl-flood", "object": "text_completion", "junk": "'
+            tail = b'", "choices": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self.wfile.write(head)
+            left = size - len(head) - len(tail)
+            chunk = b"a" * 65536
+            while left > 0:
+                self.wfile.write(chunk[:left])
+                left -= len(chunk)
+            self.wfile.write(tail)
 
         def _reply(self, status: int, answer: Any) -> None:
             if isinstance(answer, str):

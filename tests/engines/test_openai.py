@@ -2,7 +2,9 @@
 prompts rendered by twin and sent as token ids, batches in one request, adapters swapped under
 immutable names, broken adapters refused before the server sees them, and a server that fails,
 restarts or is down met with retries, one reload, and one-line errors that never show a
-prompt or the key."""
+prompt or the key. A prompt the server refuses is told apart from a server that is down; a
+server that drips, floods or ignores max_tokens is cut off; plain http to another machine is
+refused unless the owner allows it."""
 
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ import pytest
 from tenacity import wait_exponential
 
 from tests.engines.openai_standin import BASE_NAME, OpenAIStandIn
-from trainer.engines import AdapterRefused, Engine, EngineUnavailable
+from trainer.engines import AdapterRefused, Engine, EngineUnavailable, PromptRefused
 from trainer.engines import openai as engine_module
 from trainer.engines.openai import API_KEY_ENV, OpenAIEngine
 from trainer.model import load_tokenizer
 from twin.core.chat_format import encode_prompt
 from twin.core.config import Config, GenerationConfig, config_from_dict
 from twin.core.conversation import ChatMessage
+from twin.core.errors import TwinError
 from twin.core.generation import stop_tokens
 
 OLD, NEW = "20261124-031500", "20261125-030002"
@@ -400,21 +403,229 @@ def test_a_bad_request_is_not_retried_and_its_message_is_not_shown(
     # A server's message about a request may quote the request.
     server.fail("/completions", 400, message=f"cannot parse {SECRET_WORDS!r}")
 
-    with pytest.raises(EngineUnavailable, match="answered 400") as failed:
+    with pytest.raises(PromptRefused, match="refused a prompt: 400") as failed:
         engine.generate([conversation()], SETTINGS)
 
     assert SECRET_WORDS not in str(failed.value)
     assert statuses(server, "/completions") == [400]
 
 
-def test_stopping_ends_the_retries(engine: OpenAIEngine, server: OpenAIStandIn) -> None:
-    server.fail("/completions", 503, times=100)
+# --- a prompt the server refuses ---------------------------------------------------------------
+
+
+def test_a_prompt_over_the_server_s_max_model_len_is_refused_not_unavailable(
+    tiny_base: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with OpenAIStandIn(max_model_len=200) as server, caplog.at_level(logging.DEBUG):
+        engine = OpenAIEngine(engine_config(server.url, tiny_base, tmp_path))
+        long_chat = conversation(SECRET_WORDS + " and then" * 100)
+
+        with pytest.raises(PromptRefused) as refused:
+            engine.generate([conversation("hi"), long_chat], SETTINGS)
+
+        message = str(refused.value)
+        assert message == (
+            f"{server.url}/completions refused a prompt: 400 (BadRequestError): check the "
+            "server's --max-model-len against [bot] context_tokens"
+        )
+        assert statuses(server, "/completions") == [400]  # never asked again: it cannot pass
+        assert SECRET_WORDS not in caplog.text
+        # The short one alone is answered: only its neighbour was too long.
+        assert engine.generate([conversation("hi")], SETTINGS) == expected(engine, BASE_NAME, "hi")
+        engine.close()
+
+
+@pytest.mark.parametrize("status", [413, 422])
+def test_other_4xx_answers_are_refusals_and_429_is_retried(
+    engine: OpenAIEngine, server: OpenAIStandIn, status: int
+) -> None:
+    server.fail("/completions", status)
+    with pytest.raises(PromptRefused, match=f"refused a prompt: {status} "):
+        engine.generate([conversation()], SETTINGS)
+    assert statuses(server, "/completions") == [status]
+
+    server.fail("/completions", 429, times=2)
+    assert engine.generate([conversation()], SETTINGS) == expected(engine, BASE_NAME, SECRET_WORDS)
+    assert statuses(server, "/completions") == [status, 429, 429, 200]
+
+
+def test_a_batch_is_split_to_keep_each_request_under_the_body_cap(
+    engine: OpenAIEngine, server: OpenAIStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "REQUEST_CAP", 3000, raising=False)
+    texts = [f"message number {n} " + "blah " * 40 for n in range(6)]
+
+    replies = engine.generate([conversation(t) for t in texts], SETTINGS)
+
+    assert replies == expected(engine, BASE_NAME, *texts)
+    calls = server.calls_to("/completions")
+    assert len(calls) > 1
+    assert sum(len(c.body["prompt"]) for c in calls) == 6
+    assert all(len(json.dumps(c.body)) <= 3000 for c in calls)
+
+    with pytest.raises(PromptRefused, match=r"over the 3000-byte cap on a request"):
+        engine.generate([conversation("blah " * 1000)], SETTINGS)
+    assert len(server.calls_to("/completions")) == len(calls)  # never sent
+
+
+def test_a_proxy_s_body_limit_is_a_refusal(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with OpenAIStandIn(max_body=2000) as server:
+        engine = OpenAIEngine(engine_config(server.url, tiny_base, tmp_path))
+        with pytest.raises(PromptRefused, match="refused a prompt: 413 ") as refused:
+            engine.generate([conversation("blah " * 400)], SETTINGS)
+        assert "a proxy's body limit" in str(refused.value)
+        assert statuses(server, "/completions") == [413]
+        engine.close()
+
+
+# --- a server that drips, stalls, floods or says too much ---------------------------------------
+
+
+def test_a_dripping_server_is_cut_off_at_the_request_deadline(
+    engine: OpenAIEngine, server: OpenAIStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "DEADLINE_S", 1.0, raising=False)
+    engine.generate([conversation()], SETTINGS)  # the base's name is known: one call to time
+    server.drip("/completions", 0.3)  # a byte every 0.3 s: the whole answer would take 20 s+
+
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable) as failed:
+        engine.generate([conversation()], SETTINGS)
+    took = time.monotonic() - started
+
+    assert str(failed.value) == f"{server.url}/completions did not finish answering within 1 s"
+    assert took < 10  # 1 s and a little; never the drip's 20
+    # The next request gets a connection of its own and its answer.
+    assert engine.generate([conversation()], SETTINGS) == expected(engine, BASE_NAME, SECRET_WORDS)
+
+
+@pytest.mark.parametrize("how", ["stop", "close"])
+def test_stopping_or_closing_ends_a_request_in_flight_at_once(
+    engine: OpenAIEngine, server: OpenAIStandIn, how: str
+) -> None:
+    engine.generate([conversation()], SETTINGS)
+    server.stall("/completions", 60)  # far past anything a test waits
+    stop = threading.Event()
+    ender = threading.Timer(0.5, stop.set if how == "stop" else engine.close)
+    ender.start()
+
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable, match="stopped while waiting for its answer"):
+        engine.generate([conversation()], SETTINGS, stop=stop)
+    took = time.monotonic() - started
+    ender.join()
+
+    assert took < 10  # half a second and a little; never the server's 60
+
+
+def test_a_flood_is_cut_at_the_cap_in_one_line(
+    engine: OpenAIEngine, server: OpenAIStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.generate([conversation()], SETTINGS)
+    server.flood("/completions", 64 * 1024 * 1024)
+
+    with caplog.at_level(logging.WARNING), pytest.raises(EngineUnavailable) as failed:
+        engine.generate([conversation()], SETTINGS)
+
+    message = str(failed.value)
+    assert message.startswith(f"{server.url}/completions sent more than ")
+    assert message.endswith(" MB, more than 1 reply of at most 8 tokens takes: cut off there")
+    assert "\n" not in message
+    assert engine.generate([conversation()], SETTINGS) == expected(engine, BASE_NAME, SECRET_WORDS)
+
+
+def test_a_reply_longer_than_max_new_tokens_could_make_is_cut_before_it_goes_anywhere(
+    engine: OpenAIEngine, server: OpenAIStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    spam = "".join(f"buy {SECRET_WORDS} now, offer {n}\n" for n in range(5000))
+    server.answer_with(spam)
+
+    with caplog.at_level(logging.WARNING):
+        [reply] = engine.generate([conversation()], SETTINGS)
+
+    most = SETTINGS.max_new_tokens * engine.longest_token
+    assert 0 < len(reply) <= most
+    assert len([line for line in reply.splitlines() if line.strip()]) <= SETTINGS.max_new_tokens
+    assert spam.startswith(reply)
+    assert (
+        f"{server.url}/completions sent a reply of {len(spam.strip())} characters in 5000 "
+        f"lines, more than max_new_tokens 8 can make (at most {most} characters, 8 lines): "
+        "cut to that"
+    ) in caplog.text
+    assert SECRET_WORDS not in caplog.text
+
+
+# --- plain http and the key ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["http://gpu-box:8000/v1", "http://10.0.0.7:8000/v1", "http://[2001:db8::1]:8000/v1"]
+)
+def test_plain_http_to_another_machine_is_refused_unless_the_owner_allows_it(
+    url: str, tiny_base: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(TwinError) as refused:
+        engine_config(url, tiny_base, tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"config: [serving] url {url} is plain http to another machine")
+    assert "allow_plain_http = true" in message and "\n" not in message
+
+    allowed = engine_config(url, tiny_base, tmp_path, allow_plain_http=True)
+    assert allowed.serving.url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/v1",
+        "http://localhost:8000/v1",
+        "http://127.0.0.2:8000/v1",
+        "http://[::1]:8000/v1",
+        "https://gpu-box:8000/v1",
+    ],
+)
+def test_loopback_and_https_need_no_opt_in(url: str, tiny_base: Path, tmp_path: Path) -> None:
+    assert engine_config(url, tiny_base, tmp_path).serving.url == url
+
+
+def test_an_engine_without_a_key_says_so_once_at_start(
+    server: OpenAIStandIn,
+    tiny_base: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        OpenAIEngine(engine_config(server.url, tiny_base, tmp_path)).close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"no {API_KEY_ENV} is set: anyone who can reach {server.url} can ask the twin's "
+        "adapters for replies; give the server a key (VLLM_API_KEY) and export the same key here"
+    ]
+    caplog.clear()
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    with caplog.at_level(logging.WARNING):
+        OpenAIEngine(engine_config(server.url, tiny_base, tmp_path)).close()
+    assert caplog.records == []
+
+
+def test_stopping_ends_the_retries(
+    engine: OpenAIEngine, server: OpenAIStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "RETRY_WAIT", DEFAULT_WAIT)  # 0.25 s, 0.5 s...
     stop = threading.Event()
     stop.set()
-
-    with pytest.raises(EngineUnavailable, match="tried once"):
+    with pytest.raises(EngineUnavailable, match="stopping"):
         engine.generate([conversation()], SETTINGS, stop=stop)
-    assert statuses(server, "/completions") == [503]
+    assert statuses(server, "/completions") == []  # nothing is asked once stopping
+
+    server.fail("/completions", 503, times=100)
+    stop.clear()
+    threading.Timer(0.3, stop.set).start()  # while it waits to try again
+    with pytest.raises(EngineUnavailable):
+        engine.generate([conversation()], SETTINGS, stop=stop)
+    assert 1 <= len(statuses(server, "/completions")) < engine_module.ATTEMPTS
 
 
 # --- the API key ---------------------------------------------------------------------------------

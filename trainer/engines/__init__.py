@@ -27,8 +27,14 @@ class AdapterRefused(TwinError):
 
 
 class EngineUnavailable(TwinError):
-    """The engine cannot answer now (a server down, refusing, failing): the request may be
+    """The engine cannot answer now (a server down, overloaded, failing): the request may be
     retried later; the message says what failed, never with message text."""
+
+
+class PromptRefused(TwinError):
+    """The engine will never answer one of the prompts it was given (a server that refuses
+    it: longer than its context, over a body limit): asking again cannot help, but the same
+    batch without that prompt may pass. The message says why, never with message text."""
 
 
 class Engine(Protocol):
@@ -45,12 +51,16 @@ class Engine(Protocol):
         stop: threading.Event | None = None,
     ) -> list[str]:
         """The reply to each conversation (rendered with twin's chat format), in one batch
-        where the engine can. `stop`, once set, ends generation early (shutting down)."""
+        where the engine can. `stop`, once set, ends generation early (shutting down).
+        Raises EngineUnavailable (try later) or PromptRefused (one of them will never pass)."""
         ...
 
     def swap(self, folder: Path) -> None:
         """Serve the adapter in `folder` (a registry version) instead of the current one.
-        Raises AdapterRefused (nothing changed) when it does not fit the base."""
+        Raises AdapterRefused (nothing changed) when the adapter itself cannot be served on
+        this base (trying again would not change that); EngineUnavailable (nothing changed)
+        when the engine cannot take it now (its server down, a full disk): the bot tries it
+        again later."""
         ...
 
     def close(self) -> None:

@@ -1,8 +1,12 @@
 """The openai engine: the twin served by an OpenAI-compatible server (vLLM; SGLang speaks the
 same), for owners with a GPU box. The server holds the training base and twin's adapters:
 
-    VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve BASE --enable-lora \\
-        --max-lora-rank 16 [--api-key KEY]          # >= [lora] r; the key: TWIN_ENGINE_API_KEY
+    VLLM_ALLOW_RUNTIME_LORA_UPDATING=True VLLM_API_KEY=... vllm serve BASE --enable-lora \\
+        --max-lora-rank 16 --host 127.0.0.1     # >= [lora] r; the same key: TWIN_ENGINE_API_KEY
+
+(the key from the environment, where `ps` does not show it; another machine reaches the server
+through an SSH tunnel or https: twin refuses plain http to another host unless `[serving]
+allow_plain_http` says otherwise).
 
 twin renders every prompt itself, with its own chat format and the training base's tokenizer,
 and sends the token ids to `/completions`: never the chat endpoint, whose template is the
@@ -18,17 +22,30 @@ restarted, the server did not) counts as loaded; one that lost it (the server re
 did not: completions answer 404) gets it loaded again, once. An adapter is checked here first
 (readable, finite, trained on the configured base), so a broken one never reaches the server.
 
-Refused or dropped connections and 5xx answers are retried with exponential backoff (tenacity,
-a few seconds in all), then raise EngineUnavailable with one line naming the URL and the
-status: never a prompt, a reply, or the key.
+Refused or dropped connections, 429 and 5xx answers are retried with exponential backoff
+(tenacity, a few seconds in all), then raise EngineUnavailable with one line naming the URL and
+the status: never a prompt, a reply, or the key. Any other 4xx to a completion (a prompt over
+the server's --max-model-len, a proxy's body limit) will never pass: it raises PromptRefused,
+and the bot splits the batch to find the prompt and answer the rest.
+
+A server is trusted with nothing else: each request ends by DEADLINE_S however the server
+dribbles its answer, or at once when `stop` is set or the engine closes (its connection shut
+down from a watching thread: a read blocked on a silent server wakes only so); a request body
+stays under REQUEST_CAP (a larger batch goes in several); an answer is read as a stream and cut
+off past what its replies could take; a reply is cut to what max_new_tokens tokens could make
+before anything sends it on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +53,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
-from trainer.engines import AdapterRefused, EngineUnavailable
+from trainer.engines import AdapterRefused, EngineUnavailable, PromptRefused
 from trainer.engines.checks import read_adapter
 from trainer.model import base_checkpoint, load_tokenizer
 from twin.core.chat_format import encode_prompt
@@ -50,12 +67,25 @@ API_KEY_ENV = "TWIN_ENGINE_API_KEY"
 ADAPTER_PREFIX = "twin-"  # the server-side name of adapter version V is twin-V
 ATTEMPTS = 5
 RETRY_WAIT = wait_exponential(multiplier=0.25, max=2)  # 0.25, 0.5, 1, 2 s: ~4 s bridged
-# A reply of a few dozen tokens takes seconds on a GPU, even queued behind others.
-TIMEOUT = httpx.Timeout(120.0, connect=5.0)
+# A request ends by then, answer included: a reply of a few dozen tokens takes seconds on a
+# GPU, even queued behind others. Reads and writes time out after as long, a connection after 5 s.
+DEADLINE_S = 120.0
+TIMEOUT = httpx.Timeout(DEADLINE_S, connect=5.0)
+CLOSE_DEADLINE_S = 5.0  # closing unloads the adapter, if the server answers that soon
+WATCH_EVERY_S = 0.1  # how often a request's watch looks at the clock and the stop flag
+# A request body at most this large (nginx's default client_max_body_size): a batch that
+# would be larger goes in several requests.
+REQUEST_CAP = 1024 * 1024
+# An answer at most this large besides its replies (the JSON around them, a model list, an
+# error), and a reply's character at most this many bytes of JSON ("\u00e9").
+ANSWER_ROOM = 1024 * 1024
+BYTES_PER_CHAR = 6
+# Answers worth asking again: too many requests, or a proxy that gave up waiting for ours.
+RETRIED_STATUSES = (408, 429)
 
 
 class _Transient(Exception):
-    """A failure worth trying again: no connection, a 5xx or 429 answer."""
+    """A failure worth trying again: no connection, a 5xx, 429 or 408 answer."""
 
 
 class OpenAIEngine:
@@ -70,15 +100,31 @@ class OpenAIEngine:
         self.shown_url = str(httpx.URL(self.url).copy_with(username=None, password=None))
         self.adapters_path = config.serving.adapters_path
         self._stop_ids = stop_tokens(self.tokenizer)
+        # The most characters one token can add to a reply (its text in the vocabulary is at
+        # least as long as what it decodes to): what max_new_tokens tokens can make.
+        self.longest_token = max((len(t) for t in self.tokenizer.get_vocab()), default=1)
         self._adapter: tuple[str, str] | None = None  # (server-side name, path) replies use
         self._base_name: str | None = None  # the base's name on the server, from /models
         key = os.environ.get(API_KEY_ENV, "").strip()
         self._keyed = bool(key)
+        if not key:
+            log.warning(
+                "no %s is set: anyone who can reach %s can ask the twin's adapters for "
+                "replies; give the server a key (VLLM_API_KEY) and export the same key here",
+                API_KEY_ENV,
+                self.shown_url,
+            )
         self._http = httpx.Client(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {key}"} if key else {},
+            # Answers come as sent: a compressed one could unpack to any size.
+            headers={"Accept-Encoding": "identity"}
+            | ({"Authorization": f"Bearer {key}"} if key else {}),
             timeout=TIMEOUT,
         )
+        self._connections = _Connections()
+        self._watches: set[_Watch] = set()  # requests under way, for close() to cut off
+        self._watches_lock = threading.Lock()
+        self._closed = threading.Event()
 
     # --- the Engine protocol -------------------------------------------------------------------
 
@@ -89,12 +135,16 @@ class OpenAIEngine:
         *,
         stop: threading.Event | None = None,
     ) -> list[str]:
-        """The reply to each conversation, all in one request (a list of prompts). `stop` ends
-        the retries (a request under way runs to its end: max_new_tokens bounds it)."""
+        """The reply to each conversation, all in one request (a list of prompts) unless its
+        body would pass REQUEST_CAP. `stop` ends the retries and cuts off a request under way.
+        Raises PromptRefused when the server refuses one of them (the batch may be split to
+        find it), EngineUnavailable when it cannot answer now."""
         if not conversations:
             return []
-        body: dict[str, Any] = {
-            "prompt": [encode_prompt(self.tokenizer, c) for c in conversations],
+        if stop is not None and stop.is_set():
+            raise EngineUnavailable(f"{self.shown_url}/completions: not asked, stopping")
+        prompts = [encode_prompt(self.tokenizer, c) for c in conversations]
+        fields: dict[str, Any] = {
             "max_tokens": settings.max_new_tokens,
             "temperature": settings.temperature,  # 0: greedy, as twin's own generation
             "top_p": settings.top_p,
@@ -102,8 +152,7 @@ class OpenAIEngine:
             "stop_token_ids": self._stop_ids,
             "skip_special_tokens": True,
         }
-        response = self._complete(body, stop)
-        return self._replies(response, len(conversations))
+        return self._complete(prompts, fields, stop)
 
     def swap(self, folder: Path) -> None:
         """Serve the adapter in `folder` (a registry version) instead of the current one.
@@ -125,9 +174,16 @@ class OpenAIEngine:
             self._unload(old[0])
 
     def close(self) -> None:
-        """Unload the adapter this engine loaded (one try: the server may be gone already)."""
+        """Unload the adapter this engine loaded (one try, a few seconds at most: the server may
+        be gone already) and close the connection. Safe from another thread: a request under
+        way there ends at once (EngineUnavailable) and is not tried again."""
+        self._closed.set()
+        with self._watches_lock:
+            under_way = list(self._watches)
+        for watch in under_way:
+            watch.cut("closed")
         if self._adapter is not None:
-            self._unload(self._adapter[0], attempts=1)
+            self._unload(self._adapter[0], attempts=1, deadline=CLOSE_DEADLINE_S)
             self._adapter, self.version = None, None
         self._http.close()
 
@@ -169,12 +225,18 @@ class OpenAIEngine:
             f"({response.status_code}): {_server_message(response)}"
         )
 
-    def _unload(self, name: str, *, attempts: int | None = None) -> None:
+    def _unload(
+        self, name: str, *, attempts: int | None = None, deadline: float | None = None
+    ) -> None:
         """Unload `name`; one the server no longer holds is fine. A failure only leaves an
         unused adapter on the server: it is logged, never raised."""
         try:
             response = self._send(
-                "POST", "/unload_lora_adapter", {"lora_name": name}, attempts=attempts
+                "POST",
+                "/unload_lora_adapter",
+                {"lora_name": name},
+                attempts=attempts,
+                deadline=deadline,
             )
         except EngineUnavailable as err:
             log.warning("could not unload %s: %s", name, err)
@@ -220,9 +282,39 @@ class OpenAIEngine:
             raise EngineUnavailable(f"{self.shown_url}/models lists no model")
         return self._base_name
 
-    def _complete(self, body: dict[str, Any], stop: threading.Event | None) -> httpx.Response:
-        model = self._model()
-        response = self._send("POST", "/completions", {"model": model, **body}, stop=stop)
+    def _complete(
+        self, prompts: list[list[int]], fields: dict[str, Any], stop: threading.Event | None
+    ) -> list[str]:
+        """The replies to `prompts`, in as few requests as keep each body under REQUEST_CAP."""
+        body = {"model": self._model(), "prompt": prompts, **fields}
+        size = len(_json_bytes(body))
+        if size > REQUEST_CAP:
+            if len(prompts) == 1:
+                raise PromptRefused(
+                    f"{self.shown_url}/completions: a prompt of {len(prompts[0])} tokens makes "
+                    f"a {size}-byte request, over the {REQUEST_CAP}-byte cap on a request"
+                )
+            half = len(prompts) // 2
+            return self._complete(prompts[:half], fields, stop) + self._complete(
+                prompts[half:], fields, stop
+            )
+        max_tokens = int(fields["max_tokens"])
+        response = self._ask(body, stop)
+        return self._replies(response, len(prompts), max_tokens)
+
+    def _ask(self, body: dict[str, Any], stop: threading.Event | None) -> httpx.Response:
+        where = f"{self.shown_url}/completions"
+        count, max_tokens = len(body["prompt"]), int(body["max_tokens"])
+        cap = ANSWER_ROOM + count * max_tokens * self.longest_token * BYTES_PER_CHAR
+        replies = "1 reply of" if count == 1 else f"{count} replies of"
+        takes = f", more than {replies} at most {max_tokens} tokens take{'s' if count == 1 else ''}"
+
+        def send(model: str) -> httpx.Response:
+            return self._send(
+                "POST", "/completions", {**body, "model": model}, stop=stop, cap=(cap, takes)
+            )
+
+        response = send(body["model"])
         if response.status_code == 404:
             # The server restarted and forgot the adapter (or serves its base under another
             # name now): load it again, once, and ask again.
@@ -235,23 +327,18 @@ class OpenAIEngine:
                     raise EngineUnavailable(str(err)) from None
             else:
                 self._base_name = None
-            model = self._model()
-            response = self._send("POST", "/completions", {"model": model, **body}, stop=stop)
-        if response.status_code != 200:
-            self._check_key(response)
-            # The server's own message is left out: an error about a request may quote it.
-            raise EngineUnavailable(
-                f"{self.shown_url}/completions answered {response.status_code} "
-                f"({_error_type(response)}) for {model}"
-                + (
-                    ": check the server's --max-model-len against [bot] context_tokens"
-                    if response.status_code == 400
-                    else ""
-                )
-            )
-        return response
+            response = send(self._model())
+        status = response.status_code
+        if status == 200:
+            return response
+        self._check_key(response)
+        # The server's own message is left out: an error about a request may quote it.
+        kind = _error_type(response)
+        if 400 <= status < 500 and status != 404:
+            raise PromptRefused(f"{where} refused a prompt: {status} ({kind}){_hint(status)}")
+        raise EngineUnavailable(f"{where} answered {status} ({kind}) for {body['model']}")
 
-    def _replies(self, response: httpx.Response, expected: int) -> list[str]:
+    def _replies(self, response: httpx.Response, expected: int, max_tokens: int) -> list[str]:
         try:
             choices = sorted(response.json()["choices"], key=lambda c: int(c["index"]))
             replies = [str(c["text"]).strip() for c in choices]
@@ -261,7 +348,35 @@ class OpenAIEngine:
             raise EngineUnavailable(
                 f"{self.shown_url}/completions answered 200 without one reply per prompt"
             )
-        return replies
+        return [self._within(reply, max_tokens) for reply in replies]
+
+    def _within(self, reply: str, max_tokens: int) -> str:
+        """`reply` cut to what `max_tokens` tokens can make: as many characters as its longest
+        tokens, as many lines with text as tokens. A server that sends more ignores
+        max_tokens; what is past that never reaches a chat."""
+        most = max_tokens * self.longest_token
+        lines = sum(1 for line in reply.splitlines() if line.strip())
+        if len(reply) <= most and lines <= max_tokens:
+            return reply
+        log.warning(
+            "%s/completions sent a reply of %d characters in %d lines, more than "
+            "max_new_tokens %d can make (at most %d characters, %d lines): cut to that",
+            self.shown_url,
+            len(reply),
+            lines,
+            max_tokens,
+            most,
+            max_tokens,
+        )
+        kept: list[str] = []
+        with_text = 0
+        for line in reply[:most].splitlines(keepends=True):
+            if line.strip():
+                if with_text == max_tokens:
+                    break
+                with_text += 1
+            kept.append(line)
+        return "".join(kept).strip()
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -273,10 +388,15 @@ class OpenAIEngine:
         *,
         stop: threading.Event | None = None,
         attempts: int | None = None,
+        deadline: float | None = None,
+        cap: tuple[int, str] = (ANSWER_ROOM, ""),
     ) -> httpx.Response:
         """One call, retried while the failure is transient; the answer, whatever its status
-        otherwise. Raises EngineUnavailable when every try failed."""
+        otherwise. Raises EngineUnavailable when every try failed, or when the server took
+        longer than `deadline` (DEADLINE_S), sent more than `cap` (bytes, and what they are
+        more than) or the engine stopped: none of those is asked again."""
         where = f"{self.shown_url}{path}"
+        data = None if body is None else _json_bytes(body)
         tries = attempts or ATTEMPTS
         tried = 0
 
@@ -284,7 +404,9 @@ class OpenAIEngine:
             nonlocal tried
             tried += 1
             try:
-                response = self._http.request(method, path, json=body)
+                response = self._exchange(
+                    method, path, data, stop=stop, deadline=deadline or DEADLINE_S, cap=cap
+                )
             except httpx.ReadTimeout:
                 # The server has the request and is slow: asking again would only add to its
                 # queue.
@@ -293,13 +415,13 @@ class OpenAIEngine:
                 ) from None
             except httpx.TransportError as err:
                 raise _Transient(f"cannot reach {where}: {_transport_failure(err)}") from None
-            if response.status_code >= 500 or response.status_code == 429:
+            if response.status_code >= 500 or response.status_code in RETRIED_STATUSES:
                 raise _Transient(f"{where} answered {response.status_code}")
             return response
 
         retrying = Retrying(
             retry=retry_if_exception_type(_Transient),
-            stop=_stop_after(tries, stop),
+            stop=_stop_after(tries, stop, self._closed),
             wait=RETRY_WAIT,
             sleep=_sleeper(stop),
             before_sleep=_log_retry,
@@ -311,17 +433,69 @@ class OpenAIEngine:
             times = "once" if tried == 1 else f"{tried} times"
             raise EngineUnavailable(f"{err} (tried {times})") from None
 
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        *,
+        stop: threading.Event | None,
+        deadline: float,
+        cap: tuple[int, str],
+    ) -> httpx.Response:
+        """One request and its answer, read as it streams in: cut off `deadline` seconds in,
+        when `stop` is set or the engine closes, and past `cap` bytes."""
+        where = f"{self.shown_url}{path}"
+        most, more_than = cap
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        watch = _Watch(self._connections, time.monotonic() + deadline, stop)
+        with self._watches_lock:
+            self._watches.add(watch)
+        try:
+            with (
+                watch,
+                self._http.stream(
+                    method, path, content=data, headers=headers, extensions={"trace": watch.trace}
+                ) as response,
+            ):
+                answer = bytearray()
+                for chunk in response.iter_raw():
+                    answer += chunk
+                    if len(answer) > most:
+                        raise EngineUnavailable(
+                            f"{where} sent more than {most / 1e6:.1f} MB{more_than}: cut off there"
+                        )
+                    if time.monotonic() > watch.deadline:
+                        watch.cut("deadline")
+                        break
+                if watch.why is None:
+                    return httpx.Response(
+                        response.status_code,
+                        headers=response.headers,
+                        content=bytes(answer),
+                        request=response.request,
+                    )
+        except httpx.TransportError:
+            if watch.why is None:
+                raise
+        finally:
+            with self._watches_lock:
+                self._watches.discard(watch)
+        if watch.why == "deadline":
+            raise EngineUnavailable(f"{where} did not finish answering within {deadline:g} s")
+        raise EngineUnavailable(f"{where}: stopped while waiting for its answer")
+
     def _check_key(self, response: httpx.Response) -> None:
         if response.status_code not in (401, 403):
             return
         if self._keyed:
             raise EngineUnavailable(
                 f"{self.shown_url} refused the API key in {API_KEY_ENV} "
-                f"({response.status_code}): set it to the server's --api-key"
+                f"({response.status_code}): set it to the server's key (its VLLM_API_KEY)"
             )
         raise EngineUnavailable(
             f"{self.shown_url} wants an API key ({response.status_code}): "
-            f"export {API_KEY_ENV}=... (the server's --api-key)"
+            f"export {API_KEY_ENV}=... (the server's key, its VLLM_API_KEY)"
         )
 
 
@@ -335,9 +509,98 @@ def check_adapter_files(folder: Path, checkpoint: str) -> None:
         raise AdapterRefused(f"adapter {folder.name} is a {kind} adapter, not a LoRA")
 
 
-def _stop_after(attempts: int, stop: threading.Event | None) -> Callable[[RetryCallState], bool]:
+class _Connections:
+    """The connections an engine's client opened (noted through httpx's `trace` request
+    extension as each is made), so that another thread can cut a request off: shutting its
+    socket down wakes a read blocked on it, where closing it does not."""
+
+    def __init__(self) -> None:
+        self._streams: weakref.WeakSet[Any] = weakref.WeakSet()  # httpcore network streams
+        self._lock = threading.Lock()
+
+    def note(self, stream: Any) -> None:
+        with self._lock:
+            self._streams.add(stream)
+
+    def shut_all(self) -> None:
+        """Shut every open one down; an idle kept-alive one is then replaced at its next use."""
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            _shut(stream)
+
+
+def _shut(stream: Any) -> None:
+    sock = stream.get_extra_info("socket")
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # closed already
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watch:
+    """One request watched from a thread of its own: at `deadline` (time.monotonic()) or when
+    `stop` is set, it is cut off (the client's connections shut down); `cut` does the same
+    from any thread. `why` says what cut it."""
+
+    CONNECTED = (".connect_tcp.complete", ".connect_unix_socket.complete", ".start_tls.complete")
+
+    def __init__(self, connections: _Connections, deadline: float, stop: threading.Event | None):
+        self.deadline = deadline
+        self.why: str | None = None
+        self._connections = connections
+        self._stop = stop
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="twin-openai-watch", daemon=True)
+
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx's `trace` extension: note each connection the request makes; one made after
+        the cut is shut down at once."""
+        if event.endswith(self.CONNECTED) and info.get("return_value") is not None:
+            self._connections.note(info["return_value"])
+            if self.why is not None:
+                _shut(info["return_value"])
+
+    def cut(self, why: str) -> None:
+        if self.why is None:
+            self.why = why
+        self._connections.shut_all()
+
+    def _watch(self) -> None:
+        while not self._done.wait(WATCH_EVERY_S):
+            if self._stop is not None and self._stop.is_set():
+                self.cut("stopped")
+                return
+            if time.monotonic() >= self.deadline:
+                self.cut("deadline")
+                return
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _hint(status: int) -> str:
+    """What to check when the server refuses a prompt with `status`."""
+    if status == 400:
+        return ": check the server's --max-model-len against [bot] context_tokens"
+    if status == 413:
+        return (
+            f": a proxy's body limit? let requests of {REQUEST_CAP // 1024} KiB through "
+            "(nginx: client_max_body_size)"
+        )
+    return ""
+
+
+def _stop_after(attempts: int, *stops: threading.Event | None) -> Callable[[RetryCallState], bool]:
     def done(state: RetryCallState) -> bool:
-        return state.attempt_number >= attempts or (stop is not None and stop.is_set())
+        return state.attempt_number >= attempts or any(s is not None and s.is_set() for s in stops)
 
     return done
 

@@ -13,11 +13,13 @@ config.toml and this schema in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
@@ -188,12 +190,37 @@ class ServingConfig(Section):
     url: str = ""
     # openai: the adapters folder as the server sees it ("" = the data dir's, same machine).
     adapters_path: str = ""
+    # openai: let an http:// url name another machine (prompts and key unencrypted on the way).
+    allow_plain_http: bool = False
 
     @model_validator(mode="after")
     def _engine_needs(self) -> ServingConfig:
-        if self.engine == "openai" and not self.url.startswith(("http://", "https://")):
+        if self.engine != "openai":
+            return self
+        if not self.url.startswith(("http://", "https://")):
             raise ValueError('url must be the server\'s http(s) API root with engine = "openai"')
+        parts = urlsplit(self.url)
+        if parts.scheme == "http" and not self.allow_plain_http and not _loopback(parts.hostname):
+            shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+            raise ValueError(
+                f"url {shown} is plain http to another machine: every prompt and the API key "
+                "would cross the network unencrypted. Use https, or an SSH tunnel to "
+                "http://127.0.0.1 (see the README), or set [serving] allow_plain_http = true "
+                "on a network you trust"
+            )
         return self
+
+
+def _loopback(host: str | None) -> bool:
+    """Whether `host` is this machine: localhost or a loopback address."""
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class EvalConfig(Section):
