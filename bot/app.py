@@ -243,7 +243,7 @@ async def start_bot(app: App) -> None:
     # prompt that cannot be served stops `twin serve` here rather than silencing every chat.
     await runtime.worker.check_settings(runtime.config)
     swap = await runtime.worker.follow_current()
-    if swap is not None and swap.refused:
+    if swap is not None and swap.trouble:
         await tell_admins(app.bot, runtime.config.telegram.admins, swap.message())
     await register_commands(app)
     assert app.job_queue is not None

@@ -15,7 +15,13 @@ import sys
 import time
 from collections.abc import Iterator
 
-from bot.serving import conversation_prompt, load_served_twin, prompt_budget, remembering
+from bot.serving import (
+    block_fit,
+    conversation_prompt,
+    load_served_twin,
+    prompt_budget,
+    remembering,
+)
 from ingest.dataset import GROUP_TYPES
 from ingest.recall import Recall, open_recall
 from ingest.store import open_store
@@ -43,7 +49,8 @@ def run_terminal_chat(
                 if store_chat not in known:
                     raise TwinError(f"there is no chat {chat} in the store (see `twin status`)")
                 group = known[store_chat].type in GROUP_TYPES
-            memory = files.enter_context(open_recall(config, store, update=False))
+            fit = block_fit(twin.tokenizer, lambda: (twin.system_prompt, prompt_budget(config)))
+            memory = files.enter_context(open_recall(config, store, update=False, fit=fit))
         elif store_chat is not None:
             raise TwinError("nothing is imported yet: --chat needs the store")
         if interactive:

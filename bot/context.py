@@ -26,6 +26,10 @@ class BotRuntime:
     started: float = field(default_factory=time.time)
     retrain: asyncio.Task[None] | None = None
     retrain_job: Job[Any] | None = None  # the nightly schedule, when one is set
+    # /persona facts: the last listing, and what it was made from (bot.persona.facts_key);
+    # mined again only when that changed, one mining at a time.
+    facts_listing: tuple[object, str] | None = None
+    facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def next_retrain(self) -> dt.datetime | None:

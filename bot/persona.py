@@ -6,6 +6,7 @@ Each subcommand returns the text to answer with.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -18,11 +19,15 @@ from bot.delivery import MAX_CAPTION, DeliveryFailed, send_photo_with_retry, sen
 from bot.report import adapter_summary, fidelity_charts, loss_chart
 from bot.retraining import last_retrain, retrain_running, start_retrain
 from ingest.dataset import count_examples
+from ingest.memory import open_memory
 from ingest.profile import add_fact, fact_listing, forget_fact
+from ingest.recall import memory_path
+from ingest.selection import chat_selection
 from ingest.store import open_store
 from trainer.engines import AdapterRefused, EngineUnavailable
 from trainer.metrics import AdapterMetrics
 from trainer.registry import list_adapters
+from twin.core.config import Config
 from twin.core.errors import TwinError
 from twin.core.settings import ADMIN_SETTINGS, save_setting, settable_keys, with_setting
 
@@ -111,6 +116,8 @@ async def status(context: TwinContext, rest: str) -> str:
     lines.append(f"Next retrain: {_when(upcoming.timestamp()) if upcoming else 'not scheduled'}")
     if retrain_running(runtime):
         lines.append("A retrain is running now.")
+    if worker.load_problem is not None:
+        lines.append(f"The model did not load again after the retrain: {worker.load_problem}")
     stats = worker.stats
     lines.append(
         f"Queue: {worker.queued} waiting; {stats.replies} replies in "
@@ -155,7 +162,7 @@ async def _switch_to(context: TwinContext, version: str) -> str:
         return f"There is no adapter {version} (see /persona list)."
     try:
         await runtime.worker.switch_to(version)
-    except (AdapterRefused, EngineUnavailable) as err:
+    except (AdapterRefused, EngineUnavailable, OSError) as err:
         return f"Refused, still serving {runtime.worker.version or 'the base model'}: {err}"
     return f"Now serving adapter {version}."
 
@@ -230,7 +237,28 @@ async def sample(context: TwinContext, rest: str) -> str:
 
 
 async def facts(context: TwinContext, rest: str) -> str:
-    return fact_listing(context.runtime.config)
+    """Mined off the event loop (a long history takes a while; everyone is answered
+    meanwhile), and mined again only when the store or the approved facts changed."""
+    runtime = context.runtime
+    config = runtime.config
+    async with runtime.facts_lock:  # a second asker waits for the first mining, then reuses it
+        key = await asyncio.to_thread(facts_key, config)
+        if runtime.facts_listing is None or runtime.facts_listing[0] != key:
+            runtime.facts_listing = (key, await asyncio.to_thread(fact_listing, config))
+        return runtime.facts_listing[1]
+
+
+def facts_key(config: Config) -> tuple[object, ...]:
+    """What a facts listing is made from: the approved facts, and the messages of the chats
+    the twin uses (their count: a store only grows, by imports and pulls)."""
+    with open_memory(memory_path(config)) as index:
+        approved = tuple(fact.text for fact in index.facts())
+    if not config.store_path.exists():
+        return (approved,)
+    with open_store(config.store_path) as store:
+        uses = chat_selection(store, config, save=False).uses
+        used = tuple(chat.chat_id for chat in store.chats() if uses(chat))
+        return (approved, used, store.count_messages(), store.owner())
 
 
 async def fact(context: TwinContext, rest: str) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from bot.context import App, runtime_of
@@ -59,9 +61,14 @@ async def run_retrain(app: App) -> None:
         await runtime.worker.unload()
     try:
         returncode, stderr = await _run_child(retrain_command(runtime))
-    finally:
+    except Exception:  # the child could not even start (out of memory): serve again
         if pause:
-            await runtime.worker.load()
+            await runtime.worker.load_again()
+        raise
+    # (Cancelled, not an Exception: the bot is stopping, and the model is not loaded again
+    # only to be dropped.)
+    if pause:
+        await runtime.worker.load_again()
     swap = await runtime.worker.follow_current()
     every = read_records(config.data_dir)
     records = every[runs_before:]
@@ -74,7 +81,7 @@ async def run_retrain(app: App) -> None:
         text = run_summary(records[-1], previous)
     else:  # killed before it could write its record (OOM killer, SIGKILL)
         text = f"Retrain failed: {_death(returncode, stderr)}"
-    if swap is not None and swap.refused:
+    if swap is not None and swap.trouble:
         text += f"\n{swap.message()}"
     log.info("retrain ended: %s", records[-1].outcome if records else "died")
     adapters = list_adapters(config.adapters_dir)
@@ -94,11 +101,30 @@ def _told_already(earlier: list[RunRecord], record: RunRecord) -> bool:
     )
 
 
+# twin's environment variables the retrain child needs: the Telethon login for the nightly
+# pull, and the model cache. The others stay with the bot: its token (TWIN_BOT_TOKEN), its
+# webhook secret, the serving engine's key; a run that trains never talks to the Bot API or
+# to the serving engine. Variables that are not twin's (PATH, HF_HOME, CUDA_...) all go along.
+CHILD_VARIABLES = frozenset({"TWIN_API_ID", "TWIN_API_HASH", "TWIN_MODEL_CACHE"})
+
+
+def child_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """`environment` without the TWIN_* variables a retrain has no use for."""
+    return {
+        name: value
+        for name, value in environment.items()
+        if not name.startswith("TWIN_") or name in CHILD_VARIABLES
+    }
+
+
 async def _run_child(command: list[str]) -> tuple[int, str]:
     # Output is not echoed into the bot's log: the child logs no message text, but its
     # samples are printed in training runs by hand, never here.
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        *command,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_environment(os.environ),
     )
     try:
         _, err = await process.communicate()

@@ -8,21 +8,24 @@ refused and the old one keeps serving.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest.recall import Memory, Recall, memory_query
+from ingest.recall import BlockFit, Memory, Recall, memory_query
 from ingest.store import open_store
 from trainer.engines import Engine
 from trainer.registry import current_version
-from twin.core.config import Config
+from twin.core.chat_format import prompt_length
+from twin.core.config import MIN_EXCHANGE_TOKENS, Config
 from twin.core.conversation import (
     ChatMessage,
     Said,
     TurnRules,
     as_messages,
     current_session,
+    estimate_tokens,
     from_first_user,
     persona_prompt,
     with_memory,
@@ -79,6 +82,27 @@ def swap_adapter(twin: ServedTwin, folder: Path) -> None:
 def prompt_budget(config: Config) -> int:
     """Prompt tokens a reply may be written after: the context minus the reply's own room."""
     return config.bot.context_tokens - config.generation.max_new_tokens
+
+
+def block_fit(tokenizer: Any, prompt: Callable[[], tuple[str, int]]) -> BlockFit:
+    """How the served prompt holds a memory block, by the served tokenizer. `prompt()` is the
+    persona prompt and the prompt budget now (admins may change either).
+
+    The block is built by the tokenizer-free estimate, as the dataset built it (3 characters
+    a token); where that block would leave no room for a message, e.g. emoji or CJK text (a
+    token or more a character), it is built again counting each line by the tokenizer, the
+    larger of that and the estimate, within [memory] max_tokens (ingest.recall.Memory)."""
+
+    def fits(block: str) -> bool:
+        system, budget = prompt()
+        probe = with_system_prompt(with_memory(system, block), [{"role": "user", "content": "hi"}])
+        return prompt_length(tokenizer, probe) + MIN_EXCHANGE_TOKENS <= budget
+
+    def count_tokens(line: str) -> int:
+        served = len(tokenizer(f"{line}\n", add_special_tokens=False)["input_ids"])
+        return max(served, estimate_tokens(line))
+
+    return BlockFit(fits, count_tokens)
 
 
 @dataclass(frozen=True)

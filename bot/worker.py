@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from bot.memory import ChatMemory, Where
 from bot.serving import (
     Prompt,
     ServedTwin,
+    block_fit,
     conversation_prompt,
     load_served_twin,
     owner_and_language,
@@ -33,7 +35,7 @@ from bot.serving import (
 )
 from ingest.recall import Memory, Recall, open_recall
 from ingest.store import open_store
-from trainer.engines import AdapterRefused, Engine, EngineUnavailable
+from trainer.engines import AdapterRefused, Engine, EngineUnavailable, PromptRefused
 from trainer.registry import current_problem, current_version, newest_promotable, set_current
 from twin.core.chat_format import PromptTooLong, fit_prompt, prompt_length
 from twin.core.config import MIN_EXCHANGE_TOKENS, Config
@@ -46,6 +48,18 @@ log = logging.getLogger(__name__)
 # doubling up to the cap; the batch waits at the head of the queue meanwhile, nothing dropped.
 ENGINE_RETRY_S = 2.0
 ENGINE_RETRY_MAX_S = 60.0
+# Loading the model again after a retrain that unloaded it can fail (the GPU still busy, out of
+# memory): the admins are told once, and it is tried again after these many seconds, doubling
+# up to the cap, until it loads; messages wait meanwhile, nothing dropped.
+RELOAD_RETRY_S = 30.0
+RELOAD_RETRY_MAX_S = 600.0
+# A promoted adapter the engine could not take for a passing reason (EngineUnavailable: its
+# server down or busy; OSError: a full disk while converting it) is tried again after these
+# many seconds, doubling up to the cap. One refused for itself (AdapterRefused: its files are
+# damaged, another base's, not a LoRA) is not tried again while CURRENT points at it.
+ADAPTER_RETRY_S = 30.0
+ADAPTER_RETRY_MAX_S = 1800.0
+PASSING = (EngineUnavailable, OSError, MemoryError)
 
 
 @dataclass
@@ -72,6 +86,13 @@ class Swap:
     version: str
     refused: str | None = None  # why, when the adapter was refused
     serving: str | None = None  # what serves meanwhile
+    waiting: str | None = None  # why, when the engine could not take it now...
+    retry_in: float = 0.0  # ...and when it is tried again (seconds)
+
+    @property
+    def trouble(self) -> bool:
+        """Something the admins should hear about: refused, or not served yet."""
+        return bool(self.refused or self.waiting)
 
     def message(self) -> str:
         if self.refused:
@@ -79,7 +100,32 @@ class Swap:
                 f"Adapter {self.version} was refused and {self.serving or 'the base model'} "
                 f"keeps serving: {self.refused}"
             )
+        if self.waiting:
+            return (
+                f"Adapter {self.version} is not served yet and {self.serving or 'the base model'} "
+                f"keeps serving: {self.waiting}. Trying again in {_seconds(self.retry_in)}, "
+                "then less often."
+            )
         return f"Now serving adapter {self.version}."
+
+
+@dataclass
+class _Retry:
+    at: float  # time.monotonic() of the next try
+    wait: float  # seconds since the last one
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception as one short line for the admins (a CUDA error runs to many lines)."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not isinstance(err, TwinError):
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 @dataclass
@@ -96,7 +142,11 @@ class ModelWorker:
         self.memory = memory
         self.stats = WorkerStats()
         self.refused: dict[str, str] = {}  # version -> why, so a broken one is tried once
+        self._retry: dict[str, _Retry] = {}  # version -> when to try it again (passing failure)
+        self.load_problem: str | None = None  # why the model did not load again, while it does not
         self.reported: set[str] = set()  # CURRENT problems already told to admins
+        self.refusals_told: set[str] = set()  # why the engine refused a prompt, told to admins
+        self._refused_now: list[str] = []  # ...and not told yet (found on the model thread)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="twin-model")
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=config.bot.queue_size)
         self._waiting: dict[Where, _Request] = {}  # conversations queued, not started
@@ -111,7 +161,8 @@ class ModelWorker:
         self.language = "en"  # the owner's (twin.core.language), for the fixed messages
         self._memory: Memory | None = None  # opened and read on the model thread only
         self._memory_files = contextlib.ExitStack()
-        # What the last reply of each conversation recalled (for /persona memory).
+        # What the last reply of each conversation recalled (for /persona memory), the
+        # conversation replied to last at the end.
         self.last_recall: dict[Where, Recall] = {}
         # Called (on the event loop) with a one-line problem the admins should hear about.
         self.on_problem: Callable[[str], Awaitable[None]] | None = None
@@ -144,10 +195,57 @@ class ModelWorker:
         self._memory = None
         if not self.config.memory.enabled or not self.config.store_path.exists():
             return
+        assert self._twin is not None
+        # The block leaves the prompt room for a message, by the served tokenizer.
+        fit = block_fit(
+            self._twin.tokenizer, lambda: (self.system_prompt, prompt_budget(self.config))
+        )
         with open_store(self.config.store_path) as store:
             self._memory = self._memory_files.enter_context(
-                open_recall(self.config, store, update=False)
+                open_recall(self.config, store, update=False, fit=fit)
             )
+
+    async def load_again(self) -> None:
+        """Load the model after `unload`, trying until it loads (told to the admins once, and
+        when it is back); requests wait in the queue meanwhile. Cancelling it (the bot
+        stopping) stops trying."""
+        wait = RELOAD_RETRY_S
+        failures = 0
+        while True:
+            try:
+                await self.load()
+            except Exception as err:
+                failures += 1
+                self.load_problem = _one_line(err)
+                try:
+                    await self._run(self._drop_model)  # whatever half loaded
+                except Exception:
+                    log.exception("freeing a model that half loaded failed")
+                log.error(
+                    "loading the model again failed (%s); trying again in %.0f s",
+                    self.load_problem,
+                    wait,
+                )
+                if failures == 1:
+                    await self._tell(
+                        "Replies are waiting: loading the model again after the retrain failed "
+                        f"({self.load_problem}). Trying again in {_seconds(wait)}, then less often."
+                    )
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RELOAD_RETRY_MAX_S)
+                continue
+            self.load_problem = None
+            if failures:
+                tries = "try" if failures == 1 else "tries"
+                log.info("the model is loaded again after %d failed %s", failures, tries)
+                await self._tell(
+                    f"The model is loaded again (after {failures} failed {tries}): answering."
+                )
+            return
+
+    async def _tell(self, problem: str) -> None:
+        if self.on_problem is not None:
+            await self.on_problem(problem)
 
     async def unload(self) -> None:
         """Free the model's memory (for training on the same GPU); requests wait in the queue
@@ -167,6 +265,7 @@ class ModelWorker:
         self._memory_files.close()
         self._memory = None
         self.refused.clear()
+        self._retry.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -241,22 +340,37 @@ class ModelWorker:
                 await self._serve_newest_promotable()
             return Swap("CURRENT", refused=problem, serving=self.version)
         version = current_version(adapters_dir)
+        # What was refused or waits is kept only while CURRENT points at it: pointed elsewhere
+        # (a newer adapter, /persona use) and back, an adapter is tried afresh.
+        self.refused = {v: why for v, why in self.refused.items() if v == version}
+        self._retry = {v: retry for v, retry in self._retry.items() if v == version}
         if self._twin is None or version in (None, self.version) or version in self.refused:
+            return None
+        retry = self._retry.get(version)
+        if retry is not None and time.monotonic() < retry.at:
             return None
         try:
             await self.use(version)
         except AdapterRefused as err:
             return Swap(version, refused=str(err), serving=self.version)
-        except EngineUnavailable as err:
-            # The adapter may be fine and its server down: the next poll tries again.
-            log.warning("adapter %s not swapped in yet: %s", version, err)
-            return None
+        except PASSING as err:
+            # The adapter may be fine (its server down, the disk full): tried again later.
+            wait = ADAPTER_RETRY_S if retry is None else min(retry.wait * 2, ADAPTER_RETRY_MAX_S)
+            self._retry[version] = _Retry(time.monotonic() + wait, wait)
+            why = _one_line(err)
+            log.warning(
+                "adapter %s not swapped in yet (%s); next try in %.0f s", version, why, wait
+            )
+            if retry is not None:
+                return None  # the admins heard it at the first failure
+            return Swap(version, serving=self.version, waiting=why, retry_in=wait)
+        self._retry.pop(version, None)
         return Swap(version)
 
     async def _serve_newest_promotable(self) -> None:
         version = newest_promotable(self.config.adapters_dir)
         if version is not None:  # `use` refuses (changing nothing) while the model is unloaded
-            with contextlib.suppress(AdapterRefused, EngineUnavailable):
+            with contextlib.suppress(AdapterRefused, *PASSING):
                 await self.use(version)
 
     async def switch_to(self, version: str) -> None:
@@ -297,7 +411,7 @@ class ModelWorker:
                 if request.where is not None:
                     self._waiting.pop(request.where, None)
                     prompt = self.prompt_for(request.where, request.group)
-                    chat = request.where.chat_id  # the store keys chats by Bot API ids
+                    chat = request.where.chat_id  # the store keys chats as the Bot API
                     conversations.append(_Prompt(prompt, chat, request.where))
                 else:
                     sample = with_system_prompt(self.system_prompt, request.conversation or [])
@@ -317,19 +431,32 @@ class ModelWorker:
 
     async def _generate_until_served(self, conversations: list[_Prompt]) -> list[str]:
         """Generate, waiting out an engine that is unavailable (told to admins once per
-        outage): messages are answered late rather than lost."""
+        outage): messages are answered late rather than lost. A prompt the engine refuses
+        costs its own reply only (the admins told once per reason)."""
         wait = ENGINE_RETRY_S
         told = False
         while True:
             try:
-                return await self._run(self._generate, conversations, self.config)
+                replies = await self._run(self._generate, conversations, self.config)
             except EngineUnavailable as err:
+                if self._stopping.is_set():  # cut off by the stop: nothing is sent anyway
+                    return [""] * len(conversations)
                 log.error("the engine cannot answer (%s); retrying in %.0f s", err, wait)
                 if not told and self.on_problem is not None:
                     told = True
                     await self.on_problem(f"Replies are waiting: {err}")
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, ENGINE_RETRY_MAX_S)
+                continue
+            refused, self._refused_now = self._refused_now, []
+            for why in dict.fromkeys(refused):
+                if why not in self.refusals_told and self.on_problem is not None:
+                    self.refusals_told.add(why)
+                    await self.on_problem(
+                        f"A reply was not sent: {why}. Other chats are answered; later "
+                        "refusals like this one are only logged."
+                    )
+            return replies
 
     def _generate(self, prompts: list[_Prompt], config: Config) -> list[str]:
         """Runs on the model thread: recall, fit, generate."""
@@ -346,6 +473,7 @@ class ModelWorker:
                 continue
             conversation, recall = remembering(self._memory, item.prompt, chat=item.chat)
             if recall is not None and item.where is not None:
+                self.last_recall.pop(item.where, None)  # newest last (/persona memory)
                 self.last_recall[item.where] = recall
             try:
                 fitted.append(fit_prompt(twin.tokenizer, conversation, budget))
@@ -353,26 +481,54 @@ class ModelWorker:
                 log.error("no reply: %s", err)
                 continue
             todo.append(i)
-        outputs = twin.engine.generate(fitted, config.generation, stop=self._stopping)
-        self.stats.generate_calls += 1 if todo else 0
-        outputs = self._resample_empty(twin.engine, fitted, outputs, config)
+        asked = [prompts[i] for i in todo]
+        outputs = self._answerable(twin.engine, fitted, asked, config)
+        outputs = self._resample_empty(twin.engine, fitted, asked, outputs, config)
         self.stats.largest_batch = max(self.stats.largest_batch, len(todo))
         self.stats.replies += len(todo)
         for i, reply in zip(todo, outputs, strict=True):
-            replies[i] = reply
+            replies[i] = reply or ""
         return replies
 
+    def _answerable(
+        self, engine: Engine, fitted: list[list[ChatMessage]], asked: list[_Prompt], config: Config
+    ) -> list[str | None]:
+        """The engine's replies to `fitted`. A prompt it refuses for good (PromptRefused: a
+        server's 400 for a chat over its context) gets None, found by asking in halves, and
+        the rest of the batch is answered."""
+        if not fitted:
+            return []
+        self.stats.generate_calls += 1
+        try:
+            return list(engine.generate(fitted, config.generation, stop=self._stopping))
+        except PromptRefused as err:
+            if len(fitted) > 1:
+                half = len(fitted) // 2
+                return self._answerable(
+                    engine, fitted[:half], asked[:half], config
+                ) + self._answerable(engine, fitted[half:], asked[half:], config)
+            where = asked[0].where
+            log.error("no reply for %s: %s", f"chat {where.chat_id}" if where else "a sample", err)
+            self._refused_now.append(str(err))
+            return [None]
+
     def _resample_empty(
-        self, engine: Engine, fitted: list[list[ChatMessage]], outputs: list[str], config: Config
-    ) -> list[str]:
+        self,
+        engine: Engine,
+        fitted: list[list[ChatMessage]],
+        asked: list[_Prompt],
+        outputs: list[str | None],
+        config: Config,
+    ) -> list[str | None]:
         """A sampled reply can be empty (the model ended its turn at once); silence would look
         like a lost message, so those conversations are sampled once more. Greedy decoding
         would only repeat itself, and a bot that is stopping asks for nothing new."""
-        empty = [k for k, reply in enumerate(outputs) if not reply]
+        empty = [k for k, reply in enumerate(outputs) if reply == ""]
         if not empty or config.generation.temperature <= 0 or self._stopping.is_set():
             return outputs
-        again = engine.generate([fitted[k] for k in empty], config.generation, stop=self._stopping)
-        self.stats.generate_calls += 1
+        again = self._answerable(
+            engine, [fitted[k] for k in empty], [asked[k] for k in empty], config
+        )
         self.stats.resampled += len(empty)
         outputs = list(outputs)
         for k, reply in zip(empty, again, strict=True):

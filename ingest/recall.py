@@ -9,7 +9,7 @@ read exactly what it is served.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +29,23 @@ from twin.core.config import Config
 from twin.core.conversation import ChatMessage, Remembered, memory_block
 
 MEMORY_FILE = "memory.db"
+# A reply is recalled for the end of the message it answers: a merged burst can run to 20
+# messages of 4096 characters, all of which would be masked and embedded for every reply, and
+# the words nearest the reply are the ones it answers.
+QUERY_CHARS = 500
 
 
 def memory_path(config: Config) -> Path:
     return config.data_dir / MEMORY_FILE
+
+
+@dataclass(frozen=True)
+class BlockFit:
+    """How a served prompt holds the memory block, by the served tokenizer (the bot's): does
+    a block leave the prompt room for a message, and what does a line of it cost."""
+
+    fits: Callable[[str], bool]
+    count_tokens: Callable[[str], int]
 
 
 @dataclass(frozen=True)
@@ -42,7 +55,13 @@ class Recall:
 
 
 class Memory:
-    """An open memory index with its embedder, for one language and one set of settings."""
+    """An open memory index with its embedder, for one language and one set of settings.
+
+    Blocks are built by the tokenizer-free estimate, as the dataset builds them. With `fit`
+    (serving), a block that by the served tokenizer leaves no room for a message (emoji or
+    CJK text: a token or more a character, not a third) is built again by the tokenizer's
+    count, or left out: the chat still gets its reply. Any other block is the trained one.
+    """
 
     def __init__(
         self,
@@ -51,12 +70,14 @@ class Memory:
         embedder: Embedder,
         scrubber: PiiScrubber,
         language: str,
+        fit: BlockFit | None = None,
     ) -> None:
         self.settings = config.memory
         self.index = index
         self.embedder = embedder
         self.scrubber = scrubber
         self.language = language
+        self.fit = fit
 
     def recall(self, query: str, *, chat: int | None, before: int | None = None) -> Recall:
         """What a reply to `query` in store chat `chat` (None: no chat, e.g. a bare `twin
@@ -74,21 +95,43 @@ class Memory:
             limit=settings.max_items,
             embedder=self.embedder,
         )
-        block = memory_block(
-            [Remembered(r.text, r.answered) for r in found],
-            [fact.text for fact in self.index.facts()],
+        remembered = [Remembered(r.text, r.answered) for r in found]
+        facts = [fact.text for fact in self.index.facts()]
+        block = self.block(remembered, facts)
+        if block and self.fit is not None and not self.fit.fits(block):
+            block = self.block(remembered, facts, self.fit.count_tokens)
+            if not self.fit.fits(block):
+                block = ""
+        return Recall(found, block)
+
+    def block(
+        self,
+        remembered: list[Remembered],
+        facts: list[str],
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> str:
+        settings = self.settings
+        return memory_block(
+            remembered,
+            facts,
             language=self.language,
             scope=settings.scope,
             max_tokens=settings.max_tokens,
+            count_tokens=count_tokens,
         )
-        return Recall(found, block)
 
 
 def memory_query(conversation: list[ChatMessage]) -> str:
-    """What a reply is recalled for: the last message by someone else before it."""
+    """What a reply is recalled for: the end (`QUERY_CHARS`, from a word's start) of the last
+    message by someone else before it."""
     for message in reversed(conversation):
         if message["role"] == "user":
-            return message["content"]
+            text = message["content"]
+            if len(text) <= QUERY_CHARS:
+                return text
+            end = text[-QUERY_CHARS:]
+            space = next((i for i, c in enumerate(end) if c.isspace()), -1)
+            return end[space + 1 :] if 0 <= space < len(end) - 1 else end
     return ""
 
 
@@ -105,9 +148,11 @@ def open_recall(
     update: bool = True,
     embedder: Embedder | None = None,
     progress: bool = True,
+    fit: BlockFit | None = None,
 ) -> Iterator[Memory | None]:
     """The memory of `config`'s data dir (None when `[memory] enabled` is false), brought up
-    to date with the store first when `update` (incremental: only what is new is indexed)."""
+    to date with the store first when `update` (incremental: only what is new is indexed).
+    `fit`: how the served prompt holds the block (see `Memory`)."""
     if not config.memory.enabled:
         yield None
         return
@@ -116,9 +161,8 @@ def open_recall(
     with open_memory(memory_path(config)) as index:
         if update:
             _update(config, store, index, scrubber, embedder, progress)
-        yield Memory(
-            config, index, embedder, scrubber, store.owner_language(config.persona.language)
-        )
+        language = store.owner_language(config.persona.language)
+        yield Memory(config, index, embedder, scrubber, language, fit)
 
 
 def update_memory(config: Config, store: Store, *, progress: bool = True) -> IndexSummary | None:

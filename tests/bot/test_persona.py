@@ -184,3 +184,109 @@ async def test_profile_facts_and_what_a_reply_recalled(
         assert api.sent(chat_id=2) == []
         assert "Forgotten: i'm vegetarian" in await ask(api, "/persona fact forget 1")
         assert "Usage" in await ask(api, "/persona fact forget me")
+
+
+@pytest.mark.anyio
+async def test_persona_memory_shows_the_latest_reply_in_a_forum_chat(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
+    from bot.memory import Where
+    from tests.bot.conftest import GROUP
+    from tests.bot.test_recall import remember
+
+    config = bot_config(tmp_path, tiny_base, api.url)
+    remember(
+        config,
+        {
+            GROUP: (
+                "Group",
+                "private_supergroup",
+                [
+                    "my new bike is mint green",
+                    "i take oat milk in my flat white",
+                    "our cat is pixel",
+                ],
+            )
+        },
+    )
+    topic = {"chat_id": GROUP, "chat_type": "supergroup", "is_topic_message": True}
+    mention = [{"type": "mention", "offset": 0, "length": 14}]
+    async with serving(config) as runtime:
+
+        async def asked(user: int, text: str, thread: int) -> None:
+            replies = runtime.worker.stats.replies
+            api.push_message(
+                user, f"@twin_test_bot {text}", **topic, message_thread_id=thread, entities=mention
+            )
+            await api.wait_for(lambda a: runtime.worker.stats.replies > replies)
+
+        await asked(1, "what colour is your bike?", 11)
+        await asked(2, "how do you take your coffee?", 22)
+        await asked(1, "and what is your cat called?", 11)  # topic 11 again: the latest reply
+        recalled = runtime.worker.last_recall
+        latest = recalled[Where(GROUP, 11)].block
+        assert latest != recalled[Where(GROUP, 22)].block
+        assert await ask(api, f"/persona memory {GROUP}") == latest
+
+
+@pytest.mark.anyio
+async def test_persona_facts_mines_off_the_loop_from_the_used_chats_once(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mining a large store takes a while: the bot answers everyone meanwhile, mines only the
+    chats the twin may use (not an excluded chat, not Saved Messages), and mines again only
+    when the store changed."""
+    import threading
+
+    from ingest import memory as memory_module
+    from ingest.store import Message, open_store
+    from tests.bot.test_recall import OWNER_ID, T0, remember
+
+    config = bot_config(tmp_path, tiny_base, api.url, ingest={"exclude_chats": ["Secret Club"]})
+    remember(
+        config,
+        {
+            1: ("Ann", "personal_chat", ["oh nice! i live in leeds now lol"]),
+            -4001: ("Secret Club", "private_group", ["i work at the bakery"]),
+            OWNER_ID: ("Saved Messages", "saved_messages", ["i'm vegetarian btw"]),
+        },
+    )
+    with open_store(config.store_path) as store, store.transaction():
+        filler = (
+            Message(1, n, T0 + n, OWNER_ID, "Mira", "message", None, "ok")
+            for n in range(10, 60_010)
+        )
+        store.add_messages(filler)  # a long history: 60,000 messages to read through
+    release = threading.Event()
+    mined: list[str] = []
+    mine = memory_module.mine_profile_candidates
+
+    def held(*args: object, **kwargs: object) -> list[str]:
+        mined.append(threading.current_thread().name)
+        release.wait(30)  # mining that takes long (bounded: a bug must not hang the test)
+        return mine(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memory_module, "mine_profile_candidates", held)
+    async with serving(config):
+        seen = len(api.texts(ADMIN))
+        api.push_message(ADMIN, "/persona facts", first_name="Owner")
+        await api.wait_for(lambda a: len(mined) == 1)
+        api.push_message(1, "hey, you there?")  # answered while the facts are mined
+        await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1, 60)
+        assert len(api.texts(ADMIN)) == seen  # the listing is still being mined
+        release.set()
+        await api.wait_for(lambda a: len(a.texts(ADMIN)) > seen, 60)
+        listing = api.texts(ADMIN)[seen]
+        assert "i live in leeds now" in listing
+        assert "bakery" not in listing  # an excluded chat's
+        assert "vegetarian" not in listing  # Saved Messages'
+        # Asked again with nothing changed: the same listing, not mined again.
+        assert await ask(api, "/persona facts") == listing
+        assert len(mined) == 1
+        with open_store(config.store_path) as store, store.transaction():
+            said = "у меня кошка муся"
+            store.add_messages(
+                [Message(1, 70_000, T0 + 70_000, OWNER_ID, "Mira", "message", None, said)]
+            )
+        assert "у меня кошка муся" in await ask(api, "/persona facts")  # the store changed
+        assert len(mined) == 2

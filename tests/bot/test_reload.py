@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -234,3 +235,70 @@ async def test_started_with_a_damaged_current_the_newest_good_adapter_serves(
         (told,) = [t for t in api.texts(ADMIN) if "CURRENT" in t]
         assert told.startswith(f"Adapter CURRENT was refused and {second} keeps serving: ")
         assert runtime.worker.version == second  # the last good twin, not the bare base
+
+
+@pytest.mark.anyio
+async def test_an_adapter_the_engine_cannot_take_now_is_tried_again_later(
+    tmp_path: Path,
+    tiny_base: Path,
+    trained_adapters: Path,
+    api: BotApiStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A passing failure (a full disk while converting it, its server busy) is no refusal:
+    the admins hear it once, and the adapter is tried again, less and less often, until it
+    serves."""
+    import errno
+
+    from trainer.engines import EngineUnavailable
+
+    config = bot_config(tmp_path, tiny_base, api.url)
+    first, second = copy_adapters(trained_adapters, config)
+    monkeypatch.setattr(worker_module, "ADAPTER_RETRY_S", 0.3)
+    failures: list[BaseException] = [
+        OSError(errno.ENOSPC, "No space left on device"),
+        EngineUnavailable("http://gpu:8000/v1/load_lora_adapter answered 503 (tried 3 times)"),
+    ]
+    tries: list[float] = []
+
+    def full_then_free(twin: ServedTwin, folder: Path) -> None:
+        if folder.name == second:
+            tries.append(time.monotonic())
+            if failures:
+                raise failures.pop(0)
+        swap_adapter(twin, folder)
+
+    monkeypatch.setattr(worker_module, "swap_adapter", full_then_free)
+    async with serving(config) as runtime:
+        registry.set_current(config.adapters_dir, second)
+        await api.wait_for(lambda a: f"Now serving adapter {second}." in a.texts(ADMIN), 60)
+        assert runtime.worker.version == second
+        told = [t for t in api.texts(ADMIN) if "not served yet" in t]
+        assert told == [
+            f"Adapter {second} is not served yet and {first} keeps serving: OSError: [Errno 28] "
+            "No space left on device. Trying again in 0 s, then less often."
+        ]
+        # backed off: the second wait doubled the first (polls come every 0.2 s)
+        assert len(tries) == 3
+        assert tries[2] - tries[1] >= 0.6 - 0.05
+
+
+@pytest.mark.anyio
+async def test_a_refused_adapter_stays_refused_until_current_moves(
+    tmp_path: Path, tiny_base: Path, trained_adapters: Path, api: BotApiStandIn
+) -> None:
+    config = bot_config(tmp_path, tiny_base, api.url)
+    first, second = copy_adapters(trained_adapters, config)
+    broken = config.adapters_dir / "29990101-000000"
+    shutil.copytree(config.adapters_dir / second, broken)
+    break_shape(broken)
+    async with serving(config) as runtime:
+        registry.set_current(config.adapters_dir, broken.name)
+        await api.wait_for(lambda a: sum("refused" in t for t in a.texts(ADMIN)) == 1)
+        await api.settle(1.0)  # polls: not tried again while CURRENT points at it
+        assert sum("refused" in t for t in api.texts(ADMIN)) == 1
+        registry.set_current(config.adapters_dir, first)  # someone points elsewhere...
+        await api.settle(0.5)
+        registry.set_current(config.adapters_dir, broken.name)  # ...and back: tried afresh
+        await api.wait_for(lambda a: sum("refused" in t for t in a.texts(ADMIN)) == 2)
+        assert runtime.worker.version == first

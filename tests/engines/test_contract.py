@@ -125,3 +125,35 @@ def test_llamacpp_engine(tmp_path: Path, smollm2_adapters: list[Path]) -> None:
     config = write_config(tmp_path, "smollm2-135m", engine="llama.cpp")
     first, second = smollm2_adapters
     contract(LlamaCppEngine(config), config, first, second, broken_copy(second, tmp_path))
+
+
+@pytest.mark.slow
+def test_llamacpp_a_full_disk_while_converting_is_no_refusal(
+    tmp_path: Path, smollm2_adapters: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing an adapter's GGUF conversion can fail for a reason that passes (the disk full):
+    the engine says it cannot take it now (the bot tries again later), never that the adapter
+    is refused (which the bot would not try again)."""
+    import errno
+
+    from trainer.engines import EngineUnavailable, llamacpp
+    from trainer.gguf_lora import GGUF_ADAPTER
+
+    config = write_config(tmp_path, "smollm2-135m", engine="llama.cpp")
+    adapter = tmp_path / smollm2_adapters[0].name  # not converted yet
+    shutil.copytree(smollm2_adapters[0], adapter, ignore=shutil.ignore_patterns(GGUF_ADAPTER))
+    engine = llamacpp.LlamaCppEngine(config)
+    convert = llamacpp.save_gguf_lora
+
+    def full_disk(*args: object, **kwargs: object) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(llamacpp, "save_gguf_lora", full_disk)
+    with pytest.raises(EngineUnavailable, match="No space left on device"):
+        engine.swap(adapter)
+    assert engine.version is None
+    monkeypatch.setattr(llamacpp, "save_gguf_lora", convert)  # space freed
+    engine.swap(adapter)
+    assert engine.version == adapter.name
+    assert len(engine.generate(conversations()[:1], config.generation)) == 1
+    engine.close()

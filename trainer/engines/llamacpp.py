@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from trainer.embedded import EMBEDDED, gguf_file
-from trainer.engines import AdapterRefused
+from trainer.engines import AdapterRefused, EngineUnavailable
 from trainer.engines.checks import read_adapter
 from trainer.gguf_lora import (
     GGUF_ADAPTER,
@@ -130,7 +130,13 @@ class LlamaCppEngine:
                     raise
                 save_gguf_lora(tensors, alpha, self.base.architecture, converted)
                 self._llama.use_adapter(converted)
-        except (OSError, RuntimeError) as err:
+        except OSError as err:
+            # The conversion could not be written (a full disk, a read-only folder): the adapter
+            # may be fine, so this is no refusal; the bot tries it again later.
+            raise EngineUnavailable(
+                f"adapter {version}: cannot write its llama.cpp conversion ({err})"
+            ) from None
+        except RuntimeError as err:
             raise AdapterRefused(f"adapter {version}: llama.cpp cannot load it: {err}") from None
         self.version = version
         log.info("llama.cpp serves adapter %s (%s)", version, converted)

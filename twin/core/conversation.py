@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
@@ -177,19 +177,32 @@ class Remembered:
 
 
 def memory_block(
-    remembered: list[Remembered], facts: list[str], *, language: str, scope: str, max_tokens: int
+    remembered: list[Remembered],
+    facts: list[str],
+    *,
+    language: str,
+    scope: str,
+    max_tokens: int,
+    count_tokens: Callable[[str], int] | None = None,
 ) -> str:
     """What the twin is given to remember, as it sits in the system turn: the recalled
     messages, in the order given (best first), while the token budget lasts, then the owner's
     profile facts in what is left of it. "" when there is nothing. Training and serving build
-    the block with this one function, so the twin learns to read exactly what it is served."""
+    the block with this one function, so the twin learns to read exactly what it is served.
+
+    `count_tokens` is what a line costs: the tokenizer-free estimate by default, as the
+    dataset (which has no tokenizer) counts. Serving builds the block that way too, and only
+    where that block would leave its prompt no room for a message (emoji or CJK text, which
+    the estimate undercounts) builds it again counting by the served tokenizer
+    (ingest.recall.Memory, bot.serving.block_fit)."""
+    count = count_tokens or estimate_tokens
     lines: list[str] = []
     spent = 0
     shown: list[str] = []
     for item in remembered:
         said = _one_line(item.text, 240)
         line = f'- "{_one_line(item.answered, 80)}" → "{said}"' if item.answered else f'- "{said}"'
-        cost = estimate_tokens(line)
+        cost = count(line)
         if spent + cost > max_tokens:
             break
         spent += cost
@@ -200,7 +213,7 @@ def memory_block(
     facts_shown = []
     for fact in facts:
         line = f"- {_one_line(fact, 200)}"
-        cost = estimate_tokens(line)
+        cost = count(line)
         if spent + cost > max_tokens:
             break
         spent += cost
