@@ -26,7 +26,7 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy twin ingest trainer bot
+	$(BIN)/mypy twin ingest trainer serving bot
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST)
 

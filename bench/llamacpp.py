@@ -36,14 +36,14 @@ import torch
 
 from bench import emit
 from bench.training import demo_setup
-from trainer.engines.llamacpp import LlamaCppEngine
-from trainer.engines.transformers import TransformersEngine
+from serving.llamacpp import LlamaCppEngine
+from serving.transformers import TransformersEngine
+from trainer.generation import stop_tokens
 from trainer.registry import current_version
 from trainer.train import train
 from twin.core.chat_format import encode_prompt
 from twin.core.config import Config, GenerationConfig, load_config
 from twin.core.conversation import ChatMessage
-from twin.core.generation import stop_tokens
 
 
 def held_out_prompts(config: Config, n: int) -> list[list[ChatMessage]]:

@@ -24,16 +24,16 @@ from typing import Any
 from bench import emit
 from bot.context import BotRuntime
 from bot.memory import Where
-from bot.serving import load_served_twin
 from ingest.export import import_export
 from ingest.recall import update_memory
 from ingest.store import open_store
+from serving.twin import load_served_twin
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import bot_config, serving
+from trainer.generation import generate_replies
 from twin.app.demo import demo_export_path
 from twin.core.config import Config
 from twin.core.conversation import with_system_prompt
-from twin.core.generation import generate_replies
 
 MESSAGES = [
     "hey! are we still on for dinner tomorrow?",

@@ -6,6 +6,6 @@
 - `bot.persona`  the /persona admin commands
 - `bot.memory`   data_dir/bot.db: each conversation's messages, with numbered migrations
 - `bot.worker`   the model thread that answers every chat, in batches, and swaps adapters
-- `bot.serving`  the base model plus an adapter, checked before it is served; the prompt
+  (the served twin itself, and the prompt, are the serving package's: `serving.twin`)
 - `bot.chat`     `twin chat`, the terminal conversation
 """

@@ -15,16 +15,16 @@ import sys
 import time
 from collections.abc import Iterator
 
-from bot.serving import (
+from ingest.peers import GROUP_TYPES
+from ingest.recall import Recall, open_recall
+from ingest.store import open_store
+from serving.twin import (
     block_fit,
     conversation_prompt,
     load_served_twin,
     prompt_budget,
     remembering,
 )
-from ingest.dataset import GROUP_TYPES
-from ingest.recall import Recall, open_recall
-from ingest.store import open_store
 from twin.core.chat_format import fit_prompt
 from twin.core.config import Config
 from twin.core.conversation import OWNER, Said, TurnRules

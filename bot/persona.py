@@ -24,7 +24,7 @@ from ingest.profile import add_fact, fact_listing, forget_fact
 from ingest.recall import memory_path
 from ingest.selection import chat_selection
 from ingest.store import open_store
-from trainer.engines import AdapterRefused, EngineUnavailable
+from serving.engine import AdapterRefused, EngineUnavailable
 from trainer.metrics import AdapterMetrics
 from trainer.registry import list_adapters
 from twin.core.config import Config

@@ -21,7 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bot.memory import ChatMemory, Where
-from bot.serving import (
+from ingest.recall import Memory, Recall, open_recall
+from ingest.store import open_store
+from serving.engine import AdapterRefused, Engine, EngineUnavailable, PromptRefused
+from serving.twin import (
     Prompt,
     ServedTwin,
     block_fit,
@@ -33,9 +36,6 @@ from bot.serving import (
     served_prompt,
     swap_adapter,
 )
-from ingest.recall import Memory, Recall, open_recall
-from ingest.store import open_store
-from trainer.engines import AdapterRefused, Engine, EngineUnavailable, PromptRefused
 from trainer.registry import current_problem, current_version, newest_promotable, set_current
 from twin.core.chat_format import PromptTooLong, fit_prompt, prompt_length
 from twin.core.config import MIN_EXCHANGE_TOKENS, Config

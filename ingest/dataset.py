@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.dialog import Conversation, build_conversations
+from ingest.peers import GROUP_TYPES
 from ingest.pii import PLACEHOLDERS, PiiScrubber
 from ingest.recall import Memory, memory_query, open_recall
 from ingest.selection import chat_selection
@@ -45,7 +46,6 @@ from twin.core.conversation import (
 from twin.core.errors import TwinError
 from twin.core.files import ensure_private_dir, write_private_text
 
-GROUP_TYPES = frozenset({"private_group", "private_supergroup", "public_supergroup"})
 # Below these, `twin train` refuses to start: too little to learn from, or to judge by.
 MIN_TRAIN_EXAMPLES = 8
 MIN_EVAL_EXAMPLES = 2

@@ -31,6 +31,9 @@ BASIC_GROUP_TYPES = frozenset({"private_group"})
 CHANNEL_CHAT_TYPES = frozenset(
     {"private_supergroup", "public_supergroup", "private_channel", "public_channel"}
 )
+# The chats where several people talk (channels are one voice): a reply there answers one of
+# them, and the dataset, the memory eval and the bot treat its turns alike.
+GROUP_TYPES = frozenset({"private_group", "private_supergroup", "public_supergroup"})
 
 
 def chat_key(bare_id: int, chat_type: str | None) -> int:

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from bot.memory import Where
-from bot.serving import prompt_budget, remembering
 from ingest.dataset import build_dataset
 from ingest.recall import open_recall
 from ingest.store import Chat, Message, Owner, Store
+from serving.twin import prompt_budget, remembering
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import bot_config, serving
+from trainer.generation import generate_replies
 from twin.core.chat_format import encode_prompt, fit_prompt
 from twin.core.conversation import OWNER, ChatMessage, Said
-from twin.core.generation import generate_replies
 
 T0 = 1_800_000_000
 OWNER_ID = 42

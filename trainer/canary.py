@@ -15,11 +15,11 @@ from typing import Any
 
 from trainer.data import Dataset, encode_examples
 from trainer.fit import FitPlan, add_lora, fit
+from trainer.generation import generate_replies
 from trainer.model import load_base
 from twin.core.config import Config
 from twin.core.conversation import ChatMessage
 from twin.core.files import private_scratch
-from twin.core.generation import generate_replies
 
 log = logging.getLogger(__name__)
 

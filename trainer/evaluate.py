@@ -21,6 +21,7 @@ import torch
 from ingest.pii import PiiScrubber
 from trainer import fidelity, registry
 from trainer.data import Dataset, encode_examples, read_dataset
+from trainer.generation import generate_replies
 from trainer.loss import heldout_loss
 from trainer.metrics import METRICS, AdapterMetrics, Fidelity, Sample, read_metrics
 from trainer.model import LoadPlan, load_base
@@ -28,7 +29,6 @@ from twin.core.config import Config
 from twin.core.conversation import ChatMessage
 from twin.core.errors import TwinError
 from twin.core.files import write_private_text
-from twin.core.generation import generate_replies
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ingest.dataset import GROUP_TYPES
+from ingest.peers import GROUP_TYPES
 from ingest.recall import Memory, memory_query
 from ingest.store import Store
 from trainer.data import encode_examples
+from trainer.generation import generate_replies
 from trainer.loss import heldout_loss
 from trainer.model import LoadPlan
 from twin.core.config import Config
@@ -32,7 +33,6 @@ from twin.core.conversation import (
     with_system_prompt,
     without_memory,
 )
-from twin.core.generation import generate_replies
 
 BENCHMARKS = ("demo_memory.json", "demo_memory_ru.json")
 

@@ -27,7 +27,7 @@ from tests.bot.conftest import (
     turns,
 )
 from tests.conftest import twin_command
-from tests.engines.openai_standin import OpenAIStandIn
+from tests.serving.openai_standin import OpenAIStandIn
 from twin.app.cli import main
 from twin.core.config import BotConfig, Config
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from bot.serving import load_served_twin
+from serving.twin import load_served_twin
 from tests.bot.conftest import copy_adapters
 from tests.trainer.test_train import make_config
+from trainer.generation import generate_replies
 from twin.app.cli import main
 from twin.core.chat_format import encode_prompt
 from twin.core.conversation import with_system_prompt
-from twin.core.generation import generate_replies
 
 
 def test_terminal_chat_with_current_adapter(

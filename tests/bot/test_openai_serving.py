@@ -1,5 +1,5 @@
 """The bot's model worker over the openai engine, against the vLLM stand-in
-(tests/engines/openai_standin.py): a prompt the server will never take costs that one reply,
+(tests/serving/openai_standin.py): a prompt the server will never take costs that one reply,
 never the rest of its batch or the chats behind it, and `twin serve` stops within seconds
 whatever the server is doing."""
 
@@ -21,7 +21,7 @@ from bot.worker import ModelWorker
 from tests.bot.botapi import TOKEN, BotApiStandIn
 from tests.bot.conftest import bot_config
 from tests.conftest import twin_command
-from tests.engines.openai_standin import BASE_NAME, OpenAIStandIn
+from tests.serving.openai_standin import BASE_NAME, OpenAIStandIn
 from twin.core.config import Config
 from twin.core.conversation import Said
 

@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bot import worker as worker_module
-from bot.serving import ServedTwin, load_served_twin, swap_adapter
+from serving.engine import AdapterRefused
+from serving.twin import ServedTwin, load_served_twin, swap_adapter
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import ADMIN, FRIENDS, bot_config, copy_adapters, serving
 from trainer import registry
-from trainer.engines import AdapterRefused
 from twin.core.config import Config
 
 
@@ -250,7 +250,7 @@ async def test_an_adapter_the_engine_cannot_take_now_is_tried_again_later(
     serves."""
     import errno
 
-    from trainer.engines import EngineUnavailable
+    from serving.engine import EngineUnavailable
 
     config = bot_config(tmp_path, tiny_base, api.url)
     first, second = copy_adapters(trained_adapters, config)

@@ -12,7 +12,7 @@ import pytest
 
 from bot import retraining
 from bot import worker as worker_module
-from bot.serving import load_served_twin
+from serving.twin import load_served_twin
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import ADMIN, bot_config, serving
 from tests.bot.test_persona import ask, ask_later

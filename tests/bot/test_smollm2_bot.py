@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.serving import load_served_twin
+from serving.twin import load_served_twin
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.conftest import bot_config, said, serving
+from trainer.generation import generate_replies
 from twin.core.conversation import with_system_prompt
-from twin.core.generation import generate_replies
 
 
 @pytest.mark.slow

@@ -237,7 +237,7 @@ def test_next_token_distribution_is_transformers_sampling(
         TopPLogitsWarper,
     )
 
-    from trainer.engines.llamacpp import next_token_distribution
+    from serving.llamacpp import next_token_distribution
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(1, 1000, generator=generator) * 4
@@ -324,8 +324,8 @@ def first_tokens_agreeing(tokenizer: Any, ours: str, theirs: str, n: int = 16) -
 
 @pytest.mark.slow
 def test_llamacpp_serves_what_transformers_serves(trained: Config) -> None:
-    from bot.serving import load_served_twin
-    from trainer.engines.llamacpp import LlamaCppEngine
+    from serving.llamacpp import LlamaCppEngine
+    from serving.twin import load_served_twin
 
     greedy = trained.generation  # temperature 0, 16 new tokens, repetition penalty 1.1
     folder = trained.adapters_dir / current(trained)
@@ -380,8 +380,8 @@ def test_adapter_moves_llamacpp_logits_as_it_moves_transformers(
     RoPE permutation: with its rows left in transformers' order the changes do not correlate
     at all (measured: -0.3 to 0.1), with them permuted they do (0.88 to 0.92; less than the
     whole adapter's 0.99 because q/k's small change is nearer the quantization noise)."""
-    from bot.serving import load_served_twin
-    from trainer.engines.llamacpp import LlamaCppEngine
+    from serving.llamacpp import LlamaCppEngine
+    from serving.twin import load_served_twin
 
     folder = trained.adapters_dir / current(trained)
     qk_only = tmp_path / "20990101-000000"
@@ -426,8 +426,8 @@ def test_adapter_moves_llamacpp_logits_as_it_moves_transformers(
 
 @pytest.mark.slow
 def test_refused_adapters_leave_the_old_one_serving(trained: Config, tmp_path: Path) -> None:
-    from trainer.engines import AdapterRefused
-    from trainer.engines.llamacpp import LlamaCppEngine
+    from serving.engine import AdapterRefused
+    from serving.llamacpp import LlamaCppEngine
 
     version = current(trained)
     good = trained.adapters_dir / version
@@ -486,8 +486,8 @@ def test_base_gguf_must_be_the_training_base(trained: Config, smollm2: Path) -> 
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
+    from serving.llamacpp import LlamaCppEngine, check_same_model
     from trainer.embedded import EMBEDDED, gguf_file
-    from trainer.engines.llamacpp import LlamaCppEngine, check_same_model
 
     gguf = read_base_gguf(gguf_file(EMBEDDED["smollm2-135m"], trained.model_cache))
     check_same_model(gguf, str(smollm2))

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from serving.transformers import TransformersEngine
 from tests.trainer.test_train import make_config
 from trainer.data import collator, encode_examples, read_dataset
-from trainer.engines.transformers import TransformersEngine
 from trainer.fit import add_lora
 from trainer.loss import heldout_loss, reply_loss_sum
 from trainer.model import LoadPlan, keep_4bit_trainable, load_base, load_plan, load_tokenizer
@@ -106,7 +106,7 @@ def test_4bit_base_still_backpropagates_after_its_heldout_loss(
 
 
 def test_qlora_on_cpu_trains_registers_and_serves(tmp_path: Path, tiny_base: Path) -> None:
-    from bot.serving import load_served_twin
+    from serving.twin import load_served_twin
 
     config = nf4_config(tmp_path, tiny_base)
     result = train(config)

@@ -182,7 +182,7 @@ def _a_chat(lang: str) -> int:
 
 def _show_recall(config: Config, result: TrainResult) -> None:
     """One recalled fact, with and without memory, and the benchmark's numbers."""
-    from trainer.engines.transformers import TransformersEngine
+    from serving.transformers import TransformersEngine
     from trainer.memory_eval import bundled_benchmark, fact_recall
 
     engine = TransformersEngine.load(config)

@@ -194,7 +194,7 @@ def memory_block(
     dataset (which has no tokenizer) counts. Serving builds the block that way too, and only
     where that block would leave its prompt no room for a message (emoji or CJK text, which
     the estimate undercounts) builds it again counting by the served tokenizer
-    (ingest.recall.Memory, bot.serving.block_fit)."""
+    (ingest.recall.Memory, serving.twin.block_fit)."""
     count = count_tokens or estimate_tokens
     lines: list[str] = []
     spent = 0

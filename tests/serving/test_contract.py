@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines.openai_standin import OpenAIStandIn
-from trainer.engines import AdapterRefused, Engine
+from serving.engine import AdapterRefused, Engine
+from tests.serving.openai_standin import OpenAIStandIn
 from twin.core.config import Config, load_config
 from twin.core.conversation import ChatMessage
 
@@ -83,7 +83,7 @@ def tiny_adapters(tmp_path: Path, trained_adapters: Path) -> Iterator[tuple[Path
 def test_transformers_engine(
     tmp_path: Path, tiny_base: Path, tiny_adapters: tuple[Path, Path, Path]
 ) -> None:
-    from trainer.engines.transformers import TransformersEngine
+    from serving.transformers import TransformersEngine
 
     config = write_config(tmp_path, str(tiny_base))
     contract(TransformersEngine.load(config), config, *tiny_adapters)
@@ -92,7 +92,7 @@ def test_transformers_engine(
 def test_openai_engine(
     tmp_path: Path, tiny_base: Path, tiny_adapters: tuple[Path, Path, Path]
 ) -> None:
-    from trainer.engines.openai import OpenAIEngine
+    from serving.openai import OpenAIEngine
 
     with OpenAIStandIn() as server:
         config = write_config(tmp_path, str(tiny_base), engine="openai", url=server.url)
@@ -120,7 +120,7 @@ def smollm2_adapters(tmp_path_factory: pytest.TempPathFactory, smollm2: Path) ->
 
 @pytest.mark.slow
 def test_llamacpp_engine(tmp_path: Path, smollm2_adapters: list[Path]) -> None:
-    from trainer.engines.llamacpp import LlamaCppEngine
+    from serving.llamacpp import LlamaCppEngine
 
     config = write_config(tmp_path, "smollm2-135m", engine="llama.cpp")
     first, second = smollm2_adapters
@@ -136,7 +136,8 @@ def test_llamacpp_a_full_disk_while_converting_is_no_refusal(
     is refused (which the bot would not try again)."""
     import errno
 
-    from trainer.engines import EngineUnavailable, llamacpp
+    from serving import llamacpp
+    from serving.engine import EngineUnavailable
     from trainer.gguf_lora import GGUF_ADAPTER
 
     config = write_config(tmp_path, "smollm2-135m", engine="llama.cpp")

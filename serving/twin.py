@@ -1,4 +1,4 @@
-"""The served twin: an engine (trainer.engines) with the current adapter, and the persona
+"""The served twin: an engine (serving.engine) with the current adapter, and the persona
 prompt; and the prompt a reply is written after, built the way the dataset built training
 examples. Used by `twin chat` and by the bot's model worker, which also swaps adapters while
 serving. Every engine checks an adapter before it touches what is served, so a broken one is
@@ -15,7 +15,7 @@ from typing import Any
 
 from ingest.recall import BlockFit, Memory, Recall, memory_query
 from ingest.store import open_store
-from trainer.engines import Engine
+from serving.engine import Engine
 from trainer.registry import current_version
 from twin.core.chat_format import prompt_length
 from twin.core.config import MIN_EXCHANGE_TOKENS, Config
@@ -52,14 +52,14 @@ class ServedTwin:
 def load_engine(config: Config) -> Engine:
     """The engine `[serving] engine` names, with the base loaded (no adapter yet)."""
     if config.serving.engine == "llama.cpp":
-        from trainer.engines.llamacpp import LlamaCppEngine
+        from serving.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(config)
     if config.serving.engine == "openai":
-        from trainer.engines.openai import OpenAIEngine
+        from serving.openai import OpenAIEngine
 
         return OpenAIEngine(config)
-    from trainer.engines.transformers import TransformersEngine
+    from serving.transformers import TransformersEngine
 
     return TransformersEngine.load(config)
 

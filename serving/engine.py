@@ -1,4 +1,4 @@
-"""Serving engines: one seam through which the bot, `twin chat`, the eval and the samples
+"""Serving engines: one seam through which the bot, `twin chat`, the demo and the bench
 generate, whatever runs the model.
 
     transformers  the base model and its LoRA adapter in this process (the default)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trainer.engines import AdapterRefused
+from serving.engine import AdapterRefused
 
 
 def read_adapter(folder: Path, served_checkpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The openai engine against a stand-in vLLM server on 127.0.0.1 (tests/engines/openai_standin.py):
+"""The openai engine against a stand-in vLLM server on 127.0.0.1 (tests/serving/openai_standin.py):
 prompts rendered by twin and sent as token ids, batches in one request, adapters swapped under
 immutable names, broken adapters refused before the server sees them, and a server that fails,
 restarts or is down met with retries, one reload, and one-line errors that never show a
@@ -22,16 +22,16 @@ import httpx
 import pytest
 from tenacity import wait_exponential
 
-from tests.engines.openai_standin import BASE_NAME, OpenAIStandIn
-from trainer.engines import AdapterRefused, Engine, EngineUnavailable, PromptRefused
-from trainer.engines import openai as engine_module
-from trainer.engines.openai import API_KEY_ENV, OpenAIEngine
+from serving import openai as engine_module
+from serving.engine import AdapterRefused, Engine, EngineUnavailable, PromptRefused
+from serving.openai import API_KEY_ENV, OpenAIEngine
+from tests.serving.openai_standin import BASE_NAME, OpenAIStandIn
+from trainer.generation import stop_tokens
 from trainer.model import load_tokenizer
 from twin.core.chat_format import encode_prompt
 from twin.core.config import Config, GenerationConfig, config_from_dict
 from twin.core.conversation import ChatMessage
 from twin.core.errors import TwinError
-from twin.core.generation import stop_tokens
 
 OLD, NEW = "20261124-031500", "20261125-030002"
 NAN, OTHER_BASE, TRUNCATED = "20261126-030000", "20261127-030000", "20261128-030000"

@@ -53,13 +53,13 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
-from trainer.engines import AdapterRefused, EngineUnavailable, PromptRefused
-from trainer.engines.checks import read_adapter
+from serving.checks import read_adapter
+from serving.engine import AdapterRefused, EngineUnavailable, PromptRefused
+from trainer.generation import stop_tokens
 from trainer.model import base_checkpoint, load_tokenizer
 from twin.core.chat_format import encode_prompt
 from twin.core.config import Config, GenerationConfig
 from twin.core.conversation import ChatMessage
-from twin.core.generation import stop_tokens
 
 log = logging.getLogger(__name__)
 
@@ -501,7 +501,7 @@ class OpenAIEngine:
 
 def check_adapter_files(folder: Path, checkpoint: str) -> None:
     """Refuse an adapter that cannot be served on `checkpoint`, from its files alone: readable,
-    trained on that base, weights present and finite (trainer.engines.checks), and a LoRA, the
+    trained on that base, weights present and finite (serving.checks), and a LoRA, the
     only kind the server loads. The server checks the shapes against its own copy of the base."""
     settings, _ = read_adapter(folder, checkpoint)
     kind = settings.get("peft_type", "LORA")

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from trainer.engines import AdapterRefused
-from trainer.engines.checks import read_adapter
+from serving.checks import read_adapter
+from serving.engine import AdapterRefused
+from trainer.generation import generate_replies
 from trainer.model import Base, LoadPlan, load_base
 from twin.core.config import Config, GenerationConfig
 from twin.core.conversation import ChatMessage
-from twin.core.generation import generate_replies
 
 
 class TransformersEngine:
