@@ -9,10 +9,10 @@ it keeps, not for a first short reply to a long prompt. What makes it serve what
 
 - the prompt: rendered by twin's chat format with the training base's own HF tokenizer, and
   given to llama.cpp as token ids (llama.cpp's tokenizer and chat template are never used);
-- the reply: sampled here from llama.cpp's logits the way transformers' `generate` samples
-  (repetition penalty over the prompt and the reply, then temperature, top-k, top-p; greedy
-  at temperature 0), stopped on the end-of-turn tokens twin's generation stops on, decoded by
-  the HF tokenizer;
+- the reply: sampled here from llama.cpp's logits by transformers' own logits processors,
+  as its `generate` applies them (repetition penalty over the prompt and the reply, then
+  temperature, top-k, top-p; greedy at temperature 0), stopped on the end-of-turn tokens
+  twin's generation stops on, decoded by the HF tokenizer;
 - the adapter: checked (readable, finite, trained on this base, every LoRA matrix the right
   shape for the GGUF's tensors), converted once to `adapter.gguf` beside it
   (trainer.gguf_lora), then loaded onto the model between two batches; a refused one
@@ -178,34 +178,40 @@ class LlamaCppEngine:
 def next_token_distribution(
     logits: np.ndarray, seen: np.ndarray, settings: GenerationConfig, top_k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The tokens the next one is drawn from, and their probabilities, as transformers'
-    `generate` has them, in its order: the repetition penalty on every token `seen` (a mask:
-    the prompt's and the reply's so far), then at temperature 0 the likeliest token alone;
-    else temperature, top-k (`top_k`: the model's generation config, else transformers' 50)
-    and top-p."""
-    scores = logits.astype(np.float64, copy=True)
+    """The tokens the next one is drawn from, and their probabilities, by transformers' own
+    logits processors in the order its `generate` applies them: the repetition penalty on
+    every token `seen` (a mask: the prompt's and the reply's so far), then at temperature 0
+    the likeliest token alone; else temperature, top-k (`top_k`: the model's generation
+    config, else transformers' 50) and top-p. Both engines thus sample alike by construction.
+    """
+    import torch
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    # float64: the probabilities go to numpy's sampler, which wants them to sum to 1 closely.
+    scores = torch.from_numpy(logits.astype(np.float64))[None]
+    # The penalty looks each seen token up once, however often it was seen.
+    seen_ids: Any = torch.from_numpy(np.flatnonzero(seen))[None]  # int64, as input ids
+    steps: list[Any] = []
     if settings.repetition_penalty != 1.0:
-        penalized = np.flatnonzero(seen)
-        values = scores[penalized]
-        scores[penalized] = np.where(
-            values < 0, values * settings.repetition_penalty, values / settings.repetition_penalty
-        )
+        steps.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if settings.temperature > 0:
+        steps.append(TemperatureLogitsWarper(settings.temperature))
+        if top_k > 0:
+            steps.append(TopKLogitsWarper(top_k))
+        if settings.top_p < 1.0:
+            steps.append(TopPLogitsWarper(settings.top_p))
+    scores = LogitsProcessorList(steps)(seen_ids, scores)[0]
     if settings.temperature == 0:
-        return np.array([np.argmax(scores)]), np.ones(1)
-    scores /= settings.temperature
-    k = min(top_k, scores.size) if top_k > 0 else scores.size
-    kept = np.argpartition(scores, -k)[-k:]
-    kept = kept[np.argsort(scores[kept], kind="stable")]  # ascending, as transformers sorts
-    probabilities = np.exp(scores[kept] - scores[kept[-1]])
-    probabilities /= probabilities.sum()
-    if settings.top_p < 1.0:
-        # Drop the least likely tokens whose mass together stays within 1 - top_p; the most
-        # likely one always stays (transformers' TopPLogitsWarper).
-        drop = np.cumsum(probabilities) <= 1 - settings.top_p
-        drop[-1] = False
-        probabilities = np.where(drop, 0.0, probabilities)
-        probabilities /= probabilities.sum()
-    return kept, probabilities
+        return np.array([int(scores.argmax())]), np.ones(1)
+    probabilities = torch.softmax(scores, -1).numpy()
+    kept = np.flatnonzero(probabilities)
+    return kept, probabilities[kept] / probabilities[kept].sum()
 
 
 @dataclass
