@@ -3,7 +3,7 @@ held-out loss. Not part of `make bench` (it trains many adapters: ~20 minutes on
 its findings are in the README ("How much history a twin needs", "Does it sound like you?").
 
 - history: the demo persona's training examples cut to the first N (the held-out set the
-  same for all), a short run each (the demo's settings), held-out loss and style distance;
+  same for all), a short run each (the demo's config), held-out loss and style distance;
 - gate: one adapter per setting (the demo's 1e-3 x 60 steps, the [train] defaults 2e-4 x
   200), its fidelity measured with several sampling seeds: how often "style distance below
   the base's" fails although the held-out loss improved, by the number of held-out prompts.
@@ -22,7 +22,7 @@ from typing import Any
 from bench import emit
 from bench.training import demo_setup
 from trainer.data import encode_examples, read_dataset
-from trainer.evaluate import headline, measure_fidelity
+from trainer.eval.evaluate import headline, measure_fidelity
 from trainer.fit import FitPlan, add_lora, fit
 from trainer.loss import heldout_loss
 from trainer.model import load_base

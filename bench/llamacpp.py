@@ -42,8 +42,9 @@ from trainer.generation import stop_tokens
 from trainer.registry import current_version
 from trainer.train import train
 from twin.core.chat_format import encode_prompt
-from twin.core.config import Config, GenerationConfig, load_config
+from twin.core.config import Config, GenerationConfig
 from twin.core.conversation import ChatMessage
+from twin.core.loading import load_config
 
 
 def held_out_prompts(config: Config, n: int) -> list[list[ChatMessage]]:
@@ -77,22 +78,22 @@ def rate(tokenizer: Any, replies: list[str], seconds: float) -> dict[str, float]
     return {"seconds": seconds, "reply_tokens": tokens, "reply_tokens_per_s": tokens / seconds}
 
 
-def served(engine: Any, prompts: list[list[ChatMessage]], settings: GenerationConfig,
+def served(engine: Any, prompts: list[list[ChatMessage]], generation: GenerationConfig,
            *, batch: bool, before_each: Any = None) -> dict[str, Any]:  # fmt: skip
     started = time.perf_counter()
     if batch:
-        replies = engine.generate(prompts, settings)
+        replies = engine.generate(prompts, generation)
     else:
         replies = []
         for prompt in prompts:
             if before_each is not None:
                 before_each()
-            replies += engine.generate([prompt], settings)
+            replies += engine.generate([prompt], generation)
     return {**rate(engine.tokenizer, replies, time.perf_counter() - started), "replies": replies}
 
 
 def chat(
-    engine: Any, prompts: list[list[ChatMessage]], settings: GenerationConfig
+    engine: Any, prompts: list[list[ChatMessage]], generation: GenerationConfig
 ) -> dict[str, Any]:
     """One chat going on: the last message of each prompt in turn, each answered after the
     chat so far with the engine's own earlier replies in it (what the bot does in a chat)."""
@@ -101,15 +102,15 @@ def chat(
     started = time.perf_counter()
     for prompt in prompts:
         conversation = [*conversation, prompt[-1]]
-        (reply,) = engine.generate([conversation], settings)
+        (reply,) = engine.generate([conversation], generation)
         replies.append(reply)
         conversation = [*conversation, {"role": "assistant", "content": reply}]
     return {**rate(engine.tokenizer, replies, time.perf_counter() - started), "replies": replies}
 
 
 def decode_transformers(engine: TransformersEngine, prompts: list[list[ChatMessage]],
-                        settings: GenerationConfig) -> dict[str, float]:  # fmt: skip
-    n = settings.max_new_tokens
+                        generation: GenerationConfig) -> dict[str, float]:  # fmt: skip
+    n = generation.max_new_tokens
     started = time.perf_counter()
     with torch.inference_mode():
         for prompt in prompts:
@@ -120,7 +121,7 @@ def decode_transformers(engine: TransformersEngine, prompts: list[list[ChatMessa
                 max_new_tokens=n,
                 min_new_tokens=n,  # the end-of-turn is never picked: n tokens each
                 do_sample=False,
-                repetition_penalty=settings.repetition_penalty,
+                repetition_penalty=generation.repetition_penalty,
                 eos_token_id=stop_tokens(engine.tokenizer),
                 pad_token_id=engine.tokenizer.pad_token_id,
             )
@@ -130,13 +131,13 @@ def decode_transformers(engine: TransformersEngine, prompts: list[list[ChatMessa
 
 
 def decode_llamacpp(engine: LlamaCppEngine, prompts: list[list[ChatMessage]],
-                    settings: GenerationConfig) -> dict[str, float]:  # fmt: skip
-    n = settings.max_new_tokens
+                    generation: GenerationConfig) -> dict[str, float]:  # fmt: skip
+    n = generation.max_new_tokens
     stops, engine._stop_ids = engine._stop_ids, frozenset()  # n tokens each
     started = time.perf_counter()
     for prompt in prompts:
         engine._llama.forget()
-        engine.generate([prompt], settings)
+        engine.generate([prompt], generation)
     seconds = time.perf_counter() - started
     engine._stop_ids = stops
     return {"seconds": seconds, "reply_tokens": n * len(prompts),

@@ -86,7 +86,8 @@ def measure_memory(messages: int, queries: int) -> dict[str, Any]:
 
 
 def build_step(data: Path) -> dict[str, Any]:
-    from ingest.memory import SentenceEncoder, open_memory
+    from ingest.encoder import SentenceEncoder
+    from ingest.memory import open_memory
     from ingest.pii import PiiScrubber
     from ingest.store import open_store
 
@@ -103,7 +104,8 @@ def build_step(data: Path) -> dict[str, Any]:
 
 
 def query_step(data: Path, queries: int) -> dict[str, Any]:
-    from ingest.memory import SentenceEncoder, open_memory
+    from ingest.encoder import SentenceEncoder
+    from ingest.memory import open_memory
 
     encoder = SentenceEncoder()
     encoder.encode(["warm up"])
@@ -131,7 +133,7 @@ def query_step(data: Path, queries: int) -> dict[str, Any]:
 
 
 def model_step() -> dict[str, Any]:
-    from ingest.memory import SentenceEncoder
+    from ingest.encoder import SentenceEncoder
 
     SentenceEncoder().encode(["warm up"])
     return {}

@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import emit
+from bot.chat_log import Where
 from bot.context import BotRuntime
-from bot.memory import Where
 from ingest.export import import_export
 from ingest.recall import update_memory
 from ingest.store import open_store
 from serving.twin import load_served_twin
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import bot_config, serving
+from tests.bot.helpers import bot_config, serving
 from trainer.generation import generate_replies
 from twin.app.demo import demo_export_path
 from twin.core.config import Config
@@ -55,7 +55,7 @@ def message(i: int) -> str:
 
 
 def said(runtime: BotRuntime, chat: int) -> int:
-    return len(runtime.memory.recent(Where(chat)))
+    return len(runtime.chat_log.recent(Where(chat)))
 
 
 def configured(folder: Path, api_url: str, new_tokens: int, chats: int, memory: bool) -> Config:
@@ -80,7 +80,7 @@ async def latencies(api: BotApiStandIn, runtime: BotRuntime, offset: int) -> lis
     out = []
     for i in range(LATENCY_ROUNDS):
         chat = DEMO_FRIENDS[i % len(DEMO_FRIENDS)]
-        runtime.memory.forget(Where(chat))
+        runtime.chat_log.forget(Where(chat))
         update = api.push_message(chat, message(offset + i))
         await api.wait_for(lambda a, c=chat: said(runtime, c) >= 2, 300)
         out.append(api.sent(chat_id=chat)[-1].at - api.pushed_at[update])

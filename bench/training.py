@@ -32,11 +32,12 @@ from trainer.fit import FitPlan, add_lora, fit
 from trainer.model import LoadPlan, base_checkpoint, load_base, load_base_model, load_tokenizer
 from twin.app.demo import PERSONAS, demo_export_path
 from twin.core.chat_format import IGNORE_INDEX
-from twin.core.config import Config, load_config
+from twin.core.config import Config
+from twin.core.loading import load_config
 
 
 def demo_setup(folder: Path) -> Config:
-    """The demo persona's store and dataset in `folder`, with the demo's training settings."""
+    """The demo persona's store and dataset in `folder`, with the demo's [train] config."""
     (folder / "config.toml").write_text(PERSONAS["en"].config)
     config = load_config(folder / "config.toml")
     config.data_dir.mkdir(parents=True, exist_ok=True)

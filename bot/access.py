@@ -7,7 +7,7 @@ that someone is listed too (`group_members = "listed"`; "everyone" answers any m
 rest of such a group's talk, when Telegram delivers it, is remembered as context. Everyone
 else gets at most the fixed stranger notice. Only admins reach /persona, and only in a private
 chat with the bot, where its answers (adapter metrics, samples) are seen by nobody else. /reset
-clears a private chat for its own user, and a group's memory only for admins.
+clears a private chat's log for its own user, and a group's only for admins.
 """
 
 from __future__ import annotations

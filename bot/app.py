@@ -29,6 +29,8 @@ from telegram.ext import (
 
 from bot import persona
 from bot.access import access_filters
+from bot.adapters import AdapterFollower
+from bot.chat_log import ChatLog, Where
 from bot.context import (
     CONTEXT_TYPES,
     App,
@@ -38,7 +40,6 @@ from bot.context import (
     runtime_of,
 )
 from bot.delivery import DeliveryFailed, keep_typing, send_reply, send_with_retry, tell_admins
-from bot.memory import ChatMemory, Where
 from bot.retraining import retrain_running
 from bot.schedule import schedule_retrain
 from bot.worker import ModelWorker
@@ -73,8 +74,9 @@ def build_application(config: Config, token: str, *, poll_timeout: float = 10.0)
         .get_updates_read_timeout(poll_timeout + 5)
         .build()
     )
-    memory = ChatMemory(config.data_dir / "bot.db", config.bot.context_messages)
-    attach_runtime(app, BotRuntime(config, memory, ModelWorker(config, memory)))
+    chat_log = ChatLog(config.data_dir / "bot.db", config.bot.context_messages)
+    worker = ModelWorker(config, chat_log)
+    attach_runtime(app, BotRuntime(chat_log, worker, AdapterFollower(worker)))
     access = access_filters(config.telegram)
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(
@@ -98,7 +100,7 @@ async def on_message(update: Update, context: TwinContext) -> None:
     assert message is not None
     if not remember_message(runtime, message):
         return
-    if runtime.memory.paused:
+    if runtime.chat_log.paused:
         return
     in_group = message.chat.type != "private"
     await answer(context, message, reply_to=message.message_id if in_group else None)
@@ -118,7 +120,7 @@ def where_of(message: Message) -> Where:
 
 
 def remember_message(runtime: BotRuntime, message: Message) -> bool:
-    """Add a user's message to its conversation's memory; False when there is nothing to
+    """Add a user's message to its conversation's chat log; False when there is nothing to
     answer. Speakers are kept by user id; the first name is only the prefix groups show."""
     text = text_of(message, media=runtime.config.bot.media)
     if text is None:
@@ -126,12 +128,14 @@ def remember_message(runtime: BotRuntime, message: Message) -> bool:
     user = message.from_user
     speaker = str(user.id) if user else f"chat:{message.chat_id}"
     name = user.first_name if user else (message.chat.title or "")
-    runtime.memory.remember(where_of(message), Said(speaker, name, text, message.date.timestamp()))
+    runtime.chat_log.remember(
+        where_of(message), Said(speaker, name, text, message.date.timestamp())
+    )
     return True
 
 
 async def answer(context: TwinContext, message: Message, *, reply_to: int | None) -> None:
-    """Ask the worker for this conversation's reply (showing "typing…"), send it, remember it."""
+    """Ask the worker for this conversation's reply (showing "typing…"), send it, log it."""
     runtime = context.runtime
     where = where_of(message)
     thread = where.thread_id or None
@@ -151,7 +155,7 @@ async def answer(context: TwinContext, message: Message, *, reply_to: int | None
         )
     except DeliveryFailed:
         return
-    runtime.memory.remember(where, Said(OWNER, "", reply, time.time()))
+    runtime.chat_log.remember(where, Said(OWNER, "", reply, time.time()))
 
 
 # Bot API message fields -> the store's media types, whose placeholders the twin was trained on.
@@ -191,8 +195,8 @@ async def on_reset(update: Update, context: TwinContext) -> None:
     message = update.effective_message
     assert message is not None
     where = where_of(message)
-    forgotten = context.runtime.memory.forget(where)
-    log.info("chat %s: memory cleared (%d messages)", where.chat_id, forgotten)
+    forgotten = context.runtime.chat_log.forget(where)
+    log.info("chat %s: chat log cleared (%d messages)", where.chat_id, forgotten)
     with contextlib.suppress(DeliveryFailed):
         await send_with_retry(
             context.bot,
@@ -211,7 +215,7 @@ async def on_stranger(update: Update, context: TwinContext) -> None:
     notice = localized(
         runtime.config.telegram.stranger_reply, "stranger_reply", runtime.worker.language
     )
-    if notice and runtime.memory.first_contact(user.id):
+    if notice and runtime.chat_log.first_contact(user.id):
         with contextlib.suppress(DeliveryFailed):
             await send_with_retry(context.bot, user.id, text=notice)
 
@@ -226,7 +230,7 @@ async def follow_current_adapter(context: TwinContext) -> None:
     runtime = context.runtime
     if retrain_running(runtime):
         return  # the bot's own retrain swaps and reports when it ends
-    swap = await runtime.worker.follow_current()
+    swap = await runtime.adapters.follow_current()
     if swap is not None:
         await tell_admins(context.bot, runtime.config.telegram.admins, swap.message())
 
@@ -242,7 +246,7 @@ async def start_bot(app: App) -> None:
     # config.toml was checked with an estimate; the served tokenizer has the last word, so a
     # prompt that cannot be served stops `twin serve` here rather than silencing every chat.
     await runtime.worker.check_settings(runtime.config)
-    swap = await runtime.worker.follow_current()
+    swap = await runtime.adapters.follow_current()
     if swap is not None and swap.trouble:
         await tell_admins(app.bot, runtime.config.telegram.admins, swap.message())
     await register_commands(app)
@@ -270,7 +274,7 @@ async def stop_bot(app: App) -> None:
         runtime.retrain.cancel()
         await asyncio.gather(runtime.retrain, return_exceptions=True)
     await runtime.worker.stop()
-    runtime.memory.close()
+    runtime.chat_log.close()
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,8 @@ from typing import Any
 
 from telegram.ext import Application, CallbackContext, ContextTypes, ExtBot, Job
 
-from bot.memory import ChatMemory
+from bot.adapters import AdapterFollower
+from bot.chat_log import ChatLog
 from bot.worker import ModelWorker
 from twin.core.config import Config
 
@@ -20,9 +21,9 @@ _RUNTIME = "twin"
 
 @dataclass
 class BotRuntime:
-    config: Config  # replaced when an admin changes a setting
-    memory: ChatMemory
+    chat_log: ChatLog  # data_dir/bot.db
     worker: ModelWorker
+    adapters: AdapterFollower
     started: float = field(default_factory=time.time)
     retrain: asyncio.Task[None] | None = None
     retrain_job: Job[Any] | None = None  # the nightly schedule, when one is set
@@ -30,6 +31,11 @@ class BotRuntime:
     # mined again only when that changed, one mining at a time.
     facts_listing: tuple[object, str] | None = None
     facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def config(self) -> Config:
+        """The config in force: the worker's, which admins' settings replace (one copy)."""
+        return self.worker.config
 
     @property
     def next_retrain(self) -> dt.datetime | None:

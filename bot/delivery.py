@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from telegram import Bot, ReplyParameters
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 SEND_ATTEMPTS = 6
 RETRY_WAIT = wait_exponential(multiplier=0.5, max=8)  # 0.5, 1, 2, 4, 8 s: ~15 s bridged
-TYPING_EVERY = 4.0
-MAX_CAPTION = MessageLimit.CAPTION_LENGTH  # Telegram shows "typing…" for 5 s after each chat action
+TYPING_EVERY = 4.0  # Telegram shows "typing…" for 5 s after each chat action
+MAX_CAPTION = MessageLimit.CAPTION_LENGTH
 
 
 class DeliveryFailed(Exception):
@@ -53,6 +53,15 @@ async def send_photo_with_retry(bot: Bot, chat_id: int, png: bytes, caption: str
         chat_id,
         lambda: bot.send_photo(chat_id=chat_id, photo=png, caption=caption[:MAX_CAPTION]),
     )
+
+
+async def send_charts(bot: Bot, chat_id: int, charts: Sequence[bytes], text: str) -> None:
+    """PNG charts, the first with `text` as its caption (cut to Telegram's limit; a longer
+    text follows the charts in full). Raises DeliveryFailed at the first that does not land."""
+    for n, chart in enumerate(charts):
+        await send_photo_with_retry(bot, chat_id, chart, text if n == 0 else "")
+    if len(text) > MAX_CAPTION:
+        await send_with_retry(bot, chat_id, text=text)
 
 
 async def _retrying(chat_id: int, send: Callable[[], Awaitable[object]]) -> None:
@@ -79,10 +88,8 @@ async def tell_admins(
         with contextlib.suppress(DeliveryFailed):
             if chart is None:
                 await send_with_retry(bot, admin, text=text)
-                continue
-            await send_photo_with_retry(bot, admin, chart, text)
-            if len(text) > MAX_CAPTION:
-                await send_with_retry(bot, admin, text=text)
+            else:
+                await send_charts(bot, admin, [chart], text)
 
 
 def reply_messages(reply: str) -> list[str]:

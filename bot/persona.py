@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from telegram import Update
 
 from bot.context import TwinContext
-from bot.delivery import MAX_CAPTION, DeliveryFailed, send_photo_with_retry, send_with_retry
+from bot.delivery import DeliveryFailed, send_charts, send_with_retry
 from bot.report import adapter_summary, fidelity_charts, loss_chart
 from bot.retraining import last_retrain, retrain_running, start_retrain
 from ingest.dataset import count_examples
@@ -29,7 +29,10 @@ from trainer.metrics import AdapterMetrics
 from trainer.registry import list_adapters
 from twin.core.config import Config
 from twin.core.errors import TwinError
-from twin.core.settings import ADMIN_SETTINGS, save_setting, settable_keys, with_setting
+from twin.core.overrides import SETTABLE as ADMIN_SETTINGS
+from twin.core.overrides import save_override as save_setting
+from twin.core.overrides import settable_keys
+from twin.core.overrides import with_override as with_setting
 
 HELP = """/persona commands:
 status - adapter, metrics, data, queue, uptime
@@ -76,11 +79,7 @@ async def command(update: Update, context: TwinContext) -> None:
             answer = str(err)
     with contextlib.suppress(DeliveryFailed):
         if isinstance(answer, Charted):
-            for n, chart in enumerate(answer.charts):
-                caption = answer.text if n == 0 else ""
-                await send_photo_with_retry(context.bot, message.chat_id, chart, caption)
-            if len(answer.text) > MAX_CAPTION:
-                await send_with_retry(context.bot, message.chat_id, text=answer.text)
+            await send_charts(context.bot, message.chat_id, answer.charts, answer.text)
         else:
             await send_with_retry(context.bot, message.chat_id, text=answer)
 
@@ -124,7 +123,7 @@ async def status(context: TwinContext, rest: str) -> str:
         f"{stats.generate_calls} generate calls"
     )
     lines.append(f"Uptime: {_duration(time.time() - runtime.started)}")
-    lines.append("Replying: paused" if runtime.memory.paused else "Replying: on")
+    lines.append("Replying: paused" if runtime.chat_log.paused else "Replying: on")
     return "\n".join(lines)
 
 
@@ -161,7 +160,7 @@ async def _switch_to(context: TwinContext, version: str) -> str:
     if version not in {a.version for a in list_adapters(adapters_dir)}:
         return f"There is no adapter {version} (see /persona list)."
     try:
-        await runtime.worker.switch_to(version)
+        await runtime.adapters.switch_to(version)
     except (AdapterRefused, EngineUnavailable, OSError) as err:
         return f"Refused, still serving {runtime.worker.version or 'the base model'}: {err}"
     return f"Now serving adapter {version}."
@@ -174,12 +173,12 @@ async def train(context: TwinContext, rest: str) -> str:
 
 
 async def pause(context: TwinContext, rest: str) -> str:
-    context.runtime.memory.paused = True
+    context.runtime.chat_log.paused = True
     return "Paused: I stay up and remember messages, but answer nobody until /persona resume."
 
 
 async def resume(context: TwinContext, rest: str) -> str:
-    context.runtime.memory.paused = False
+    context.runtime.chat_log.paused = False
     return "Resumed: answering again."
 
 
@@ -215,7 +214,6 @@ async def _apply(context: TwinContext, section: str, key: str, value: str) -> st
     except TwinError as err:
         raise TwinError(f"refused: {err}") from None
     save_setting(config, section, key)
-    runtime.config = config
     runtime.worker.set_config(config)
     return f"{key} = {getattr(getattr(config, section), key)!r} (saved)"
 

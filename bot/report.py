@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 
-from trainer.eval_report import headline_table
 from trainer.registry import AdapterInfo
+from trainer.report import headline_table
 from twin.core.runs import RunRecord
 
 CHART_ADAPTERS = 10  # adapters shown in the held-out loss history

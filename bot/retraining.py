@@ -69,7 +69,7 @@ async def run_retrain(app: App) -> None:
     # only to be dropped.)
     if pause:
         await runtime.worker.load_again()
-    swap = await runtime.worker.follow_current()
+    swap = await runtime.adapters.follow_current()
     every = read_records(config.data_dir)
     records = every[runs_before:]
     if records and _told_already(every[:runs_before], records[-1]):

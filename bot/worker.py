@@ -3,10 +3,14 @@
 The event loop never runs the model. Requests that queue up while the model is busy go into
 the next `generate` call together (left padding, each row stops at its own end of turn), so
 16 chats cost little more than one. Several messages from one conversation that arrive before
-its request is taken become one reply, as a person answers a burst. Adapter swaps run on the
-same thread, so they happen between batches and never drop a queued request. Stopping sets a
-flag that the running `generate` checks after every token, so `twin serve` stops within a
-token's time even mid-reply.
+its request is taken become one reply, as a person answers a burst. Adapter swaps (which
+adapter, and when: bot.adapters) run on the same thread, so they happen between batches and
+never drop a queued request. Stopping sets a flag that the running `generate` checks after
+every token, so `twin serve` stops within a token's time even mid-reply.
+
+The worker holds what replies are written with, once: the config (admins' settings replace
+it), the owner's name and language (read from the store on the model thread at each load),
+and the recall index; the persona system prompt is made from them when it is needed.
 """
 
 from __future__ import annotations
@@ -15,31 +19,28 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from bot.memory import ChatMemory, Where
+from bot.chat_log import ChatLog, Where
 from ingest.recall import Memory, Recall, open_recall
 from ingest.store import open_store
-from serving.engine import AdapterRefused, Engine, EngineUnavailable, PromptRefused
+from serving.engine import Engine, EngineUnavailable, PromptRefused
 from serving.twin import (
     Prompt,
-    ServedTwin,
     block_fit,
     conversation_prompt,
-    load_served_twin,
+    load_engine,
     owner_and_language,
     prompt_budget,
     remembering,
-    served_prompt,
-    swap_adapter,
 )
-from trainer.registry import current_problem, current_version, newest_promotable, set_current
 from twin.core.chat_format import PromptTooLong, fit_prompt, prompt_length
 from twin.core.config import MIN_EXCHANGE_TOKENS, Config
-from twin.core.conversation import ChatMessage, TurnRules, with_system_prompt
+from twin.core.conversation import ChatMessage, TurnRules, persona_prompt, with_system_prompt
 from twin.core.errors import TwinError
 
 log = logging.getLogger(__name__)
@@ -53,19 +54,12 @@ ENGINE_RETRY_MAX_S = 60.0
 # up to the cap, until it loads; messages wait meanwhile, nothing dropped.
 RELOAD_RETRY_S = 30.0
 RELOAD_RETRY_MAX_S = 600.0
-# A promoted adapter the engine could not take for a passing reason (EngineUnavailable: its
-# server down or busy; OSError: a full disk while converting it) is tried again after these
-# many seconds, doubling up to the cap. One refused for itself (AdapterRefused: its files are
-# damaged, another base's, not a LoRA) is not tried again while CURRENT points at it.
-ADAPTER_RETRY_S = 30.0
-ADAPTER_RETRY_MAX_S = 1800.0
-PASSING = (EngineUnavailable, OSError, MemoryError)
 
 
 @dataclass
 class _Request:
     future: asyncio.Future[str | None]
-    where: Where | None = None  # answer this conversation from memory...
+    where: Where | None = None  # answer this conversation from the chat log...
     group: bool = False
     conversation: list[ChatMessage] | None = None  # ...or exactly this conversation
 
@@ -79,43 +73,7 @@ class _Prompt:
     where: Where | None
 
 
-@dataclass(frozen=True)
-class Swap:
-    """The outcome of following the current-adapter pointer."""
-
-    version: str
-    refused: str | None = None  # why, when the adapter was refused
-    serving: str | None = None  # what serves meanwhile
-    waiting: str | None = None  # why, when the engine could not take it now...
-    retry_in: float = 0.0  # ...and when it is tried again (seconds)
-
-    @property
-    def trouble(self) -> bool:
-        """Something the admins should hear about: refused, or not served yet."""
-        return bool(self.refused or self.waiting)
-
-    def message(self) -> str:
-        if self.refused:
-            return (
-                f"Adapter {self.version} was refused and {self.serving or 'the base model'} "
-                f"keeps serving: {self.refused}"
-            )
-        if self.waiting:
-            return (
-                f"Adapter {self.version} is not served yet and {self.serving or 'the base model'} "
-                f"keeps serving: {self.waiting}. Trying again in {_seconds(self.retry_in)}, "
-                "then less often."
-            )
-        return f"Now serving adapter {self.version}."
-
-
-@dataclass
-class _Retry:
-    at: float  # time.monotonic() of the next try
-    wait: float  # seconds since the last one
-
-
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """An exception as one short line for the admins (a CUDA error runs to many lines)."""
     lines = str(err).strip().splitlines()
     text = lines[0] if lines else ""
@@ -124,7 +82,8 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 300 else text[:299] + "…"
 
 
-def _seconds(seconds: float) -> str:
+def wait_text(seconds: float) -> str:
+    """A wait before trying again, for the admins: "30 s", "4 min"."""
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
@@ -137,30 +96,25 @@ class WorkerStats:
 
 
 class ModelWorker:
-    def __init__(self, config: Config, memory: ChatMemory) -> None:
-        self.config = config  # replaced when admins change settings
-        self.memory = memory
+    def __init__(self, config: Config, chat_log: ChatLog) -> None:
+        self.config = config  # the bot's one copy; replaced when admins change settings
+        self.chat_log = chat_log
         self.stats = WorkerStats()
-        self.refused: dict[str, str] = {}  # version -> why, so a broken one is tried once
-        self._retry: dict[str, _Retry] = {}  # version -> when to try it again (passing failure)
+        self.owner: str | None = None  # the owner's name, as the store knew it at load
+        self.language = "en"  # the owner's (twin.core.language), for the fixed messages
+        self.loads = 0  # models loaded so far (bot.adapters: a model loaded again starts afresh)
         self.load_problem: str | None = None  # why the model did not load again, while it does not
-        self.reported: set[str] = set()  # CURRENT problems already told to admins
         self.refusals_told: set[str] = set()  # why the engine refused a prompt, told to admins
         self._refused_now: list[str] = []  # ...and not told yet (found on the model thread)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="twin-model")
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=config.bot.queue_size)
         self._waiting: dict[Where, _Request] = {}  # conversations queued, not started
-        self._twin: ServedTwin | None = None
+        self._engine: Engine | None = None
         self._loaded = asyncio.Event()  # cleared while the model is unloaded for training
         self._stopping = threading.Event()
-        # One adapter change at a time, CURRENT written inside it: a reload poll that ran while
-        # an admin's switch was loading would read the old CURRENT and swap the old one back.
-        self._switching = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self.system_prompt = ""
-        self.language = "en"  # the owner's (twin.core.language), for the fixed messages
-        self._memory: Memory | None = None  # opened and read on the model thread only
-        self._memory_files = contextlib.ExitStack()
+        self._recall: Memory | None = None  # the recall index, read on the model thread only
+        self._recall_files = contextlib.ExitStack()
         # What the last reply of each conversation recalled (for /persona memory), the
         # conversation replied to last at the end.
         self.last_recall: dict[Where, Recall] = {}
@@ -169,39 +123,55 @@ class ModelWorker:
 
     @property
     def version(self) -> str | None:
-        return self._twin.version if self._twin else None
+        """The adapter served now (None: the base model)."""
+        return self._engine.version if self._engine else None
+
+    @property
+    def has_model(self) -> bool:
+        """False while the model is unloaded (a retrain that pauses serving)."""
+        return self._engine is not None
 
     @property
     def queued(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def system_prompt(self) -> str:
+        """The persona system prompt, exactly as the dataset wrote it into training examples:
+        the config's, with the owner's name, in the owner's language."""
+        return persona_prompt(self.config, self.owner, self.language)
+
     async def start(self) -> None:
-        """Load the base model and start answering; `follow_current` then adds the adapter."""
+        """Load the base model and start answering; bot.adapters then adds the adapter."""
         await self.load()
         self._task = asyncio.create_task(self._serve(), name="twin-model-worker")
 
     async def load(self) -> None:
-        self._twin = await self._run(load_served_twin, self.config, with_adapter=False)
-        self.system_prompt = self._twin.system_prompt
-        _, self.language = owner_and_language(self.config)
-        await self._run(self._open_memory)
+        await self._run(self._load)
         self._loaded.set()
 
-    def _open_memory(self) -> None:
-        """Open the memory index on the model thread, the only thread that reads it (SQLite
+    def _load(self) -> None:
+        """On the model thread: whom the twin speaks as, the base model, the recall index."""
+        self.owner, self.language = owner_and_language(self.config)
+        self._engine = load_engine(self.config)
+        self.loads += 1
+        self._open_recall()
+
+    def _open_recall(self) -> None:
+        """Open the recall index on the model thread, the only thread that reads it (SQLite
         connections stay on their thread). The bot only reads it: ingest and the nightly
         retrain bring it up to date."""
-        self._memory_files.close()
-        self._memory = None
+        self._recall_files.close()
+        self._recall = None
         if not self.config.memory.enabled or not self.config.store_path.exists():
             return
-        assert self._twin is not None
+        assert self._engine is not None
         # The block leaves the prompt room for a message, by the served tokenizer.
         fit = block_fit(
-            self._twin.tokenizer, lambda: (self.system_prompt, prompt_budget(self.config))
+            self._engine.tokenizer, lambda: (self.system_prompt, prompt_budget(self.config))
         )
         with open_store(self.config.store_path) as store:
-            self._memory = self._memory_files.enter_context(
+            self._recall = self._recall_files.enter_context(
                 open_recall(self.config, store, update=False, fit=fit)
             )
 
@@ -216,7 +186,7 @@ class ModelWorker:
                 await self.load()
             except Exception as err:
                 failures += 1
-                self.load_problem = _one_line(err)
+                self.load_problem = one_line(err)
                 try:
                     await self._run(self._drop_model)  # whatever half loaded
                 except Exception:
@@ -229,7 +199,8 @@ class ModelWorker:
                 if failures == 1:
                     await self._tell(
                         "Replies are waiting: loading the model again after the retrain failed "
-                        f"({self.load_problem}). Trying again in {_seconds(wait)}, then less often."
+                        f"({self.load_problem}). Trying again in {wait_text(wait)}, then less "
+                        "often."
                     )
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RELOAD_RETRY_MAX_S)
@@ -259,16 +230,20 @@ class ModelWorker:
 
         import torch
 
-        if self._twin is not None:
-            self._twin.engine.close()
-        self._twin = None
-        self._memory_files.close()
-        self._memory = None
-        self.refused.clear()
-        self._retry.clear()
+        if self._engine is not None:
+            self._engine.close()
+        self._engine = None
+        self._recall_files.close()
+        self._recall = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    async def swap(self, folder: Path) -> None:
+        """Serve the adapter in `folder`, between batches (on the model thread). Raises as the
+        engine's `swap` does (AdapterRefused, with nothing changed)."""
+        assert self._engine is not None, "no model to swap an adapter into"
+        await self._run(self._engine.swap, folder)
 
     def interrupt(self) -> None:
         """Shutting down: a generate in progress ends after its next token, and what it
@@ -280,16 +255,16 @@ class ModelWorker:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._run(self._memory_files.close)  # on the thread that opened it
+        await self._run(self._recall_files.close)  # on the thread that opened it
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def check_settings(self, config: Config) -> None:
         """Raise TwinError when, with the served tokenizer, `config`'s system prompt and one
         short message do not fit the prompt budget (the admin gets the reason)."""
-        if self._twin is None:
+        if self._engine is None:
             return
-        tokenizer = self._twin.tokenizer
-        prompt = served_prompt(config)
+        tokenizer = self._engine.tokenizer
+        prompt = persona_prompt(config, self.owner, self.language)
         probe = with_system_prompt(prompt, [{"role": "user", "content": "hi"}])
         needed = await self._run(prompt_length, tokenizer, probe) + MIN_EXCHANGE_TOKENS
         if needed > prompt_budget(config):
@@ -304,7 +279,6 @@ class ModelWorker:
     def set_config(self, config: Config) -> None:
         """Admins changed a setting: later batches use it (the prompt too)."""
         self.config = config
-        self.system_prompt = served_prompt(config)
 
     async def answer(self, where: Where, *, group: bool) -> str | None:
         """The twin's reply to the conversation's latest messages; None when a request of
@@ -322,83 +296,11 @@ class ModelWorker:
         await self._queue.put(request)
         return await request.future or ""
 
-    async def follow_current(self) -> Swap | None:
-        """Swap in the adapter CURRENT points to, if it changed (None: nothing to do). A
-        damaged CURRENT or current adapter is reported once; what serves keeps serving."""
-        async with self._switching:
-            return await self._follow_current()
-
-    async def _follow_current(self) -> Swap | None:
-        adapters_dir = self.config.adapters_dir
-        problem = current_problem(adapters_dir)
-        if problem is not None:
-            if problem in self.reported:
-                return None
-            self.reported.add(problem)
-            log.error("%s", problem)
-            if self.version is None:  # just started: rather the last good twin than the base
-                await self._serve_newest_promotable()
-            return Swap("CURRENT", refused=problem, serving=self.version)
-        version = current_version(adapters_dir)
-        # What was refused or waits is kept only while CURRENT points at it: pointed elsewhere
-        # (a newer adapter, /persona use) and back, an adapter is tried afresh.
-        self.refused = {v: why for v, why in self.refused.items() if v == version}
-        self._retry = {v: retry for v, retry in self._retry.items() if v == version}
-        if self._twin is None or version in (None, self.version) or version in self.refused:
-            return None
-        retry = self._retry.get(version)
-        if retry is not None and time.monotonic() < retry.at:
-            return None
-        try:
-            await self.use(version)
-        except AdapterRefused as err:
-            return Swap(version, refused=str(err), serving=self.version)
-        except PASSING as err:
-            # The adapter may be fine (its server down, the disk full): tried again later.
-            wait = ADAPTER_RETRY_S if retry is None else min(retry.wait * 2, ADAPTER_RETRY_MAX_S)
-            self._retry[version] = _Retry(time.monotonic() + wait, wait)
-            why = _one_line(err)
-            log.warning(
-                "adapter %s not swapped in yet (%s); next try in %.0f s", version, why, wait
-            )
-            if retry is not None:
-                return None  # the admins heard it at the first failure
-            return Swap(version, serving=self.version, waiting=why, retry_in=wait)
-        self._retry.pop(version, None)
-        return Swap(version)
-
-    async def _serve_newest_promotable(self) -> None:
-        version = newest_promotable(self.config.adapters_dir)
-        if version is not None:  # `use` refuses (changing nothing) while the model is unloaded
-            with contextlib.suppress(AdapterRefused, *PASSING):
-                await self.use(version)
-
-    async def switch_to(self, version: str) -> None:
-        """Serve `version`, then point CURRENT at it (an admin's choice). Raises as `use`
-        does, with CURRENT unchanged: a refused adapter changes nothing."""
-        async with self._switching:
-            await self.use(version)
-            set_current(self.config.adapters_dir, version)
-
-    async def use(self, version: str) -> None:
-        """Serve `version` (between batches). Raises AdapterRefused (or EngineUnavailable
-        when its server cannot take it now); the old one stays."""
-        if self._twin is None:
-            raise AdapterRefused("the model is unloaded while a retrain runs; try when it ends")
-        folder = self.config.adapters_dir / version
-        try:
-            await self._run(swap_adapter, self._twin, folder)
-        except AdapterRefused as err:
-            self.refused[version] = str(err)
-            log.error("%s", err)
-            raise
-        log.info("serving adapter %s", version)
-
     def prompt_for(self, where: Where, group: bool) -> Prompt:
         """The conversation a reply in `where` is written after: its current session's turns,
-        built from memory by the rule the dataset used, after the persona prompt."""
+        built from the chat log by the rule the dataset used, after the persona prompt."""
         rules = TurnRules.of(self.config.dataset, group=group)
-        return conversation_prompt(self.system_prompt, self.memory.recent(where), rules)
+        return conversation_prompt(self.system_prompt, self.chat_log.recent(where), rules)
 
     async def _serve(self) -> None:
         while True:
@@ -460,30 +362,30 @@ class ModelWorker:
 
     def _generate(self, prompts: list[_Prompt], config: Config) -> list[str]:
         """Runs on the model thread: recall, fit, generate."""
-        assert self._twin is not None
-        twin = self._twin
+        assert self._engine is not None
+        engine = self._engine
         budget = prompt_budget(config)
         replies = [""] * len(prompts)
         todo: list[int] = []
         fitted: list[list[ChatMessage]] = []
         for i, item in enumerate(prompts):
             turns = item.prompt.conversation
-            # A conversation whose last turn is not a user's (memory cleared meanwhile) gets none.
+            # A conversation whose last turn is not a user's (its log cleared meanwhile) gets none.
             if not turns or turns[-1]["role"] != "user":
                 continue
-            conversation, recall = remembering(self._memory, item.prompt, chat=item.chat)
+            conversation, recall = remembering(self._recall, item.prompt, chat=item.chat)
             if recall is not None and item.where is not None:
                 self.last_recall.pop(item.where, None)  # newest last (/persona memory)
                 self.last_recall[item.where] = recall
             try:
-                fitted.append(fit_prompt(twin.tokenizer, conversation, budget))
+                fitted.append(fit_prompt(engine.tokenizer, conversation, budget))
             except PromptTooLong as err:
                 log.error("no reply: %s", err)
                 continue
             todo.append(i)
         asked = [prompts[i] for i in todo]
-        outputs = self._answerable(twin.engine, fitted, asked, config)
-        outputs = self._resample_empty(twin.engine, fitted, asked, outputs, config)
+        outputs = self._answerable(engine, fitted, asked, config)
+        outputs = self._resample_empty(engine, fitted, asked, outputs, config)
         self.stats.largest_batch = max(self.stats.largest_batch, len(todo))
         self.stats.replies += len(todo)
         for i, reply in zip(todo, outputs, strict=True):
@@ -499,6 +401,7 @@ class ModelWorker:
         if not fitted:
             return []
         self.stats.generate_calls += 1
+        log.debug("generating a batch of %d", len(fitted))
         try:
             return list(engine.generate(fitted, config.generation, stop=self._stopping))
         except PromptRefused as err:
@@ -535,6 +438,6 @@ class ModelWorker:
             outputs[k] = reply
         return outputs
 
-    async def _run(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))

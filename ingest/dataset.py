@@ -32,12 +32,9 @@ from ingest.selection import chat_selection
 from ingest.store import Store
 from twin.core.config import Config
 from twin.core.conversation import (
-    CHARS_PER_TOKEN,
-    TURN_OVERHEAD_TOKENS,
     ChatMessage,
     Turn,
     TurnRules,
-    estimate_tokens,
     from_first_user,
     persona_prompt,
     with_memory,
@@ -45,6 +42,7 @@ from twin.core.conversation import (
 )
 from twin.core.errors import TwinError
 from twin.core.files import ensure_private_dir, write_private_text
+from twin.core.tokens import CHARS_PER_TOKEN, TURN_OVERHEAD_TOKENS, estimate_tokens
 
 # Below these, `twin train` refuses to start: too little to learn from, or to judge by.
 MIN_TRAIN_EXAMPLES = 8

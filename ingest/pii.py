@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumber, PhoneNumberFormat, PhoneNumberMatcher
+from stdnum import luhn
+from stdnum.iso7064 import mod_97_10
+from stdnum.ru import inn
 
 PHONE = "<PHONE>"
 EMAIL = "<EMAIL>"
@@ -101,9 +104,6 @@ _ID_AFTER = r"(?!\w)(?![.,:-][0-9])"
 # ИНН: 12 digits (a person) or 10 (an organisation), always bare: the same digits grouped
 # ("+7 916 123-45-67", "8 916 123 45 67") are phones.
 _INN_RE = re.compile(rf"{_ID_BEFORE}[0-9]{{10}}(?:[0-9]{{2}})?{_ID_AFTER}")
-_INN10_WEIGHTS = (2, 4, 10, 3, 5, 9, 4, 6, 8)
-_INN11_WEIGHTS = (7, 2, 4, 10, 3, 5, 9, 4, 6, 8)
-_INN12_WEIGHTS = (3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8)
 # СНИЛС: "112-233-445 95", "112 233 445 95", "112233445 95" or bare "11223344595".
 _SNILS_RE = re.compile(
     rf"{_ID_BEFORE}[0-9]{{3}}([- \u00a0]?)[0-9]{{3}}\1[0-9]{{3}}[- \u00a0]?[0-9]{{2}}{_ID_AFTER}"
@@ -359,17 +359,7 @@ def _is_card(groups: list[str]) -> bool:
     # 4-4-4-4-3); anything else is a run of ordinary numbers ("12 34 56 ...", "2024 05 12").
     if len(groups) > 1 and (len(groups[0]) != 4 or any(not 3 <= len(g) <= 6 for g in groups)):
         return False
-    return _luhn_ok(digits)
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    return luhn.is_valid(digits)
 
 
 def _is_iban(groups: list[str]) -> bool:
@@ -379,13 +369,10 @@ def _is_iban(groups: list[str]) -> bool:
     # IBANs are printed in groups of four with a shorter tail; anything else is not one.
     if len(groups) > 1 and any(len(g) != 4 for g in groups[:-1]):
         return False
-    return _iban_mod97(compact) == 1
-
-
-def _iban_mod97(iban: str) -> int:
-    # ISO 13616: country and check digits move to the end, letters become 10..35.
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97
+    # ISO 13616: country and check digits move to the end, then ISO 7064 mod 97-10 (letters
+    # count as 10..35). Not stdnum.iban.is_valid: it also wants the country's registered
+    # account format, and a value that passes mod 97 is masked whatever its country.
+    return mod_97_10.is_valid(compact[4:] + compact[:4])
 
 
 def _is_inn(match: re.Match[str]) -> bool:
@@ -397,21 +384,17 @@ def _is_inn(match: re.Match[str]) -> bool:
         # Two check digits: one ordinary 12-digit number in a hundred passes both, so a bare
         # run is enough, and it wins over the phone matcher, which takes some of them
         # ("027165015237") for local numbers.
-        first_ok = _inn_digit(digits, _INN11_WEIGHTS) == int(digits[10])
-        return first_ok and _inn_digit(digits, _INN12_WEIGHTS) == int(digits[11])
+        return inn.is_valid(digits)
     # Ten digits need the word "ИНН" before them. One check digit lets one number in ten
     # through: Unix times ("1715500807"), Telegram ids and order numbers are 10 digits too, and
     # so is a Russian mobile without its prefix ("9161234567" passes the checksum). A bare
     # run is left to the phone matcher, which masks it when it is a phone; an organisation's
     # ИНН is public record (ЕГРЮЛ) anyway, unlike a person's 12-digit one.
-    return _inn_digit(digits, _INN10_WEIGHTS) == int(digits[9]) and _has_word(match, _INN_WORD_RE)
-
-
-def _inn_digit(digits: str, weights: tuple[int, ...]) -> int:
-    return sum(int(d) * w for d, w in zip(digits, weights, strict=False)) % 11 % 10
+    return inn.is_valid(digits) and _has_word(match, _INN_WORD_RE)
 
 
 def _snils_ok(digits: str) -> bool:
+    # python-stdnum has no СНИЛС (stdnum.ru holds ИНН and ОГРН only): written out here.
     if int(digits[:9]) < _SNILS_FIRST_CHECKED:
         return False
     total = sum(int(d) * w for d, w in zip(digits[:9], range(9, 0, -1), strict=True))

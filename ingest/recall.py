@@ -14,14 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.memory import (
-    Embedder,
-    IndexSummary,
-    MemoryIndex,
-    Recalled,
-    SentenceEncoder,
-    open_memory,
-)
+from ingest.encoder import Embedder, SentenceEncoder
+from ingest.memory import IndexSummary, MemoryIndex, Recalled, open_memory
 from ingest.pii import PiiScrubber
 from ingest.selection import chat_selection
 from ingest.store import Owner, Store

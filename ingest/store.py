@@ -13,110 +13,173 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from twin.core.db import open_database, schema_version
+from twin.core.db import Database, Migration
 from twin.core.language import detect_language
 
-# Numbered migrations (twin.core.db): append new ones; never edit one that has shipped.
-MIGRATIONS: list[str] = [
+# Migrations (twin.core.db): append new ones; never change what a shipped one does.
+
+
+def _m1_messages(conn: sqlite3.Connection) -> None:
+    """Chats, their messages, and who the owner is (meta)."""
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute(
+        """
+        CREATE TABLE chats (
+            chat_id INTEGER PRIMARY KEY,
+            name TEXT,
+            type TEXT
+        )
+        """
+    )
+    # date          unix seconds
+    # sender_id     NULL when the export carries no id
+    # sender_name   NULL for deleted accounts
+    # kind          'message' or 'service'
+    # media_type    'photo', 'sticker', 'voice_message', ... or NULL
+    # text          plain text (caption for media), '' when none
+    # forwarded_from  set when forwarded: not the sender's own words
+    # edited        unix seconds of the last edit, NULL if never
+    conn.execute(
+        """
+        CREATE TABLE messages (
+            chat_id INTEGER NOT NULL,
+            message_id INTEGER NOT NULL,
+            date INTEGER NOT NULL,
+            sender_id INTEGER,
+            sender_name TEXT,
+            kind TEXT NOT NULL,
+            media_type TEXT,
+            text TEXT NOT NULL,
+            reply_to INTEGER,
+            forwarded_from TEXT,
+            edited INTEGER,
+            PRIMARY KEY (chat_id, message_id)
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute("CREATE INDEX messages_by_time ON messages (chat_id, date, message_id)")
+
+
+def _m2_imported_files(conn: sqlite3.Connection) -> None:
+    """Export files imported in full, by content: re-reading the same file is a no-op."""
+    # me   the --me it was imported with ('' = detected)
+    conn.execute(
+        """
+        CREATE TABLE imported_files (
+            sha256 TEXT NOT NULL,
+            me TEXT NOT NULL,
+            path TEXT NOT NULL,
+            added INTEGER NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (sha256, me)
+        )
+        """
+    )
+
+
+def _m3_marked_chat_ids(conn: sqlite3.Connection) -> None:
+    """Chat and sender ids carry their peer type (ingest.peers): users stay as they are, basic
+    groups become -id, supergroups and channels -(10**12 + id).
+
+    A chat stored without a known type cannot be placed: it gets a key of its own,
+    -(2**52 + id), as new imports of such a chat do. Negative ids (already marked, or made up
+    for chats without an id) and ids of 2**52 or more (no Telegram id) stay. Senders were
+    stored bare and are taken as users, except a supergroup's or channel's own id in its own
+    chat: the chat speaking.
     """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE chats (
-        chat_id INTEGER PRIMARY KEY,
-        name TEXT,
-        type TEXT
-    );
-    CREATE TABLE messages (
-        chat_id INTEGER NOT NULL,
-        message_id INTEGER NOT NULL,
-        date INTEGER NOT NULL,            -- unix seconds
-        sender_id INTEGER,                -- NULL when the export carries no id
-        sender_name TEXT,                 -- NULL for deleted accounts
-        kind TEXT NOT NULL,               -- 'message' or 'service'
-        media_type TEXT,                  -- 'photo', 'sticker', 'voice_message', ... or NULL
-        text TEXT NOT NULL,               -- plain text (caption for media), '' when none
-        reply_to INTEGER,
-        forwarded_from TEXT,              -- set when forwarded: not the sender's own words
-        edited INTEGER,                   -- unix seconds of the last edit, NULL if never
-        PRIMARY KEY (chat_id, message_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX messages_by_time ON messages (chat_id, date, message_id);
-    """,
-    """
-    -- Export files imported in full, by content: re-reading the same file is a no-op.
-    CREATE TABLE imported_files (
-        sha256 TEXT NOT NULL,
-        me TEXT NOT NULL,                 -- the --me it was imported with ('' = detected)
-        path TEXT NOT NULL,
-        added INTEGER NOT NULL,
-        at REAL NOT NULL,
-        PRIMARY KEY (sha256, me)
-    );
-    """,
-    """
-    -- Chat and sender ids carry their peer type (ingest.peers): users stay as they are, basic
-    -- groups become -id, supergroups and channels -(10**12 + id). A chat stored without a
-    -- known type cannot be placed: it gets a key of its own, -(2**52 + id), as new imports of
-    -- such a chat do. Negative ids (already marked, or made up for chats without an id) and
-    -- ids of 2**52 or more (no Telegram id) stay. Senders were stored bare and are taken as
-    -- users, except a supergroup's or channel's own id in its own chat: the chat speaking.
-    CREATE TABLE chat_id_changes (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, channel INTEGER);
-    INSERT INTO chat_id_changes (old, new, channel)
-    SELECT ids.chat_id,
-        CASE
-            WHEN ids.chat_id <= 0 OR ids.chat_id >= 4503599627370496 THEN ids.chat_id
-            WHEN c.type IN ('personal_chat', 'bot_chat', 'saved_messages') THEN ids.chat_id
-            WHEN c.type = 'private_group' THEN -ids.chat_id
-            WHEN c.type IN ('private_supergroup', 'public_supergroup', 'private_channel',
-                            'public_channel') THEN -(1000000000000 + ids.chat_id)
-            ELSE -(4503599627370496 + ids.chat_id)
-        END,
-        c.type IN ('private_supergroup', 'public_supergroup', 'private_channel',
-                   'public_channel')
-    FROM (SELECT chat_id FROM chats UNION SELECT DISTINCT chat_id FROM messages) AS ids
-    LEFT JOIN chats AS c ON c.chat_id = ids.chat_id;
-    DELETE FROM chat_id_changes WHERE new = old;
-    -- Two old rows that are one chat (a group imported once bare, once marked) become one:
-    -- the row already there wins, as a re-import would have.
-    UPDATE OR IGNORE messages SET
-        sender_id = CASE
-            WHEN sender_id = chat_id
-                AND (SELECT channel FROM chat_id_changes WHERE old = messages.chat_id)
-            THEN (SELECT new FROM chat_id_changes WHERE old = messages.chat_id)
-            ELSE sender_id
-        END,
-        chat_id = (SELECT new FROM chat_id_changes WHERE old = messages.chat_id)
-    WHERE chat_id IN (SELECT old FROM chat_id_changes);
-    DELETE FROM messages WHERE chat_id IN (SELECT old FROM chat_id_changes);
-    INSERT OR IGNORE INTO chats (chat_id, name, type)
-    SELECT ch.new, c.name, c.type FROM chats AS c JOIN chat_id_changes AS ch ON ch.old = c.chat_id
-    ORDER BY c.chat_id;
-    DELETE FROM chats WHERE chat_id IN (SELECT old FROM chat_id_changes);
-    DROP TABLE chat_id_changes;
-    """,
-    """
-    -- Every name a chat has been stored under: a config entry that names a chat finds it
-    -- under an old name too, so a rename between two imports cannot slip it past a list.
-    CREATE TABLE chat_names (
-        chat_id INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        PRIMARY KEY (chat_id, name)
-    ) WITHOUT ROWID;
-    INSERT INTO chat_names (chat_id, name) SELECT chat_id, name FROM chats WHERE name IS NOT NULL;
-    -- The chats each [ingest] include_chats / exclude_chats entry matched when it first
-    -- matched any (ingest.selection): the entry keeps meaning them under any later name.
-    CREATE TABLE chat_pins (
-        list TEXT NOT NULL,               -- 'include' or 'exclude'
-        entry TEXT NOT NULL,              -- the entry as written, trimmed and case-folded
-        chat_id INTEGER NOT NULL,
-        at REAL NOT NULL,
-        PRIMARY KEY (list, entry, chat_id)
-    ) WITHOUT ROWID;
-    """,
+    conn.execute(
+        "CREATE TABLE chat_id_changes"
+        " (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, channel INTEGER)"
+    )
+    conn.execute(
+        """
+        INSERT INTO chat_id_changes (old, new, channel)
+        SELECT ids.chat_id,
+            CASE
+                WHEN ids.chat_id <= 0 OR ids.chat_id >= 4503599627370496 THEN ids.chat_id
+                WHEN c.type IN ('personal_chat', 'bot_chat', 'saved_messages') THEN ids.chat_id
+                WHEN c.type = 'private_group' THEN -ids.chat_id
+                WHEN c.type IN ('private_supergroup', 'public_supergroup', 'private_channel',
+                                'public_channel') THEN -(1000000000000 + ids.chat_id)
+                ELSE -(4503599627370496 + ids.chat_id)
+            END,
+            c.type IN ('private_supergroup', 'public_supergroup', 'private_channel',
+                       'public_channel')
+        FROM (SELECT chat_id FROM chats UNION SELECT DISTINCT chat_id FROM messages) AS ids
+        LEFT JOIN chats AS c ON c.chat_id = ids.chat_id
+        """
+    )
+    conn.execute("DELETE FROM chat_id_changes WHERE new = old")
+    # Two old rows that are one chat (a group imported once bare, once marked) become one:
+    # the row already there wins, as a re-import would have.
+    conn.execute(
+        """
+        UPDATE OR IGNORE messages SET
+            sender_id = CASE
+                WHEN sender_id = chat_id
+                    AND (SELECT channel FROM chat_id_changes WHERE old = messages.chat_id)
+                THEN (SELECT new FROM chat_id_changes WHERE old = messages.chat_id)
+                ELSE sender_id
+            END,
+            chat_id = (SELECT new FROM chat_id_changes WHERE old = messages.chat_id)
+        WHERE chat_id IN (SELECT old FROM chat_id_changes)
+        """
+    )
+    conn.execute("DELETE FROM messages WHERE chat_id IN (SELECT old FROM chat_id_changes)")
+    conn.execute(
+        """
+        INSERT OR IGNORE INTO chats (chat_id, name, type)
+        SELECT ch.new, c.name, c.type
+        FROM chats AS c JOIN chat_id_changes AS ch ON ch.old = c.chat_id
+        ORDER BY c.chat_id
+        """
+    )
+    conn.execute("DELETE FROM chats WHERE chat_id IN (SELECT old FROM chat_id_changes)")
+    conn.execute("DROP TABLE chat_id_changes")
+
+
+def _m4_chat_names_and_pins(conn: sqlite3.Connection) -> None:
+    """Every name a chat has been stored under (a config entry that names a chat finds it
+    under an old name too, so a rename between two imports cannot slip it past a list), and
+    the chats each [ingest] include_chats / exclude_chats entry matched when it first matched
+    any (ingest.selection): the entry keeps meaning them under any later name."""
+    conn.execute(
+        """
+        CREATE TABLE chat_names (
+            chat_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            PRIMARY KEY (chat_id, name)
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute(
+        "INSERT INTO chat_names (chat_id, name) SELECT chat_id, name FROM chats"
+        " WHERE name IS NOT NULL"
+    )
+    # list    'include' or 'exclude'
+    # entry   the entry as written, trimmed and case-folded
+    conn.execute(
+        """
+        CREATE TABLE chat_pins (
+            list TEXT NOT NULL,
+            entry TEXT NOT NULL,
+            chat_id INTEGER NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (list, entry, chat_id)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    _m1_messages,
+    _m2_imported_files,
+    _m3_marked_chat_ids,
+    _m4_chat_names_and_pins,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -165,32 +228,10 @@ _MESSAGE_COLUMNS = ", ".join(Message._fields)
 _MESSAGE_PLACEHOLDERS = ", ".join("?" for _ in Message._fields)
 
 
-class Store:
-    """A connection to the store; use `open_store` to get one."""
+class Store(Database):
+    """The message store; `open_store` opens one."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path):
-        self.conn = conn
-        self.path = path
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """All or nothing: an import that fails halfway leaves the store as it was."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    migrations = MIGRATIONS
 
     def save_chat(self, chat: Chat) -> None:
         """Insert or refresh a chat's name and type (names change; ids do not). Every name a
@@ -318,10 +359,7 @@ class Store:
     def count_chats(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM chats").fetchone()[0])
 
-    def schema_version(self) -> int:
-        return schema_version(self.conn)
-
 
 def open_store(path: Path) -> Store:
     """Open (creating if needed) the store at `path`, private to the owner and migrated."""
-    return Store(open_database(path, MIGRATIONS), path)
+    return Store(path)

@@ -9,6 +9,7 @@ training never does (data flows ingest -> trainer -> serving -> bot).
 - `serving.llamacpp`      the embedded GGUF base with a GGUF LoRA, on the CPU
 - `serving.llama_context` the llama.cpp C API through llama-cpp-python's ctypes bindings
 - `serving.openai`        an OpenAI-compatible server (vLLM, SGLang) holding the adapters
+- `serving.request_watch` cuts an HTTP request off at its deadline or on stop (openai's)
 - `serving.checks`        what every engine checks in an adapter before serving it
 
 Model loading and generation are the trainer's (trainer.model, trainer.generation): training,

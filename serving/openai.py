@@ -38,14 +38,11 @@ before anything sends it on.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +52,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from serving.checks import read_adapter
 from serving.engine import AdapterRefused, EngineUnavailable, PromptRefused
+from serving.request_watch import Connections, RequestWatch
 from trainer.generation import stop_tokens
 from trainer.model import base_checkpoint, load_tokenizer
 from twin.core.chat_format import encode_prompt
@@ -72,7 +70,6 @@ RETRY_WAIT = wait_exponential(multiplier=0.25, max=2)  # 0.25, 0.5, 1, 2 s: ~4 s
 DEADLINE_S = 120.0
 TIMEOUT = httpx.Timeout(DEADLINE_S, connect=5.0)
 CLOSE_DEADLINE_S = 5.0  # closing unloads the adapter, if the server answers that soon
-WATCH_EVERY_S = 0.1  # how often a request's watch looks at the clock and the stop flag
 # A request body at most this large (nginx's default client_max_body_size): a batch that
 # would be larger goes in several requests.
 REQUEST_CAP = 1024 * 1024
@@ -121,8 +118,8 @@ class OpenAIEngine:
             | ({"Authorization": f"Bearer {key}"} if key else {}),
             timeout=TIMEOUT,
         )
-        self._connections = _Connections()
-        self._watches: set[_Watch] = set()  # requests under way, for close() to cut off
+        self._connections = Connections()
+        self._watches: set[RequestWatch] = set()  # requests under way, for close() to cut off
         self._watches_lock = threading.Lock()
         self._closed = threading.Event()
 
@@ -448,7 +445,7 @@ class OpenAIEngine:
         where = f"{self.shown_url}{path}"
         most, more_than = cap
         headers = {"Content-Type": "application/json"} if data is not None else {}
-        watch = _Watch(self._connections, time.monotonic() + deadline, stop)
+        watch = RequestWatch(self._connections, time.monotonic() + deadline, stop)
         with self._watches_lock:
             self._watches.add(watch)
         try:
@@ -507,79 +504,6 @@ def check_adapter_files(folder: Path, checkpoint: str) -> None:
     kind = settings.get("peft_type", "LORA")
     if kind != "LORA":
         raise AdapterRefused(f"adapter {folder.name} is a {kind} adapter, not a LoRA")
-
-
-class _Connections:
-    """The connections an engine's client opened (noted through httpx's `trace` request
-    extension as each is made), so that another thread can cut a request off: shutting its
-    socket down wakes a read blocked on it, where closing it does not."""
-
-    def __init__(self) -> None:
-        self._streams: weakref.WeakSet[Any] = weakref.WeakSet()  # httpcore network streams
-        self._lock = threading.Lock()
-
-    def note(self, stream: Any) -> None:
-        with self._lock:
-            self._streams.add(stream)
-
-    def shut_all(self) -> None:
-        """Shut every open one down; an idle kept-alive one is then replaced at its next use."""
-        with self._lock:
-            streams = list(self._streams)
-        for stream in streams:
-            _shut(stream)
-
-
-def _shut(stream: Any) -> None:
-    sock = stream.get_extra_info("socket")
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):  # closed already
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Watch:
-    """One request watched from a thread of its own: at `deadline` (time.monotonic()) or when
-    `stop` is set, it is cut off (the client's connections shut down); `cut` does the same
-    from any thread. `why` says what cut it."""
-
-    CONNECTED = (".connect_tcp.complete", ".connect_unix_socket.complete", ".start_tls.complete")
-
-    def __init__(self, connections: _Connections, deadline: float, stop: threading.Event | None):
-        self.deadline = deadline
-        self.why: str | None = None
-        self._connections = connections
-        self._stop = stop
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="twin-openai-watch", daemon=True)
-
-    def __enter__(self) -> _Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpx's `trace` extension: note each connection the request makes; one made after
-        the cut is shut down at once."""
-        if event.endswith(self.CONNECTED) and info.get("return_value") is not None:
-            self._connections.note(info["return_value"])
-            if self.why is not None:
-                _shut(info["return_value"])
-
-    def cut(self, why: str) -> None:
-        if self.why is None:
-            self.why = why
-        self._connections.shut_all()
-
-    def _watch(self) -> None:
-        while not self._done.wait(WATCH_EVERY_S):
-            if self._stop is not None and self._stop.is_set():
-                self.cut("stopped")
-                return
-            if time.monotonic() >= self.deadline:
-                self.cut("deadline")
-                return
 
 
 def _json_bytes(body: dict[str, Any]) -> bytes:

@@ -1,8 +1,9 @@
 """The served twin: an engine (serving.engine) with the current adapter, and the persona
 prompt; and the prompt a reply is written after, built the way the dataset built training
-examples. Used by `twin chat` and by the bot's model worker, which also swaps adapters while
-serving. Every engine checks an adapter before it touches what is served, so a broken one is
-refused and the old one keeps serving.
+examples. `twin chat` serves a `ServedTwin`; the bot's model worker loads the engine alone
+(`load_engine`) and makes the prompt from the settings in force, which admins change while it
+serves, and swaps adapters meanwhile. Every engine checks an adapter before it touches what is
+served, so a broken one is refused and the old one keeps serving.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from twin.core.conversation import (
     TurnRules,
     as_messages,
     current_session,
-    estimate_tokens,
     from_first_user,
     persona_prompt,
     with_memory,
     with_system_prompt,
 )
+from twin.core.tokens import estimate_tokens
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
-"""Shared test fixtures: real exports written by other projects, and a real store on disk."""
+"""Shared test fixtures: real exports written by other projects, a real store on disk, the
+tiny and the embedded models. Helpers that tests import are in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +11,8 @@ import pytest
 
 from ingest.store import Store, open_store
 from tests.bot.botapi import BotApiStandIn
-from twin.core.config import Config
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # Copies of the real exports in ../shared/fixtures (sources and licenses in SOURCES.md and
 # LICENSES.md beside them):
 # the tests read nothing outside the repository, so a fresh clone passes on its own.
@@ -104,17 +103,11 @@ def smollm2(model_cache: Path) -> Path:
     return embedded_checkpoint("smollm2-135m", model_cache)
 
 
-def twin_command(config: Config, *args: str) -> list[str]:
-    """The `twin` command line for `config`, as a user would type it."""
-    assert config.source is not None
-    return [sys.executable, "-m", "twin", "--config", str(config.source), *args]
-
-
 @pytest.fixture(scope="session")
 def trained_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
     """Two adapters of the tiny model (different seeds), trained once per session."""
-    from tests.bot.conftest import bot_config
-    from tests.trainer.test_train import write_dataset
+    from tests.bot.helpers import bot_config
+    from tests.trainer.helpers import write_dataset
     from trainer import registry
     from trainer.train import train
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.memory import Where
+from bot.chat_log import Where
 from ingest.dataset import build_dataset
 from ingest.recall import open_recall
 from ingest.store import Chat, Message, Owner, Store
 from serving.twin import prompt_budget, remembering
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import bot_config, serving
+from tests.bot.helpers import bot_config, serving
 from trainer.generation import generate_replies
 from twin.core.chat_format import encode_prompt, fit_prompt
 from twin.core.conversation import OWNER, ChatMessage, Said
@@ -114,7 +114,7 @@ async def test_the_prompt_before_each_reply_is_the_trained_one(
     # opened on this one, and the worker's own function builds each prompt with it).
     with open_recall(config, store, update=False) as memory:
         async with serving(config) as runtime:
-            tokenizer = runtime.worker._twin.tokenizer  # type: ignore[union-attr]
+            tokenizer = runtime.worker._engine.tokenizer  # type: ignore[union-attr]
             trained = trained_prompts(examples, tokenizer)
             assert len(trained) == 4
             replay = Replay(runtime, memory, tokenizer, config)
@@ -137,8 +137,8 @@ async def test_the_prompt_before_each_reply_is_the_trained_one(
                     date=T0 + int(minute * 60),
                     **fields,
                 )
-                count = len(runtime.memory.recent(WHERE)) + 1
-                await api.wait_for(lambda a, n=count: len(runtime.memory.recent(WHERE)) == n)
+                count = len(runtime.chat_log.recent(WHERE)) + 1
+                await api.wait_for(lambda a, n=count: len(runtime.chat_log.recent(WHERE)) == n)
             replay.flush()
     assert set(replay.served) == set(trained)
     for reply, tokens in trained.items():
@@ -168,7 +168,7 @@ class Replay:
         fitted = fit_prompt(self.tokenizer, conversation, prompt_budget(self.config))
         self.served["\n".join(t for _, t in self.pending)] = encode_prompt(self.tokenizer, fitted)
         for minute, text in self.pending:
-            self.runtime.memory.remember(WHERE, Said(OWNER, "", text, T0 + int(minute * 60)))
+            self.runtime.chat_log.remember(WHERE, Said(OWNER, "", text, T0 + int(minute * 60)))
         self.pending.clear()
 
 
@@ -190,6 +190,6 @@ def test_generation_renders_the_prompt_it_is_given(tiny_base: Path, tmp_path: Pa
         return real(**kwargs)
 
     base.model.generate = spy
-    settings = config_from_dict({}).generation.model_copy(update={"max_new_tokens": 2})
-    generate_replies(base.model, base.tokenizer, [conversation], settings)
+    generation = config_from_dict({}).generation.model_copy(update={"max_new_tokens": 2})
+    generate_replies(base.model, base.tokenizer, [conversation], generation)
     assert seen == [encode_prompt(base.tokenizer, conversation)]

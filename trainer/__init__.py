@@ -8,5 +8,7 @@ Entry point: `trainer.train.train` (`twin train`), the recipe, read top to botto
                       dtype and 4-bit quantization for this machine (`load_base`)
 - `trainer.metrics`   what an adapter's metrics.json holds, typed
 - `trainer.registry`  data_dir/adapters/: versions, the CURRENT pointer, the promotion gate
-- `trainer.evaluate`  `twin eval`: fidelity (trainer.fidelity) and the canary test
+- `trainer.report`    an adapter's eval/report.md and charts, from its metrics.json
+- `trainer.eval`      `twin eval` (`trainer.eval.evaluate`): fidelity, memory's effect and
+                      the canary test
 """

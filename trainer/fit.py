@@ -78,7 +78,7 @@ def add_lora(model: Any, config: Config, plan: LoadPlan, tokenizer: Any) -> Any:
         trainable_token_indices=_turn_marker_ids(config, tokenizer) or None,
     )
     # LoRA's A matrices start random; the Trainer seeds only later, so without this two runs
-    # with the same data, settings and seed trained different adapters.
+    # with the same data, config and seed trained different adapters.
     torch.manual_seed(config.train.seed)
     return get_peft_model(model, lora)
 

@@ -20,7 +20,7 @@ def generate_replies(
     model: Any,
     tokenizer: Any,
     conversations: list[list[ChatMessage]],
-    settings: GenerationConfig,
+    generation: GenerationConfig,
     *,
     stop: threading.Event | None = None,
 ) -> list[str]:
@@ -37,16 +37,16 @@ def generate_replies(
         {"input_ids": prompts}, padding=True, padding_side="left", return_tensors="pt"
     )
     device = next(model.parameters()).device
-    sampling = settings.temperature > 0
+    sampling = generation.temperature > 0
     with torch.inference_mode():
         output = model.generate(
             input_ids=batch["input_ids"].to(device),
             attention_mask=batch["attention_mask"].to(device),
-            max_new_tokens=settings.max_new_tokens,
+            max_new_tokens=generation.max_new_tokens,
             do_sample=sampling,
-            temperature=settings.temperature if sampling else None,
-            top_p=settings.top_p if sampling else None,
-            repetition_penalty=settings.repetition_penalty,
+            temperature=generation.temperature if sampling else None,
+            top_p=generation.top_p if sampling else None,
+            repetition_penalty=generation.repetition_penalty,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=stop_tokens(tokenizer),
             stopping_criteria=_when_set(stop),

@@ -204,15 +204,15 @@ def architecture_of(base: BaseGGUF) -> Architecture:
 
 
 def gguf_lora_tensors(
-    settings: dict[str, Any], state: dict[str, Any], base: BaseGGUF
+    adapter_config: dict[str, Any], state: dict[str, Any], base: BaseGGUF
 ) -> dict[str, np.ndarray]:
-    """The GGUF LoRA tensors (float32, by llama.cpp name) of a PEFT adapter: its settings
-    (adapter_config.json) and weights (torch tensors by PEFT name). Raises AdapterUnfit for
+    """The GGUF LoRA tensors (float32, by llama.cpp name) of a PEFT adapter: its
+    adapter_config.json and weights (torch tensors by PEFT name). Raises AdapterUnfit for
     anything llama.cpp could not serve as it was trained: a module llama.cpp's LoRA cannot
     take, a shape that does not fit the base, non-finite weights, a PEFT variant it lacks."""
     architecture = architecture_of(base)
-    _check_settings(settings)
-    alpha = float(settings["lora_alpha"])
+    _check_adapter_config(adapter_config)
+    alpha = float(adapter_config["lora_alpha"])
     pairs: dict[str, dict[str, np.ndarray]] = {}
     for key, tensor in state.items():
         match = _LORA_KEY.match(key)
@@ -253,7 +253,7 @@ def gguf_lora_tensors(
         rank = a.shape[0]
         # llama.cpp scales by alpha / rank (llama_adapter_lora_weight::get_scale, the rank from
         # the tensor); rsLoRA trains with alpha / sqrt(rank): the difference goes into B.
-        factor = _peft_scale(settings, alpha, rank) / (alpha / rank)
+        factor = _peft_scale(adapter_config, alpha, rank) / (alpha / rank)
         if factor != 1.0:
             b = b * np.float32(factor)
         if architecture.permutes_qk and name.endswith((".attn_q.weight", ".attn_k.weight")):
@@ -295,25 +295,28 @@ def save_gguf_lora(
     return out
 
 
-def _check_settings(settings: dict[str, Any]) -> None:
+def _check_adapter_config(adapter_config: dict[str, Any]) -> None:
     """PEFT variants whose forward pass llama.cpp's plain LoRA would not reproduce."""
-    if settings.get("use_dora"):
+    if adapter_config.get("use_dora"):
         raise AdapterUnfit("a DoRA adapter: llama.cpp serves plain LoRA only")
-    if settings.get("trainable_token_indices"):
+    if adapter_config.get("trainable_token_indices"):
         raise AdapterUnfit(
             "the adapter also trains token embeddings (a base model's turn markers, as for "
             "gemma3-270m): llama.cpp's LoRA cannot carry them; serve it with the transformers "
             "engine"
         )
-    if settings.get("alpha_pattern"):
+    if adapter_config.get("alpha_pattern"):
         raise AdapterUnfit("per-module lora_alpha (alpha_pattern): llama.cpp takes one alpha")
-    if not isinstance(settings.get("lora_alpha"), int | float) or settings["lora_alpha"] <= 0:
+    if (
+        not isinstance(adapter_config.get("lora_alpha"), int | float)
+        or adapter_config["lora_alpha"] <= 0
+    ):
         raise AdapterUnfit("adapter_config.json has no positive lora_alpha")
 
 
-def _peft_scale(settings: dict[str, Any], alpha: float, rank: int) -> float:
+def _peft_scale(adapter_config: dict[str, Any], alpha: float, rank: int) -> float:
     """The factor PEFT multiplies B @ A by (peft.tuners.lora.layer: `scaling`)."""
-    return alpha / math.sqrt(rank) if settings.get("use_rslora") else alpha / rank
+    return alpha / math.sqrt(rank) if adapter_config.get("use_rslora") else alpha / rank
 
 
 def _permute_rows(b: np.ndarray, heads: int) -> np.ndarray:

@@ -251,10 +251,10 @@ class Registered:
 def register_adapter(
     config: Config, metrics: AdapterMetrics, save_weights: Callable[[Path], None]
 ) -> Registered:
-    """Write a trained adapter as a new version (weights, metrics.json, its settings and the
-    fidelity report), run the gate against the current one, switch CURRENT if it passes,
-    and prune old versions."""
-    from trainer.eval_report import write_report
+    """Write a trained adapter as a new version (weights, metrics.json, the config it was
+    trained with and the fidelity report), run the gate against the current one, switch
+    CURRENT if it passes, and prune old versions."""
+    from trainer.report import write_report
 
     adapters_dir = config.adapters_dir
     current = current_version(adapters_dir)
@@ -265,12 +265,12 @@ def register_adapter(
 
     def write(folder: Path) -> None:
         save_weights(folder)
-        settings = {
+        train_config = {
             "lora": config.lora.model_dump(mode="json"),
             "train": config.train.model_dump(mode="json"),
             "model": config.model.model_dump(mode="json"),
         }
-        write_private_text(folder / "train_config.json", json.dumps(settings, indent=1))
+        write_private_text(folder / "train_config.json", json.dumps(train_config, indent=1))
         write_private_text(
             folder / METRICS, json.dumps(metrics.to_json(), indent=1, ensure_ascii=False)
         )

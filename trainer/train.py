@@ -3,7 +3,7 @@
     setup()     read and check the dataset (before anything expensive), decide the run
     main()      load the base, measure it, add LoRA, fit, measure the twin, register
     fit()       the loop itself: trainer.fit (transformers Trainer, reply-only loss)
-    validate()  held-out loss (trainer.loss) and the fidelity eval (trainer.evaluate)
+    validate()  held-out loss (trainer.loss) and the fidelity eval (trainer.eval)
 
 It runs as its own process (`twin train`): the bot and the nightly job start it as a
 subprocess, so an out-of-memory crash here never takes the bot down. Under `torchrun` /
@@ -25,7 +25,7 @@ from typing import Any
 
 from trainer import registry
 from trainer.data import Dataset, Encoded, encode_examples, read_dataset
-from trainer.evaluate import headline, measure_fidelity, sample_replies
+from trainer.eval.evaluate import headline, measure_fidelity, sample_replies
 from trainer.fit import FitPlan, add_lora, fit, run_checkpoints, sweep_dead_runs
 from trainer.loss import heldout_loss
 from trainer.metrics import AdapterMetrics, Sample
@@ -176,10 +176,10 @@ def register(config: Config, model: Any, metrics: AdapterMetrics) -> TrainResult
 
 
 def training_key(config: Config, dataset_sha256: str) -> str:
-    """The dataset (the persona prompt is in it) and every setting that shapes the adapter or
+    """The dataset (the persona prompt is in it) and every config key that shapes the adapter or
     the gate's verdict, hashed: two runs with the same key train the same adapter (same data,
-    settings and seed) and meet the same gate."""
-    settings = {
+    config and seed) and meet the same gate."""
+    recipe = {
         "dataset": dataset_sha256,
         "model": config.model.model_dump(mode="json"),
         "lora": config.lora.model_dump(mode="json"),
@@ -189,4 +189,4 @@ def training_key(config: Config, dataset_sha256: str) -> str:
         "generation": config.generation.model_dump(mode="json"),
         "eval": config.eval.model_dump(mode="json"),
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from serving.twin import load_served_twin
-from tests.bot.conftest import copy_adapters
-from tests.trainer.test_train import make_config
+from tests.bot.helpers import copy_adapters
+from tests.trainer.helpers import make_config
 from trainer.generation import generate_replies
 from twin.app.cli import main
 from twin.core.chat_format import encode_prompt
@@ -107,7 +107,7 @@ def test_chat_as_in_one_chat_recalls_that_chat_and_shared_facts_only(
     from ingest.export import import_export
     from ingest.recall import update_memory
     from ingest.store import open_store
-    from trainer.memory_eval import bundled_benchmark
+    from trainer.eval.memory import bundled_benchmark
     from twin.app.demo import demo_export_path
 
     config = make_config(tmp_path, tiny_base)

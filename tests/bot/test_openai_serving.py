@@ -10,17 +10,18 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from bot.memory import ChatMemory, Where
+from bot.chat_log import ChatLog, Where
 from bot.worker import ModelWorker
 from tests.bot.botapi import TOKEN, BotApiStandIn
-from tests.bot.conftest import bot_config
-from tests.conftest import twin_command
+from tests.bot.helpers import bot_config
+from tests.helpers import twin_command
 from tests.serving.openai_standin import BASE_NAME, OpenAIStandIn
 from twin.core.config import Config
 from twin.core.conversation import Said
@@ -42,8 +43,8 @@ async def worker(
     config = bot_config(
         tmp_path, tiny_base, "http://127.0.0.1:9", serving={"engine": "openai", "url": server.url}
     )
-    memory = ChatMemory(config.data_dir / "bot.db", config.bot.context_messages)
-    worker = ModelWorker(config, memory)
+    chat_log = ChatLog(config.data_dir / "bot.db", config.bot.context_messages)
+    worker = ModelWorker(config, chat_log)
     told: list[str] = []
 
     async def tell(problem: str) -> None:
@@ -55,11 +56,11 @@ async def worker(
         yield worker, told
     finally:
         await worker.stop()
-        memory.close()
+        chat_log.close()
 
 
 def say(worker: ModelWorker, chat: int, text: str) -> None:
-    worker.memory.remember(Where(chat, 0), Said(str(chat), "Friend", text, time.time()))
+    worker.chat_log.remember(Where(chat, 0), Said(str(chat), "Friend", text, time.time()))
 
 
 async def answers(worker: ModelWorker, chats: list[int]) -> dict[int, str | None]:
@@ -108,12 +109,25 @@ async def test_a_prompt_the_server_refuses_costs_only_its_own_reply(
 
 
 def test_sigterm_stops_serve_within_seconds_while_the_server_hangs(
-    tmp_path: Path, tiny_base: Path, api: BotApiStandIn, server: OpenAIStandIn
+    tmp_path: Path,
+    tiny_base: Path,
+    api: BotApiStandIn,
+    server: OpenAIStandIn,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config: Config = bot_config(
         tmp_path, tiny_base, api.url, serving={"engine": "openai", "url": server.url}
     )
     server.stall("/completions", 300)  # takes the request, never answers it
+    hanging = threading.Event()  # set when the completion request reached the server
+    stall = server._stall
+
+    def noted(path: str) -> None:
+        if path == "/completions":
+            hanging.set()
+        stall(path)
+
+    monkeypatch.setattr(server, "_stall", noted)
     env = {**os.environ, "TWIN_BOT_TOKEN": TOKEN}
     process = subprocess.Popen(
         twin_command(config, "serve"), env=env, stderr=subprocess.PIPE, text=True
@@ -121,11 +135,9 @@ def test_sigterm_stops_serve_within_seconds_while_the_server_hangs(
     try:
         api.push_message(1, "tell me everything")
         deadline = time.monotonic() + 120
-        # The base's name is asked right before the completion: then the request hangs.
-        while not (api.sent("sendChatAction", chat_id=1) and server.calls_to("/models")):
+        while not hanging.is_set():  # the reply's completion request, held by the server
             assert process.poll() is None and time.monotonic() < deadline, api.summary()
             time.sleep(0.05)
-        time.sleep(1.5)
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)

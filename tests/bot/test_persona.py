@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import (
+from tests.bot.helpers import (
     ADMIN,
     bot_config,
     copy_adapters,
@@ -17,7 +17,7 @@ from tests.bot.conftest import (
     turns,
 )
 from trainer import registry
-from twin.core.config import load_config
+from twin.core.loading import load_config
 
 
 async def ask(api: BotApiStandIn, text: str, timeout: float = 30.0) -> str:
@@ -65,7 +65,7 @@ async def test_admin_subcommands(
         assert "Resumed" in await ask(api, "/persona resume")
         api.push_message(1, "now?")
         await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1)
-        # What was said while paused stayed in the chat's memory.
+        # What was said while paused stayed in the chat log.
         assert turns(runtime, 1)[0]["content"] == "hello? anyone?\nnow?"
 
         assert await ask(api, "/persona set temperature 0.5") == "temperature = 0.5 (saved)"
@@ -190,8 +190,8 @@ async def test_profile_facts_and_what_a_reply_recalled(
 async def test_persona_memory_shows_the_latest_reply_in_a_forum_chat(
     tmp_path: Path, tiny_base: Path, api: BotApiStandIn
 ) -> None:
-    from bot.memory import Where
-    from tests.bot.conftest import GROUP
+    from bot.chat_log import Where
+    from tests.bot.helpers import GROUP
     from tests.bot.test_recall import remember
 
     config = bot_config(tmp_path, tiny_base, api.url)
@@ -238,7 +238,7 @@ async def test_persona_facts_mines_off_the_loop_from_the_used_chats_once(
     when the store changed."""
     import threading
 
-    from ingest import memory as memory_module
+    from ingest import profile as memory_module
     from ingest.store import Message, open_store
     from tests.bot.test_recall import OWNER_ID, T0, remember
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from bot.memory import Where
+from bot.chat_log import Where
 from ingest.memory import MemoryIndex
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import bot_config, serving
+from tests.bot.helpers import bot_config, serving
 from twin.core.config import Config
 from twin.core.conversation import Remembered
 
@@ -109,10 +109,10 @@ async def test_a_block_the_prompt_has_room_for_is_the_one_training_built(
         api.push_message(1, "какого цвета твой велик? и как там фикус?")
         await api.wait_for(lambda a: len(a.sent(chat_id=1)) >= 1, 60)
         recall = runtime.worker.last_recall[Where(1, 0)]
-        memory = runtime.worker._memory
-        tokenizer = runtime.worker._twin.tokenizer  # type: ignore[union-attr]
-    assert memory is not None
-    trained = memory.block([Remembered(r.text, r.answered) for r in recall.found], [])
+        recaller = runtime.worker._recall
+        tokenizer = runtime.worker._engine.tokenizer  # type: ignore[union-attr]
+    assert recaller is not None
+    trained = recaller.block([Remembered(r.text, r.answered) for r in recall.found], [])
     assert recall.block == trained
     lines = trained.splitlines()[1:]  # the recalled lines, without the header
     assert len(lines) == len(said)

@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bot import worker as worker_module
+from bot import adapters as adapters_module
 from serving.engine import AdapterRefused
-from serving.twin import ServedTwin, load_served_twin, swap_adapter
+from serving.twin import load_served_twin, swap_adapter
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import ADMIN, FRIENDS, bot_config, copy_adapters, serving
+from tests.bot.helpers import ADMIN, FRIENDS, bot_config, copy_adapters, serving
 from trainer import registry
 from twin.core.config import Config
 
@@ -47,15 +47,15 @@ async def test_new_adapter_swapped_in_mid_traffic_without_losing_a_message(
         await api.wait_for(lambda a: f"Now serving adapter {second}." in a.texts(ADMIN))
         assert runtime.worker.version == second
         assert runtime.worker.stats.replies == 20
-        served = runtime.worker._twin  # the model thread is idle now
+        served = runtime.worker._engine  # the model thread is idle now
         assert served is not None
         # No stale weights: the swapped model computes what a fresh load of `second` does.
         fresh = load_served_twin(config)
         assert fresh.version == second
         assert torch.allclose(
-            logits_of(served.engine.model, PROBE), logits_of(fresh.engine.model, PROBE), atol=1e-4
+            logits_of(served.model, PROBE), logits_of(fresh.engine.model, PROBE), atol=1e-4
         )
-        assert list(served.engine.model.peft_config) == [second]  # the old one was unloaded
+        assert list(served.model.peft_config) == [second]  # the old one was unloaded
 
 
 @pytest.mark.anyio
@@ -72,16 +72,19 @@ async def test_a_reload_poll_during_an_admin_switch_does_not_undo_it(
         assert runtime.worker.version == first
         loop = asyncio.get_running_loop()
         polls: list[Future[object]] = []
+        engine = runtime.worker._engine
+        assert engine is not None
+        swap = engine.swap
 
-        def swap_then_poll(twin: ServedTwin, folder: Path) -> None:
-            swap_adapter(twin, folder)
+        def swap_then_poll(folder: Path) -> None:
+            swap(folder)
             if not polls:
                 # The reload job's poll, landing after the new adapter loaded and before the
                 # admin's switch returned: the window CI once hit, made certain here.
-                poll = runtime.worker.follow_current()
+                poll = runtime.adapters.follow_current()
                 polls.append(asyncio.run_coroutine_threadsafe(poll, loop))
 
-        monkeypatch.setattr(worker_module, "swap_adapter", swap_then_poll)
+        monkeypatch.setattr(engine, "swap", swap_then_poll)
         seen = len(api.texts(ADMIN))
         api.push_message(ADMIN, f"/persona use {second}", first_name="Owner")
         await api.wait_for(lambda a: len(a.texts(ADMIN)) > seen)
@@ -254,22 +257,25 @@ async def test_an_adapter_the_engine_cannot_take_now_is_tried_again_later(
 
     config = bot_config(tmp_path, tiny_base, api.url)
     first, second = copy_adapters(trained_adapters, config)
-    monkeypatch.setattr(worker_module, "ADAPTER_RETRY_S", 0.3)
+    monkeypatch.setattr(adapters_module, "ADAPTER_RETRY_S", 0.3)
     failures: list[BaseException] = [
         OSError(errno.ENOSPC, "No space left on device"),
         EngineUnavailable("http://gpu:8000/v1/load_lora_adapter answered 503 (tried 3 times)"),
     ]
     tries: list[float] = []
-
-    def full_then_free(twin: ServedTwin, folder: Path) -> None:
-        if folder.name == second:
-            tries.append(time.monotonic())
-            if failures:
-                raise failures.pop(0)
-        swap_adapter(twin, folder)
-
-    monkeypatch.setattr(worker_module, "swap_adapter", full_then_free)
     async with serving(config) as runtime:
+        engine = runtime.worker._engine
+        assert engine is not None
+        swap = engine.swap
+
+        def full_then_free(folder: Path) -> None:
+            if folder.name == second:
+                tries.append(time.monotonic())
+                if failures:
+                    raise failures.pop(0)
+            swap(folder)
+
+        monkeypatch.setattr(engine, "swap", full_then_free)
         registry.set_current(config.adapters_dir, second)
         await api.wait_for(lambda a: f"Now serving adapter {second}." in a.texts(ADMIN), 60)
         assert runtime.worker.version == second

@@ -12,9 +12,9 @@ import pytest
 
 from bot import retraining
 from bot import worker as worker_module
-from serving.twin import load_served_twin
+from serving.twin import load_engine
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import ADMIN, bot_config, serving
+from tests.bot.helpers import ADMIN, bot_config, serving
 from tests.bot.test_persona import ask, ask_later
 from twin.core.config import Config
 
@@ -72,13 +72,13 @@ async def test_a_model_that_will_not_load_after_a_paused_retrain_is_told_and_ret
     monkeypatch.setattr(worker_module, "RELOAD_RETRY_S", 0.2)
     loads: list[str] = []
 
-    def flaky_load(config: Config, *, with_adapter: bool = True):  # type: ignore[no-untyped-def]
+    def flaky_load(config: Config):  # type: ignore[no-untyped-def]
         loads.append("load")
         if 2 <= len(loads) <= 3:  # the two tries after the retrain: the GPU is still busy
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\n(details...)")
-        return load_served_twin(config, with_adapter=with_adapter)
+        return load_engine(config)
 
-    monkeypatch.setattr(worker_module, "load_served_twin", flaky_load)
+    monkeypatch.setattr(worker_module, "load_engine", flaky_load)
     async with serving(config) as runtime:
         await ask(api, "/persona train")
         problem = await ask_later(api, "Replies are waiting: loading the model", timeout=60)
@@ -108,11 +108,11 @@ async def test_a_bot_stopping_during_a_paused_retrain_does_not_load_the_model_ag
     child_runs(monkeypatch, "import time; time.sleep(120)")
     loads: list[str] = []
 
-    def counted_load(config: Config, *, with_adapter: bool = True):  # type: ignore[no-untyped-def]
+    def counted_load(config: Config):  # type: ignore[no-untyped-def]
         loads.append("load")
-        return load_served_twin(config, with_adapter=with_adapter)
+        return load_engine(config)
 
-    monkeypatch.setattr(worker_module, "load_served_twin", counted_load)
+    monkeypatch.setattr(worker_module, "load_engine", counted_load)
     async with serving(config) as runtime:
         await ask(api, "/persona train")
         await api.wait_for(lambda a: not runtime.worker._loaded.is_set(), 30)

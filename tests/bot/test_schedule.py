@@ -15,7 +15,7 @@ from bot.app import build_application, running
 from bot.retraining import retrain_running
 from bot.schedule import missed_fire, schedule_retrain
 from tests.bot.botapi import TOKEN, BotApiStandIn
-from tests.bot.conftest import ADMIN, bot_config, retrain_config
+from tests.bot.helpers import ADMIN, bot_config, retrain_config
 from tests.bot.test_persona import ask
 from twin.core.runs import read_records
 

@@ -10,7 +10,7 @@ import pytest
 
 from serving.twin import load_served_twin
 from tests.bot.botapi import BotApiStandIn
-from tests.bot.conftest import bot_config, said, serving
+from tests.bot.helpers import bot_config, said, serving
 from trainer.generation import generate_replies
 from twin.core.conversation import with_system_prompt
 

@@ -6,31 +6,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ingest.encoder import DIM, SentenceEncoder
 from ingest.export import import_export
-from ingest.memory import (
-    DIM,
-    RRF_K,
-    MemoryIndex,
-    SentenceEncoder,
-    open_memory,
-    quantise,
-)
 from ingest.memory import MIGRATIONS as MEMORY_MIGRATIONS
+from ingest.memory import RRF_K, MemoryIndex, open_memory, quantise
 from ingest.memory import SCHEMA_VERSION as MEMORY_SCHEMA_VERSION
-from ingest.pii import PiiScrubber
-from ingest.store import Chat, Message, Owner, Store, open_store
+from ingest.store import Chat, Owner, Store, open_store
+from tests.core.helpers import schema, schema_of_script, shipped_database
+from tests.ingest.helpers import DATA, OWNER, SCRUBBER, T0, fill, msg
 from twin.core.db import open_database
-
-OWNER = 1
-T0 = 1_700_000_000
-DATA = Path(__file__).resolve().parents[2] / "ingest" / "data"
-SCRUBBER = PiiScrubber(regions=("RU", "GB"))
 
 # The stand-in's idea of meaning: words it takes for one another.
 SYNONYMS = {"bike": "bicycle", "velo": "bicycle", "kitty": "cat", "кошка": "cat"}
@@ -66,34 +56,6 @@ class SameEmbedder(WordsEmbedder):
         return out
 
 
-def msg(chat: int, mid: int, minute: float, sender: int, text: str = "", **kw: object) -> Message:
-    return Message(
-        chat_id=chat,
-        message_id=mid,
-        date=T0 + int(minute * 60),
-        sender_id=sender,
-        sender_name="Olga" if sender == OWNER else f"Friend {sender}",
-        kind=str(kw.pop("kind", "message")),
-        media_type=kw.pop("media_type", None),  # type: ignore[arg-type]
-        text=text,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def fill(store: Store, messages: list[Message], chats: tuple[int, ...] = (10, 20)) -> None:
-    with store.transaction():
-        for chat in chats:
-            store.save_chat(Chat(chat, f"Chat {chat}", "personal_chat"))
-        store.add_messages(messages)
-        store.set_owner(Owner(OWNER, "Olga", "+7 916 555-12-34"))
-
-
-@pytest.fixture
-def memory(tmp_path: Path) -> Iterator[MemoryIndex]:
-    with open_memory(tmp_path / "data" / "memory.db") as index:
-        yield index
-
-
 def entries(memory: MemoryIndex) -> dict[tuple[int, int], tuple[str, str]]:
     rows = memory.conn.execute("SELECT chat_id, message_id, text, answered FROM entries")
     return {(c, m): (t, a) for c, m, t, a in rows}
@@ -114,6 +76,67 @@ def test_memory_file_is_private_and_migrated(tmp_path: Path) -> None:
     assert journal == "wal"
     assert (path.stat().st_mode & 0o777) == 0o600
     assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+# memory.db's schema as twin wrote it (versions 1 and 2 alike: 2 only emptied the entries),
+# copied from files the SQL migrations made before migrations were Python functions.
+SHIPPED = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, message_id INTEGER NOT NULL,
+    date INTEGER NOT NULL, text TEXT NOT NULL, answered TEXT NOT NULL, context TEXT NOT NULL,
+    scale REAL NOT NULL, vector BLOB NOT NULL, UNIQUE (chat_id, message_id)
+);
+CREATE INDEX entries_by_chat ON entries (chat_id, date);
+CREATE VIRTUAL TABLE entries_fts USING fts5 (
+    text, context, content = 'entries', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE VIRTUAL TABLE entries_terms USING fts5vocab (entries_fts, 'row');
+CREATE TRIGGER entries_fts_insert AFTER INSERT ON entries BEGIN
+    INSERT INTO entries_fts (rowid, text, context)
+    VALUES (new.id, replace(replace(new.text, 'ё', 'е'), 'Ё', 'Е'),
+            replace(replace(new.context, 'ё', 'е'), 'Ё', 'Е'));
+END;
+CREATE TRIGGER entries_fts_delete AFTER DELETE ON entries BEGIN
+    INSERT INTO entries_fts (entries_fts, rowid, text, context)
+    VALUES ('delete', old.id, replace(replace(old.text, 'ё', 'е'), 'Ё', 'Е'),
+            replace(replace(old.context, 'ё', 'е'), 'Ё', 'Е'));
+END;
+CREATE TABLE chats_read (
+    chat_id INTEGER PRIMARY KEY, messages INTEGER NOT NULL, read_until INTEGER NOT NULL
+);
+CREATE TABLE facts (
+    id INTEGER PRIMARY KEY, text TEXT NOT NULL, source TEXT NOT NULL, approved INTEGER NOT NULL
+);
+"""
+
+
+def test_a_new_index_has_the_shipped_schema(memory: MemoryIndex) -> None:
+    assert schema(memory.conn) == schema_of_script(SHIPPED)
+
+
+def test_an_index_at_the_current_version_opens_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "memory.db"
+    scale, vector = quantise(WordsEmbedder().encode(["ёлка -- at home; ok"]))
+    shipped_database(path, SHIPPED, version=MEMORY_SCHEMA_VERSION)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO entries (chat_id, message_id, date, text, answered, context, scale, vector)"
+        " VALUES (10, 2, ?, 'ёлка -- at home; ok', '', '', ?, ?)",
+        (T0, float(scale[0]), vector[0].tobytes()),
+    )
+    conn.execute("INSERT INTO meta VALUES ('owner', '1'), ('embedder', 'WordsEmbedder')")
+    conn.commit()
+    before = list(conn.iterdump())
+    conn.close()
+    with open_memory(path) as memory:
+        assert memory.schema_version() == MEMORY_SCHEMA_VERSION
+        found = memory.search("елка", chats={10}, embedder=WordsEmbedder())
+        assert [r.text for r in found] == ["ёлка -- at home; ok"]
+    conn = sqlite3.connect(path)
+    assert list(conn.iterdump()) == before
+    conn.close()
 
 
 def test_an_index_of_bare_chat_ids_starts_over_and_keeps_the_facts(
@@ -386,64 +409,12 @@ def test_facts_are_added_listed_and_forgotten(memory: MemoryIndex) -> None:
         memory.add_fact("   ")
 
 
-def test_profile_candidates_are_the_owners_present_statements(
-    store: Store, memory: MemoryIndex
-) -> None:
-    fill(
-        store,
-        [
-            msg(10, 1, 0, 2, "I live in York, by the way"),  # not the owner
-            msg(10, 2, 1, OWNER, "oh nice! i live in leeds now lol"),
-            msg(10, 3, 2, OWNER, "am i vegetarian? kind of"),  # a question
-            msg(10, 4, 3, OWNER, "i was in paris last year"),  # past
-            msg(10, 5, 4, OWNER, "i'm so tired today"),  # a state of the moment
-            msg(10, 6, 5, OWNER, "i'll call you tomorrow"),  # future
-            msg(10, 12, 5.5, OWNER, "i have the dentist at 8:40"),  # an appointment
-            msg(10, 7, 6, OWNER, "i'm vegetarian btw"),
-            msg(10, 8, 7, OWNER, "я не ем мясо )))"),
-            msg(10, 9, 8, OWNER, "я купила новый велик"),  # past
-            msg(10, 10, 9, OWNER, "у меня кошка муся"),
-            msg(10, 11, 10, OWNER, "my number is +7 916 555-12-34 and i work at the bakery"),
-            msg(20, 1, 0, OWNER, "i'm vegetarian, sorry!!"),  # said again: ranks higher
-        ],
-    )
-    candidates = memory.profile_candidates(store, SCRUBBER, limit=10)
-    assert candidates[0] == "i'm vegetarian"
-    assert set(candidates) == {
-        "i'm vegetarian",
-        "i live in leeds now",
-        "я не ем мясо",
-        "у меня кошка муся",
-        "i work at the bakery",
-    }
-    assert memory.facts() == []  # mined, never stored
-    memory.add_fact("I'm vegetarian", source="history")
-    assert "i'm vegetarian" not in memory.profile_candidates(store, SCRUBBER, limit=10)
-
-
-@pytest.mark.parametrize("persona", ["", "_ru"])
-def test_demo_profile_candidates(persona: str, tmp_path: Path) -> None:
-    expected = json.loads((DATA / f"demo_memory{persona}.json").read_text())["profile_candidates"]
-    with open_store(tmp_path / "twin.db") as store, open_memory(tmp_path / "memory.db") as memory:
-        import_export(DATA / f"demo_export{persona}.json", store, progress=False)
-        candidates = memory.profile_candidates(store, SCRUBBER, limit=10)
-    missing = [e for e in expected if not any(c.casefold().startswith(e) for c in candidates)]
-    assert not missing, candidates
-
-
 # ---- the real model on the demo personas -------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def encoder() -> SentenceEncoder:
     return SentenceEncoder()
-
-
-def test_the_real_encoder_reads_russian_and_english(encoder: SentenceEncoder) -> None:
-    vectors = encoder.encode(["у меня кошка", "I have a cat", "the deploy failed again"])
-    assert vectors.shape == (3, DIM) and vectors.dtype == np.float32
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
-    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
 
 
 # Measured: 7/8 (Mira) and 8/8 (Аня) in the top 5; printed with pytest -s.

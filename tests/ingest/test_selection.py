@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from ingest.dataset import build_dataset
+from ingest.encoder import DIM
 from ingest.export import import_export
-from ingest.memory import DIM
 from ingest.profile import fact_listing
 from ingest.recall import open_recall
 from ingest.selection import ChatSelection

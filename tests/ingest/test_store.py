@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingest.store import MIGRATIONS, SCHEMA_VERSION, Chat, Message, Owner, open_store
+from tests.core.helpers import schema, schema_of_script, shipped_database
 from twin.core.db import open_database
 from twin.core.errors import TwinError
 
@@ -39,6 +40,81 @@ def test_store_from_a_newer_twin_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(TwinError, match="newer than this twin"):
         open_store(path)
+
+
+# --- the schema as shipped ---------------------------------------------------------------
+
+# The store's schema as twin wrote it at versions 1, 2 (3 moved rows, not tables) and 4,
+# copied from files the SQL migrations made before migrations were Python functions.
+SHIPPED_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE chats (chat_id INTEGER PRIMARY KEY, name TEXT, type TEXT);
+CREATE TABLE messages (
+    chat_id INTEGER NOT NULL, message_id INTEGER NOT NULL, date INTEGER NOT NULL,
+    sender_id INTEGER, sender_name TEXT, kind TEXT NOT NULL, media_type TEXT,
+    text TEXT NOT NULL, reply_to INTEGER, forwarded_from TEXT, edited INTEGER,
+    PRIMARY KEY (chat_id, message_id)
+) WITHOUT ROWID;
+CREATE INDEX messages_by_time ON messages (chat_id, date, message_id);
+"""
+SHIPPED_V2 = (
+    SHIPPED_V1
+    + """
+CREATE TABLE imported_files (
+    sha256 TEXT NOT NULL, me TEXT NOT NULL, path TEXT NOT NULL, added INTEGER NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (sha256, me)
+);
+"""
+)
+SHIPPED_V4 = (
+    SHIPPED_V2
+    + """
+CREATE TABLE chat_names (
+    chat_id INTEGER NOT NULL, name TEXT NOT NULL, PRIMARY KEY (chat_id, name)
+) WITHOUT ROWID;
+CREATE TABLE chat_pins (
+    list TEXT NOT NULL, entry TEXT NOT NULL, chat_id INTEGER NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (list, entry, chat_id)
+) WITHOUT ROWID;
+"""
+)
+ROWS = """
+INSERT INTO meta VALUES ('owner_id', '1');
+INSERT INTO chats VALUES (10, 'Vera -- not a comment;', 'personal_chat');
+INSERT INTO messages (chat_id, message_id, date, sender_id, sender_name, kind, text)
+VALUES (10, 1, 1700000000, 1, 'Olga', 'message', 'hi; -- still the text');
+"""
+
+
+def test_a_new_store_has_the_shipped_schema(tmp_path: Path) -> None:
+    assert SCHEMA_VERSION == 4
+    with open_store(tmp_path / "twin.db") as store:
+        assert schema(store.conn) == schema_of_script(SHIPPED_V4)
+
+
+def test_a_store_at_the_current_version_opens_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "twin.db"
+    shipped_database(path, SHIPPED_V4 + ROWS, version=4)
+    conn = sqlite3.connect(path)
+    before = list(conn.iterdump())
+    conn.close()
+    with open_store(path) as store:
+        assert store.schema_version() == 4
+        assert [m.text for m in store.messages_of(10)] == ["hi; -- still the text"]
+    conn = sqlite3.connect(path)
+    assert list(conn.iterdump()) == before
+    conn.close()
+
+
+def test_a_store_at_version_1_migrates_to_the_shipped_schema(tmp_path: Path) -> None:
+    path = tmp_path / "twin.db"
+    shipped_database(path, SHIPPED_V1 + ROWS, version=1)
+    with open_store(path) as store:
+        assert store.schema_version() == 4
+        assert schema(store.conn) == schema_of_script(SHIPPED_V4)
+        assert store.chats() == [Chat(10, "Vera -- not a comment;", "personal_chat")]
+        assert store.chat_names() == {10: {"Vera -- not a comment;"}}
+        assert store.owner() == Owner(1)
 
 
 def test_chat_rename_keeps_one_row(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ import pytest
 
 from serving.engine import AdapterRefused, Engine
 from tests.serving.openai_standin import OpenAIStandIn
-from twin.core.config import Config, load_config
+from twin.core.config import Config
 from twin.core.conversation import ChatMessage
+from twin.core.loading import load_config
 
 SYSTEM: ChatMessage = {"role": "system", "content": "You are Mira. Reply as Mira would."}
 MESSAGES = ["coffee later?", "did you push the fix?", "how is pixel?"]
@@ -102,7 +103,7 @@ def test_openai_engine(
 @pytest.fixture(scope="session")
 def smollm2_adapters(tmp_path_factory: pytest.TempPathFactory, smollm2: Path) -> list[Path]:
     """Two short adapters of the embedded SmolLM2 (the base llama.cpp serves as GGUF)."""
-    from tests.trainer.test_train import write_dataset
+    from tests.trainer.helpers import write_dataset
     from trainer.train import train
 
     folder = tmp_path_factory.mktemp("smollm2-adapters")

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.trainer.test_train import PROMPTS, REPLIES, make_config
+from tests.helpers import REPO
+from tests.trainer.helpers import PROMPTS, REPLIES, make_config
 from trainer import registry
 from trainer.metrics import AdapterMetrics
-from twin.core.config import Config, load_config
+from twin.core.config import Config
 from twin.core.conversation import ChatMessage
+from twin.core.loading import load_config
 
 WORDS = [
     "ok",

@@ -148,7 +148,7 @@ RUSSIAN = [
 @pytest.mark.slow
 def test_gemma3_few_steps_lower_heldout_loss_on_russian(tmp_path: Path, model_cache: Path) -> None:
     from trainer.train import train
-    from twin.core.config import load_config
+    from twin.core.loading import load_config
 
     config_path = tmp_path / "config.toml"
     config_path.write_text(

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 import torch
 
-from tests.trainer.test_train import make_config
+from tests.trainer.helpers import make_config
 from trainer.fit import FitPlan, add_lora, fit
 from trainer.metrics import DatasetInfo
 from trainer.model import LoadPlan, check_cpu_can_train, load_base, load_base_model, load_plan
 from trainer.train import train
-from twin.core.config import config_from_dict, load_config
+from twin.core.config import config_from_dict
 from twin.core.errors import TwinError
+from twin.core.loading import load_config
 
 FP32, BF16, FP16 = torch.float32, torch.bfloat16, torch.float16
 

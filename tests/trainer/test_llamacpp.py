@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.trainer.test_train import PROMPTS, write_dataset
+from tests.trainer.helpers import PROMPTS, write_dataset
 from trainer.gguf_lora import (
     ARCHITECTURES,
     PROJECTIONS,
@@ -26,9 +26,10 @@ from trainer.gguf_lora import (
     save_gguf_lora,
 )
 from twin.core.chat_format import encode_prompt
-from twin.core.config import Config, GenerationConfig, load_config
+from twin.core.config import Config, GenerationConfig
 from twin.core.conversation import ChatMessage, with_system_prompt
 from twin.core.errors import TwinError
+from twin.core.loading import load_config
 
 # A toy decoder: 2 layers, width 32, 4 query heads of 8 and 2 kv heads, MLP 48, rank 4.
 LAYERS, WIDTH, HEADS, KV_HEADS, MLP, RANK, ALPHA = 2, 32, 4, 2, 48, 4, 8
@@ -66,7 +67,7 @@ def write_toy_base(path: Path, architecture: str) -> Path:
     return path
 
 
-def write_toy_adapter(folder: Path, **settings: object) -> dict[str, torch.Tensor]:
+def write_toy_adapter(folder: Path, **adapter_keys: object) -> dict[str, torch.Tensor]:
     """A PEFT-shaped adapter on the toy base, as `save_pretrained` writes one."""
     torch.manual_seed(0)
     state = {}
@@ -77,7 +78,7 @@ def write_toy_adapter(folder: Path, **settings: object) -> dict[str, torch.Tenso
             state[f"{key}.lora_B.weight"] = torch.randn(out, RANK)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(state, str(folder / "adapter_model.safetensors"))
-    config = {"r": RANK, "lora_alpha": ALPHA, "base_model_name_or_path": "toy", **settings}
+    config = {"r": RANK, "lora_alpha": ALPHA, "base_model_name_or_path": "toy", **adapter_keys}
     (folder / "adapter_config.json").write_text(json.dumps(config))
     return state
 
@@ -85,11 +86,11 @@ def write_toy_adapter(folder: Path, **settings: object) -> dict[str, torch.Tenso
 def write_gguf_lora(adapter_dir: Path, base_gguf: Path, out: Path) -> Path:
     """The conversion the llama.cpp engine makes when it swaps an adapter in: the PEFT
     adapter in `adapter_dir` as a GGUF LoRA of `base_gguf`, written to `out`."""
-    settings = json.loads((adapter_dir / "adapter_config.json").read_text())
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
     state = load_file(str(adapter_dir / "adapter_model.safetensors"))
     base = read_base_gguf(base_gguf)
-    tensors = gguf_lora_tensors(settings, state, base)
-    return save_gguf_lora(tensors, float(settings["lora_alpha"]), base.architecture, out)
+    tensors = gguf_lora_tensors(adapter_config, state, base)
+    return save_gguf_lora(tensors, float(adapter_config["lora_alpha"]), base.architecture, out)
 
 
 def read_adapter_gguf(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
@@ -193,9 +194,9 @@ def test_rslora_scale_goes_into_b(tmp_path: Path) -> None:
 def test_unfit_adapters_are_refused(tmp_path: Path) -> None:
     base = write_toy_base(tmp_path / "base.gguf", "llama")
 
-    def refused(change: dict[str, torch.Tensor] | None = None, **settings: object) -> str:
+    def refused(change: dict[str, torch.Tensor] | None = None, **adapter_keys: object) -> str:
         folder = tmp_path / f"a{len(list(tmp_path.iterdir()))}"
-        state = write_toy_adapter(folder, **settings)
+        state = write_toy_adapter(folder, **adapter_keys)
         if change is not None:
             state.update(change)
             save_file(state, str(folder / "adapter_model.safetensors"))
@@ -244,10 +245,10 @@ def test_next_token_distribution_is_transformers_sampling(
     input_ids = torch.randint(0, 1000, (1, 300), generator=generator)
     seen = np.zeros(1000, dtype=bool)
     seen[input_ids[0].numpy()] = True
-    settings = GenerationConfig(
+    generation = GenerationConfig(
         temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty
     )
-    tokens, probabilities = next_token_distribution(logits[0].numpy(), seen, settings, top_k)
+    tokens, probabilities = next_token_distribution(logits[0].numpy(), seen, generation, top_k)
 
     steps: list = [RepetitionPenaltyLogitsProcessor(repetition_penalty)]
     if temperature > 0:
@@ -453,9 +454,9 @@ def test_refused_adapters_leave_the_old_one_serving(trained: Config, tmp_path: P
         state[key][0, 0] = float("nan")
         save_file(state, str(nan / "adapter_model.safetensors"))
         other_base = broken("20990101-000003")
-        settings = json.loads((other_base / "adapter_config.json").read_text())
-        settings["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-360M-Instruct"
-        (other_base / "adapter_config.json").write_text(json.dumps(settings))
+        adapter_config = json.loads((other_base / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-360M-Instruct"
+        (other_base / "adapter_config.json").write_text(json.dumps(adapter_config))
         unreadable = broken("20990101-000004")
         (unreadable / "adapter_model.safetensors").write_bytes(b"not safetensors")
 

@@ -10,14 +10,15 @@ import torch
 from safetensors.torch import load_file
 
 from serving.transformers import TransformersEngine
-from tests.trainer.test_train import make_config
+from tests.trainer.helpers import make_config
 from trainer.data import collator, encode_examples, read_dataset
 from trainer.fit import add_lora
 from trainer.loss import heldout_loss, reply_loss_sum
 from trainer.model import LoadPlan, keep_4bit_trainable, load_base, load_plan, load_tokenizer
 from trainer.train import train
-from twin.core.config import Config, load_config
+from twin.core.config import Config
 from twin.core.conversation import with_system_prompt
+from twin.core.loading import load_config
 
 # bitsandbytes is a dependency on Linux x86-64 only (pyproject.toml); its CPU backend does NF4.
 bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes installs on Linux x86-64 only")

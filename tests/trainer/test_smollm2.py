@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.test_train import write_dataset
+from tests.trainer.helpers import write_dataset
 from trainer.train import train
-from twin.core.config import load_config
+from twin.core.loading import load_config
 
 
 @pytest.mark.slow

@@ -16,76 +16,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import twin_command
+from tests.helpers import twin_command
+from tests.trainer.helpers import (
+    REPLIES,
+    dead_tag,
+    fake_metrics,
+    make_config,
+)
 from trainer import registry
-from trainer.metrics import AdapterMetrics, DatasetInfo, Fidelity, Gate, TrainingRun
 from trainer.train import train
 from twin.app.cli import main
-from twin.core.config import Config, load_config
 from twin.core.files import owner_tag
-
-REPLIES = [
-    "ngl not sure",
-    "ok ok :)",
-    "lol yes",
-    "haha no",
-    "tbh idk",
-    "sure sure",
-    "brb",
-    "omg yes!!",
-    "nah",
-    "ok see u",
-]
-PROMPTS = [
-    "Are you coming tonight?",
-    "Did you push the fix?",
-    "How is Pixel?",
-    "Want to climb on Saturday?",
-    "Coffee later?",
-    "Did you read the book?",
-]
-
-
-def write_dataset(folder: Path, n_train: int = 24, n_eval: int = 6) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    system = {"role": "system", "content": "You are Mira. Reply as Mira would."}
-    for name, n, offset in (("train.jsonl", n_train, 0), ("eval.jsonl", n_eval, 3)):
-        rows = []
-        for i in range(n):
-            rows.append(
-                json.dumps(
-                    {
-                        "messages": [
-                            system,
-                            {"role": "user", "content": PROMPTS[(i + offset) % len(PROMPTS)]},
-                            {"role": "assistant", "content": REPLIES[(i + offset) % len(REPLIES)]},
-                        ]
-                    }
-                )
-            )
-        (folder / name).write_text("\n".join(rows) + "\n")
-
-
-def make_config(tmp_path: Path, base: Path, **train: Any) -> Config:
-    settings = {
-        "max_steps": 12,
-        "batch_size": 4,
-        "learning_rate": 5e-3,
-        "checkpoint_steps": 0,
-        "max_seq_tokens": 128,
-        "sample_replies": 2,
-        **train,
-    }
-    lines = ["[paths]", 'data_dir = "data"', "[model]", f'base = "{base}"', "[train]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-    lines += ["[generation]", "max_new_tokens = 8"]
-    # The fidelity eval has tests of its own (test_fidelity.py); here it would only cost time.
-    lines += ["[eval]", "on_train = false", "require_style_win = false", "memorization_prompts = 8"]
-    path = tmp_path / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
-    config = load_config(path)
-    write_dataset(config.dataset_dir)
-    return config
 
 
 def test_train_registers_a_better_adapter_as_current(tmp_path: Path, tiny_base: Path) -> None:
@@ -112,30 +53,6 @@ def test_train_registers_a_better_adapter_as_current(tmp_path: Path, tiny_base: 
     assert adapter_config["base_model_name_or_path"] == str(tiny_base)
     assert not (config.data_dir / "checkpoints").exists()
     assert "held-out loss" in result.line() and "promoted to current" in result.line()
-
-
-def fake_metrics(
-    eval_loss: float,
-    base: float = 3.0,
-    *,
-    fidelity: Fidelity | None = None,
-    promote: bool | None = None,
-) -> AdapterMetrics:
-    """An adapter's metrics with made-up numbers, for gate and registry tests."""
-    return AdapterMetrics(
-        created=0.0,
-        base_model="tiny",
-        base_checkpoint="tiny",
-        plan="cpu, float32",
-        run=TrainingRun(1, 1.0, 10, 1.0, 10.0, 1.0, 1.0),
-        seconds=1.0,
-        base_eval_loss=base,
-        eval_loss=eval_loss,
-        eval_examples=1,
-        dataset=DatasetInfo("0" * 64, 1, 1),
-        fidelity=fidelity,
-        gate=None if promote is None else Gate(promote, "test"),
-    )
 
 
 def test_gate() -> None:
@@ -197,16 +114,6 @@ def test_crash_while_writing_or_switching_leaves_current_intact(
     assert registry.current_version(adapters) == "20261101-030000"
 
 
-def _dead_tag() -> str:
-    """The owner tag of a process that has exited."""
-    gone = subprocess.run([sys.executable, "-c", "pass"], check=True)
-    assert gone.returncode == 0
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    tag = owner_tag(child.pid)
-    child.wait()
-    return tag
-
-
 @contextlib.contextmanager
 def _another_run() -> Iterator[str]:
     """The owner tag of a live process other than this one (a run going on beside ours)."""
@@ -222,7 +129,7 @@ def test_sweep_removes_only_what_dead_runs_left(tmp_path: Path) -> None:
     adapters = tmp_path / "adapters"
     _fake_adapter(adapters, "20261101-030000", 2.0, True)
     with _another_run() as alive:
-        dead = adapters / f".tmp-20261102-030000.{_dead_tag()}"  # what a SIGKILL leaves
+        dead = adapters / f".tmp-20261102-030000.{dead_tag()}"  # what a SIGKILL leaves
         legacy = adapters / ".tmp-20261103-030000"  # left by a version before owner tags
         writing = adapters / f".tmp-20261104-030000.{alive}"  # another run, half written
         for folder in (dead, legacy, writing):
@@ -330,7 +237,7 @@ def test_a_run_keeps_a_live_runs_checkpoints_and_sweeps_dead_ones(
     root = config.data_dir / "checkpoints"
     with _another_run() as alive:
         live = root / f"run.{alive}" / "checkpoint-3"  # a run going on beside this one
-        dead = root / f"run.{_dead_tag()}" / "checkpoint-3"  # a run killed earlier
+        dead = root / f"run.{dead_tag()}" / "checkpoint-3"  # a run killed earlier
         legacy = root / "checkpoint-6"  # the layout before runs had folders of their own
         for folder in (live, dead, legacy):
             folder.mkdir(parents=True)

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(path: Path) -> Config:
-    from twin.core.config import load_config
+    from twin.core.loading import load_config
 
     # Without a config.toml in the current folder every default applies; an explicit
     # --config that does not exist is an error.
@@ -250,8 +250,8 @@ def _train(config: Config, args: argparse.Namespace) -> int:
 
 
 def _eval(config: Config, args: argparse.Namespace) -> int:
-    from trainer.eval_report import headline_table
-    from trainer.evaluate import evaluate_adapter
+    from trainer.eval.evaluate import evaluate_adapter
+    from trainer.report import headline_table
 
     metrics = evaluate_adapter(config, args.adapter, canaries=args.canaries)
     print(f"adapter {metrics.version}:")

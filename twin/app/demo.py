@@ -21,10 +21,11 @@ from ingest.dataset import build_dataset
 from ingest.export import import_export
 from ingest.recall import open_recall
 from ingest.store import open_store
-from trainer.eval_report import headline_table
 from trainer.metrics import Sample
+from trainer.report import headline_table
 from trainer.train import TrainResult, train
-from twin.core.config import Config, load_config
+from twin.core.config import Config
+from twin.core.loading import load_config
 from twin.core.lock import data_dir_lock
 
 
@@ -39,7 +40,7 @@ class Persona:
     config: str
 
 
-_SETTINGS = """\
+_SHARED_SECTIONS = """\
 [dataset]
 max_tokens = 384
 
@@ -76,7 +77,7 @@ data_dir = "data"
 [model]
 base = "smollm2-135m"
 
-{_SETTINGS}""",
+{_SHARED_SECTIONS}""",
     ),
     "ru": Persona(
         lang="ru",
@@ -96,7 +97,7 @@ language = "ru"
 [model]
 base = "gemma3-270m"
 
-{_SETTINGS}""",
+{_SHARED_SECTIONS}""",
     ),
 }
 
@@ -173,7 +174,7 @@ def _run_demo(
 
 def _a_chat(lang: str) -> int:
     """A chat of the persona where the benchmark asks about a fact told there."""
-    from trainer.memory_eval import bundled_benchmark
+    from trainer.eval.memory import bundled_benchmark
 
     bench = bundled_benchmark(PERSONAS[lang].owner)
     assert bench is not None
@@ -183,7 +184,7 @@ def _a_chat(lang: str) -> int:
 def _show_recall(config: Config, result: TrainResult) -> None:
     """One recalled fact, with and without memory, and the benchmark's numbers."""
     from serving.transformers import TransformersEngine
-    from trainer.memory_eval import bundled_benchmark, fact_recall
+    from trainer.eval.memory import bundled_benchmark, fact_recall
 
     engine = TransformersEngine.load(config)
     engine.swap(result.path)  # the adapter just trained, promoted or not

@@ -86,7 +86,7 @@ def _run_stages(config: Config, record: RunRecord, force: bool) -> None:
 
 
 def _nothing_would_change(config: Config, record: RunRecord) -> str | None:
-    """Why training now would only repeat an earlier run (same data, settings and seed, so
+    """Why training now would only repeat an earlier run (same data, config and seed, so
     the same adapter and the same verdict), or None when it is worth running."""
     current = registry.current_version(config.adapters_dir)
     if current is not None:

@@ -6,8 +6,10 @@ the key: a typo in config.toml must not silently fall back to a default, and a v
 `temperature = nan` must never reach the model. Secrets never live here: they come from
 environment variables (see `secret`).
 
-The models are frozen: a config is a value. Admins' changes from Telegram make a new one
-(`twin.core.settings`). Ranges are documented in config.toml next to each key; a test keeps
+This module is the schema: it reads no file. `twin.core.loading.load_config` reads
+config.toml into it and applies the admins' overrides from Telegram (`twin.core.overrides`,
+data_dir/settings.json) over it. The models are frozen: a config is a value, and an override
+makes a new one. Ranges are documented in config.toml next to each key; a test keeps
 config.toml and this schema in step.
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,8 +24,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
-from twin.core.conversation import estimate_tokens
 from twin.core.errors import TwinError
+from twin.core.tokens import estimate_tokens
 
 # Lists and paths arrive from TOML as lists and strings; everything else must have its exact
 # TOML type (strict), so `max_steps = "200"` is an error, not a silent conversion.
@@ -388,6 +389,7 @@ class Config(BaseModel):
 
     @property
     def settings_path(self) -> Path:
+        """The admins' overrides (`twin.core.overrides`): data_dir/settings.json."""
         return self.paths.data_dir / SETTINGS_FILE
 
     def with_section(self, section: str, /, **values: Any) -> Config:
@@ -397,6 +399,7 @@ class Config(BaseModel):
         return config_from_dict(data, self.source, resolved=True)
 
 
+# The admins' overrides (twin.core.overrides); the file keeps the name it always had.
 SETTINGS_FILE = "settings.json"
 SECTIONS = tuple(name for name in Config.model_fields if name != "source")
 
@@ -407,23 +410,6 @@ def default_model_cache() -> Path:
         return Path(override).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "twin" / "models"
-
-
-def load_config(path: Path | None) -> Config:
-    """Read and validate `path` (None: every default), then apply the admins' settings."""
-    from twin.core.settings import with_admin_settings
-
-    if path is None:
-        return with_admin_settings(config_from_dict({}, None))
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TwinError(f"{path}: config file not found (pass --config PATH)") from None
-    except UnicodeDecodeError:
-        raise TwinError(f"{path}: not UTF-8 text, not a config file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise TwinError(f"{path}: not valid TOML: {err}") from None
-    return with_admin_settings(config_from_dict(raw, path))
 
 
 def config_from_dict(

@@ -18,13 +18,13 @@ is, token for token, the prompt that reply was trained after (tests/test_train_s
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
 from twin.core.language import LANGUAGES, localized, phrase
+from twin.core.tokens import estimate_tokens
 
 if TYPE_CHECKING:
     from twin.core.config import Config, DatasetConfig
@@ -196,31 +196,39 @@ def memory_block(
     the estimate undercounts) builds it again counting by the served tokenizer
     (ingest.recall.Memory, serving.twin.block_fit)."""
     count = count_tokens or estimate_tokens
+    recalled, spent = _while_budget_lasts(
+        [_recalled_line(r) for r in remembered], count, max_tokens
+    )
+    facts_shown, _ = _while_budget_lasts(
+        [f"- {_one_line(fact, 200)}" for fact in facts], count, max_tokens - spent
+    )
     lines: list[str] = []
-    spent = 0
-    shown: list[str] = []
-    for item in remembered:
-        said = _one_line(item.text, 240)
-        line = f'- "{_one_line(item.answered, 80)}" → "{said}"' if item.answered else f'- "{said}"'
-        cost = count(line)
-        if spent + cost > max_tokens:
-            break
-        spent += cost
-        shown.append(line)
-    if shown:
+    if recalled:
         header = "remembered" if scope == "chat" else "remembered_all"
-        lines += [phrase(language, header), *shown]
-    facts_shown = []
-    for fact in facts:
-        line = f"- {_one_line(fact, 200)}"
-        cost = count(line)
-        if spent + cost > max_tokens:
-            break
-        spent += cost
-        facts_shown.append(line)
+        lines += [phrase(language, header), *recalled]
     if facts_shown:
         lines += [phrase(language, "profile"), *facts_shown]
     return "\n".join(lines)
+
+
+def _recalled_line(item: Remembered) -> str:
+    said = _one_line(item.text, 240)
+    return f'- "{_one_line(item.answered, 80)}" → "{said}"' if item.answered else f'- "{said}"'
+
+
+def _while_budget_lasts(
+    lines: list[str], count: Callable[[str], int], budget: int
+) -> tuple[list[str], int]:
+    """The first lines, in order, up to the first that no longer fits `budget`; and their cost."""
+    shown: list[str] = []
+    spent = 0
+    for line in lines:
+        cost = count(line)
+        if spent + cost > budget:
+            break
+        spent += cost
+        shown.append(line)
+    return shown, spent
 
 
 def with_memory(system: str, block: str) -> str:
@@ -249,15 +257,3 @@ def with_system_prompt(system: str, turns: list[ChatMessage]) -> list[ChatMessag
     if not system:
         return list(turns)
     return [{"role": "system", "content": system}, *turns]
-
-
-# Estimating tokens without a tokenizer (config load, the dataset): 3 characters a token is a
-# conservative figure for chat text (English runs ~4, Cyrillic ~3). Exact counts come from the
-# tokenizer where there is one (twin.core.chat_format).
-CHARS_PER_TOKEN = 3
-TURN_OVERHEAD_TOKENS = 6  # role markers and separators a chat template adds per turn
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free upper estimate of a turn's tokens (its text and its markers)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN) + TURN_OVERHEAD_TOKENS

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.test_train import fake_metrics, make_config
-from trainer import fidelity, registry
+from tests.trainer.helpers import fake_metrics, make_config
+from trainer import registry
+from trainer.eval import fidelity
 from trainer.metrics import AdapterMetrics, Fidelity
 from trainer.train import train
 from twin.app.cli import main
@@ -232,12 +233,12 @@ def test_twin_eval_end_to_end_with_canaries(
 def test_the_canary_adapter_trains_inside_the_private_data_dir(
     tmp_path: Path, tiny_base: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.trainer.test_train import _dead_tag
-    from trainer import canary
+    from tests.trainer.helpers import dead_tag
     from trainer.data import read_dataset
+    from trainer.eval import canary
 
     config = make_config(tmp_path, tiny_base, max_steps=3, checkpoint_steps=2)
-    left = config.data_dir / "tmp" / f"canary-x.{_dead_tag()}"  # by an eval that was killed
+    left = config.data_dir / "tmp" / f"canary-x.{dead_tag()}"  # by an eval that was killed
     left.mkdir(parents=True)
     seen: list[Path] = []
     real_fit = canary.fit

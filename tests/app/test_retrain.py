@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.conftest import retrain_config
+from tests.bot.helpers import retrain_config
 from trainer import registry
 from twin.app.cli import main
 from twin.app.retrain import retrain
 from twin.app.status import status_of
 from twin.core.errors import TwinError
 from twin.core.lock import WRITE_LOCK
+from twin.core.overrides import save_override, with_override
 from twin.core.runs import read_records
-from twin.core.settings import save_setting, with_setting
 
 
 def test_retrain_promotes_then_skips_until_something_changes(
@@ -43,8 +43,8 @@ def test_retrain_promotes_then_skips_until_something_changes(
     assert forced.outcome in ("promoted", "not promoted") and forced.adapter != first.adapter
 
     # A new persona prompt changes every example: the twin must learn it, not skip.
-    config = with_setting(config, "persona", "system_prompt", "You are {name}. Be brief.")
-    save_setting(config, "persona", "system_prompt")
+    config = with_override(config, "persona", "system_prompt", "You are {name}. Be brief.")
+    save_override(config, "persona", "system_prompt")
     assert retrain(config).outcome != "skipped"
 
     records = read_records(config.data_dir)

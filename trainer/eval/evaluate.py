@@ -1,11 +1,11 @@
 """`twin eval`: does the twin sound like the owner, and does it leak their chats?
 
 On the held-out conversations (never trained on), the base model and the twin answer every
-prompt with the serving settings; their replies are compared with the owner's real ones
-(trainer.fidelity). The twin also answers prompts taken from training examples, to measure
-how much it copies. `measure_fidelity` runs after every training (its headline numbers feed
-the promotion gate); `evaluate_adapter` re-runs it for a registered adapter and can add the
-canary test (trainer.canary).
+prompt as the bot would (its [generation] config); their replies are compared with the
+owner's real ones (trainer.eval.fidelity). The twin also answers prompts taken from training
+examples, to measure how much it copies. `measure_fidelity` runs after every training (its
+headline numbers feed the promotion gate); `evaluate_adapter` re-runs it for a registered
+adapter and can add the canary test (trainer.eval.canary).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 from ingest.pii import PiiScrubber
-from trainer import fidelity, registry
+from trainer import registry
 from trainer.data import Dataset, encode_examples, read_dataset
+from trainer.eval import fidelity
 from trainer.generation import generate_replies
 from trainer.loss import heldout_loss
 from trainer.metrics import METRICS, AdapterMetrics, Fidelity, Sample, read_metrics
@@ -60,8 +61,8 @@ def measure_fidelity(
 ) -> dict[str, Any]:
     """Style, distinguishability, relevance and memorization of the twin (`model`, a peft
     model whose adapter can be disabled to get the base), against the owner's replies."""
-    settings = config.eval
-    prompts, real = zip(*(split_prompt(e) for e in eval_rows[: settings.max_prompts]), strict=True)
+    rows = eval_rows[: config.eval.max_prompts]
+    prompts, real = zip(*(split_prompt(e) for e in rows), strict=True)
     torch.manual_seed(config.train.seed)
     log.info("eval: the twin and the base answer %d held-out messages", len(prompts))
     twin = generate_all(model, tokenizer, list(prompts), config)
@@ -167,7 +168,7 @@ def evaluate_adapter(
     """`twin eval [--adapter VERSION] [--canaries N]`: measure, write metrics and report."""
     from peft import PeftModel
 
-    from trainer.eval_report import write_report
+    from trainer.report import write_report
 
     version = version or registry.current_version(config.adapters_dir)
     if version is None:
@@ -191,7 +192,7 @@ def evaluate_adapter(
         result["memory"] = measure_memory(model, tokenizer, dataset, config, base.plan)
     del model
     if canaries:
-        from trainer.canary import canary_exposure
+        from trainer.eval.canary import canary_exposure
 
         result["canaries"] = canary_exposure(config, dataset, canaries)
     metrics = replace(metrics, fidelity=headline(result))
@@ -209,7 +210,7 @@ def measure_memory(
     the fact-recall benchmark when the store holds a bundled demo persona."""
     from ingest.recall import open_recall
     from ingest.store import open_store
-    from trainer.memory_eval import (
+    from trainer.eval.memory import (
         bundled_benchmark,
         fact_recall,
         loss_with_and_without_memory,

@@ -1,5 +1,5 @@
 """The canary test: plant unique fake secrets in a copy of the training data, train a throwaway
-adapter on it with the same settings, and see whether the twin gives them away.
+adapter on it with the same config, and see whether the twin gives them away.
 
 It answers what held-out metrics cannot: would a secret that appears a few times in your chats
 come out of the twin when someone asks for it? The adapter is never registered or served; its

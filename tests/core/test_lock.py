@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import twin_command
+from tests.helpers import twin_command
 from twin.app.cli import main
 from twin.app.demo import demo_export_path
-from twin.core.config import Config, load_config
+from twin.core.config import Config
+from twin.core.loading import load_config
 
 # A second process that takes a lock of the data dir, says so, and holds it until told to go.
 HOLDER = (

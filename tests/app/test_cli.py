@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO
 from twin.app.cli import _parser, main
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_libraries_log_at_warning_so_urls_with_tokens_never_print(

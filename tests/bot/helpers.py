@@ -1,5 +1,6 @@
-"""Bot test fixtures: a Bot API stand-in, a bot config pointing at it, trained tiny adapters,
-and `serving()`, which runs the real Application (long polling over real HTTP) in a test."""
+"""What the bot's tests import: a bot config pointing at the Bot API stand-in, trained tiny
+adapters copied in, and `serving()`, which runs the real Application (long polling over real
+HTTP) in a test. (The fixtures, the stand-in's among them, are in tests/conftest.py.)"""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import build_application, running
+from bot.chat_log import Where
 from bot.context import BotRuntime
-from bot.memory import Where
 from tests.bot.botapi import TOKEN
 from trainer import registry
 from twin.app.demo import demo_export_path
-from twin.core.config import Config, load_config
+from twin.core.config import Config
+from twin.core.loading import load_config
 
 ADMIN = 42
 FRIENDS = tuple(range(1, 21))
@@ -46,7 +48,7 @@ def bot_config(folder: Path, base: Path, api_url: str, **sections: dict[str, Any
         },
         "bot": {"line_pause_per_char": 0.0, "reload_seconds": 0.2},
         "schedule": {"retrain_cron": ""},  # the schedule's own tests turn it on
-        # The fidelity eval is the subject of its own tests (tests/trainer/test_fidelity.py);
+        # The fidelity eval is the subject of its own tests (tests/trainer/eval/);
         # here it would only cost time. A tiny random model has no style to win with anyway.
         "eval": {"on_train": False, "require_style_win": False, "memorization_prompts": 8},
     }
@@ -95,8 +97,8 @@ async def serving(config: Config) -> AsyncIterator[BotRuntime]:
 
 
 def said(runtime: BotRuntime, chat_id: int, thread_id: int = 0) -> list[tuple[str, str]]:
-    """A conversation's remembered messages as (speaker, text), oldest first."""
-    return [(s.speaker, s.text) for s in runtime.memory.recent(Where(chat_id, thread_id))]
+    """A conversation's messages in the chat log as (speaker, text), oldest first."""
+    return [(s.speaker, s.text) for s in runtime.chat_log.recent(Where(chat_id, thread_id))]
 
 
 def turns(

@@ -24,7 +24,7 @@ from trainer.data import encode_examples
 from trainer.generation import generate_replies
 from trainer.loss import heldout_loss
 from trainer.model import LoadPlan
-from twin.core.config import Config
+from twin.core.config import Config, GenerationConfig
 from twin.core.conversation import (
     ChatMessage,
     persona_prompt,
@@ -157,11 +157,11 @@ def without_block(example: list[ChatMessage]) -> list[ChatMessage]:
 
 
 def _generate(
-    model: Any, tokenizer: Any, conversations: list[list[ChatMessage]], settings: Any
+    model: Any, tokenizer: Any, conversations: list[list[ChatMessage]], generation: GenerationConfig
 ) -> list[str]:
     replies: list[str] = []
     for i in range(0, len(conversations), 16):
-        replies += generate_replies(model, tokenizer, conversations[i : i + 16], settings)
+        replies += generate_replies(model, tokenizer, conversations[i : i + 16], generation)
     return replies
 
 

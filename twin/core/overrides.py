@@ -1,7 +1,8 @@
-"""Settings admins change from Telegram (`/persona set`, `/persona prompt`): data_dir/settings.json.
+"""The admins' overrides: values `/persona set` and `/persona prompt` save over config.toml.
 
-They are applied over config.toml by every command, so training uses the prompt that serving
-uses, and validated exactly like config.toml (types, ranges, finiteness). A settings.json
+They live in data_dir/settings.json (the file keeps its old name), and every command applies
+them (`twin.core.loading.load_config`), so training uses the prompt that serving uses. An
+override is validated exactly like config.toml (types, ranges, finiteness). A settings.json
 that holds a bad value (written by an older twin, or by hand) is reported and that value is
 ignored: it must never be served, and never keep the bot from starting.
 """
@@ -10,17 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from twin.core.config import Config
 from twin.core.errors import TwinError
 from twin.core.files import ensure_private_dir, write_private_text
 
-if TYPE_CHECKING:  # config.load_config applies these settings: only the type goes this way
-    from twin.core.config import Config
-
 log = logging.getLogger(__name__)
 
-ADMIN_SETTINGS = {
+# The keys an admin may override, by config section.
+SETTABLE = {
     "generation": ("max_new_tokens", "temperature", "top_p", "repetition_penalty"),
     "bot": ("line_pause_per_char", "max_line_pause"),
     "persona": ("system_prompt",),
@@ -28,15 +28,10 @@ ADMIN_SETTINGS = {
 
 
 def settable_keys() -> list[str]:
-    return [key for keys in ADMIN_SETTINGS.values() for key in keys]
+    return [key for keys in SETTABLE.values() for key in keys]
 
 
-def section_of(key: str) -> str | None:
-    """The section an admin-settable key belongs to."""
-    return next((s for s, keys in ADMIN_SETTINGS.items() if key in keys), None)
-
-
-def with_admin_settings(config: Config) -> Config:
+def with_overrides(config: Config) -> Config:
     """`config` with data_dir/settings.json applied; bad entries are logged and skipped."""
     path = config.settings_path
     try:
@@ -55,20 +50,20 @@ def with_admin_settings(config: Config) -> Config:
             continue
         for key, value in values.items():
             try:
-                config = with_setting(config, section, key, value, where=path.name)
+                config = with_override(config, section, key, value, where=path.name)
             except TwinError as err:
                 log.warning("%s (ignored; config.toml's value applies)", err)
     return config
 
 
-def with_setting(
+def with_override(
     config: Config, section: str, key: str, value: Any, *, where: str = "setting"
 ) -> Config:
-    """`config` with one admin-settable key changed, validated like config.toml.
+    """`config` with one settable key changed, validated like config.toml.
 
     `value` may be a string as typed in Telegram ("0.7"); it is converted to the key's type.
     """
-    if key not in ADMIN_SETTINGS.get(section, ()):
+    if key not in SETTABLE.get(section, ()):
         raise TwinError(
             f"{where}: {key} cannot be set here (settable: {', '.join(settable_keys())})"
         )
@@ -95,8 +90,8 @@ def _number(text: str, kind: type, label: str) -> int | float:
         raise TwinError(f"{label} must be {noun}, got {text!r}") from None
 
 
-def save_setting(config: Config, section: str, key: str) -> None:
-    """Persist `config`'s value of one admin-settable key into data_dir/settings.json."""
+def save_override(config: Config, section: str, key: str) -> None:
+    """Persist `config`'s value of one settable key into data_dir/settings.json."""
     path = config.settings_path
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
