@@ -43,14 +43,14 @@ class Access:
     strangers: filters.BaseFilter  # private chats of anyone else
 
 
-def access_filters(settings: TelegramConfig) -> Access:
-    friends = filters.User(user_id=set(settings.allowed_users) | set(settings.admins))
-    admins = filters.User(user_id=settings.admins)
+def access_filters(telegram_config: TelegramConfig) -> Access:
+    friends = filters.User(user_id=set(telegram_config.allowed_users) | set(telegram_config.admins))
+    admins = filters.User(user_id=telegram_config.admins)
     private = filters.ChatType.PRIVATE
-    groups = filters.ChatType.GROUPS & filters.Chat(chat_id=settings.allowed_chats)
+    groups = filters.ChatType.GROUPS & filters.Chat(chat_id=telegram_config.allowed_chats)
     addressed = _AddressesTheBot()
     answered_in_groups = groups & addressed
-    if settings.group_members == "listed":
+    if telegram_config.group_members == "listed":
         answered_in_groups = answered_in_groups & friends
     talkers = (private & friends) | answered_in_groups
     return Access(

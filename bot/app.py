@@ -245,7 +245,7 @@ async def start_bot(app: App) -> None:
     await runtime.worker.start()
     # config.toml was checked with an estimate; the served tokenizer has the last word, so a
     # prompt that cannot be served stops `twin serve` here rather than silencing every chat.
-    await runtime.worker.check_settings(runtime.config)
+    await runtime.worker.check_prompt_fits(runtime.config)
     swap = await runtime.adapters.follow_current()
     if swap is not None and swap.trouble:
         await tell_admins(app.bot, runtime.config.telegram.admins, swap.message())

@@ -103,15 +103,15 @@ def reply_messages(reply: str) -> list[str]:
     ]
 
 
-def line_pause(line: str, settings: BotConfig) -> float:
-    return min(len(line) * settings.line_pause_per_char, settings.max_line_pause)
+def line_pause(line: str, bot_config: BotConfig) -> float:
+    return min(len(line) * bot_config.line_pause_per_char, bot_config.max_line_pause)
 
 
 async def send_reply(
     bot: Bot,
     chat_id: int,
     reply: str,
-    settings: BotConfig,
+    bot_config: BotConfig,
     *,
     reply_to: int | None = None,
     thread: int | None = None,
@@ -119,9 +119,9 @@ async def send_reply(
     """Send `reply` line by line (into forum topic `thread` when set). Raises DeliveryFailed
     when a line could not be delivered."""
     for n, line in enumerate(reply_messages(reply)):
-        if n > 0 and settings.line_pause_per_char > 0:
+        if n > 0 and bot_config.line_pause_per_char > 0:
             await send_typing(bot, chat_id, thread)
-            await asyncio.sleep(line_pause(line, settings))
+            await asyncio.sleep(line_pause(line, bot_config))
         extra: dict[str, Any] = {"message_thread_id": thread}
         if n == 0 and reply_to is not None:
             extra["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)

@@ -29,10 +29,7 @@ from trainer.metrics import AdapterMetrics
 from trainer.registry import list_adapters
 from twin.core.config import Config
 from twin.core.errors import TwinError
-from twin.core.overrides import SETTABLE as ADMIN_SETTINGS
-from twin.core.overrides import save_override as save_setting
-from twin.core.overrides import settable_keys
-from twin.core.overrides import with_override as with_setting
+from twin.core.overrides import SETTABLE, save_override, settable_keys, with_override
 
 HELP = """/persona commands:
 status - adapter, metrics, data, queue, uptime
@@ -187,9 +184,9 @@ async def set_value(context: TwinContext, rest: str) -> str:
     if len(parts) != 2:
         return f"Usage: /persona set KEY VALUE\n\n{help_text()}"
     key, value = parts
-    sections = [s for s, keys in ADMIN_SETTINGS.items() if key in keys and s != "persona"]
+    sections = [s for s, keys in SETTABLE.items() if key in keys and s != "persona"]
     if not sections:
-        settable = [k for s, keys in ADMIN_SETTINGS.items() if s != "persona" for k in keys]
+        settable = [k for s, keys in SETTABLE.items() if s != "persona" for k in keys]
         return f"{key} cannot be set; settable: {', '.join(settable)}"
     return await _apply(context, sections[0], key, value)
 
@@ -208,12 +205,12 @@ async def prompt(context: TwinContext, rest: str) -> str:
 async def _apply(context: TwinContext, section: str, key: str, value: str) -> str:
     """Validate (ranges, and that the prompt still fits with the served tokenizer), save, use."""
     runtime = context.runtime
-    config = with_setting(runtime.config, section, key, value, where="/persona")
+    config = with_override(runtime.config, section, key, value, where="/persona")
     try:
-        await runtime.worker.check_settings(config)
+        await runtime.worker.check_prompt_fits(config)
     except TwinError as err:
         raise TwinError(f"refused: {err}") from None
-    save_setting(config, section, key)
+    save_override(config, section, key)
     runtime.worker.set_config(config)
     return f"{key} = {getattr(getattr(config, section), key)!r} (saved)"
 

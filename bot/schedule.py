@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 CATCH_UP_DELAY = 30.0  # seconds after start before a missed run begins: let the bot settle
 
 
-def cron_trigger(settings: ScheduleConfig) -> CronTrigger | None:
-    if not settings.retrain_cron:
+def cron_trigger(schedule_config: ScheduleConfig) -> CronTrigger | None:
+    if not schedule_config.retrain_cron:
         return None
-    zone = zoneinfo.ZoneInfo(settings.timezone) if settings.timezone else None
-    return CronTrigger.from_crontab(settings.retrain_cron, timezone=zone)
+    zone = zoneinfo.ZoneInfo(schedule_config.timezone) if schedule_config.timezone else None
+    return CronTrigger.from_crontab(schedule_config.retrain_cron, timezone=zone)
 
 
 def schedule_retrain(

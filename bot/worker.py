@@ -258,7 +258,7 @@ class ModelWorker:
         await self._run(self._recall_files.close)  # on the thread that opened it
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def check_settings(self, config: Config) -> None:
+    async def check_prompt_fits(self, config: Config) -> None:
         """Raise TwinError when, with the served tokenizer, `config`'s system prompt and one
         short message do not fit the prompt budget (the admin gets the reason)."""
         if self._engine is None:

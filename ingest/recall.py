@@ -66,7 +66,7 @@ class Memory:
         language: str,
         fit: BlockFit | None = None,
     ) -> None:
-        self.settings = config.memory
+        self.memory_config = config.memory
         self.index = index
         self.embedder = embedder
         self.scrubber = scrubber
@@ -76,8 +76,8 @@ class Memory:
     def recall(self, query: str, *, chat: int | None, before: int | None = None) -> Recall:
         """What a reply to `query` in store chat `chat` (None: no chat, e.g. a bare `twin
         chat`) remembers, from entries dated before `before` (None: all)."""
-        settings = self.settings
-        if settings.scope == "chat":
+        memory_config = self.memory_config
+        if memory_config.scope == "chat":
             chats: set[int] | None = {chat} if chat is not None else set()
         else:
             chats = None
@@ -86,7 +86,7 @@ class Memory:
             self.scrubber.scrub(query),
             chats=chats,
             before=before,
-            limit=settings.max_items,
+            limit=memory_config.max_items,
             embedder=self.embedder,
         )
         remembered = [Remembered(r.text, r.answered) for r in found]
@@ -104,13 +104,13 @@ class Memory:
         facts: list[str],
         count_tokens: Callable[[str], int] | None = None,
     ) -> str:
-        settings = self.settings
+        memory_config = self.memory_config
         return memory_block(
             remembered,
             facts,
             language=self.language,
-            scope=settings.scope,
-            max_tokens=settings.max_tokens,
+            scope=memory_config.scope,
+            max_tokens=memory_config.max_tokens,
             count_tokens=count_tokens,
         )
 

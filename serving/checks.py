@@ -11,17 +11,18 @@ from serving.engine import AdapterRefused
 
 
 def read_adapter(folder: Path, served_checkpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The adapter's settings and weights (torch tensors by name), or AdapterRefused."""
+    """The adapter's config (its adapter_config.json) and weights (torch tensors by name), or
+    AdapterRefused."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        settings = json.loads((folder / "adapter_config.json").read_text())
+        adapter_config = json.loads((folder / "adapter_config.json").read_text())
         state = load_file(str(folder / "adapter_model.safetensors"))
     except (OSError, ValueError, SafetensorError) as err:
         raise AdapterRefused(f"adapter {folder.name} cannot be read: {err}") from None
-    recorded = str(settings.get("base_model_name_or_path") or "")
+    recorded = str(adapter_config.get("base_model_name_or_path") or "")
     if not same_base(recorded, served_checkpoint):
         raise AdapterRefused(
             f"adapter {folder.name} was trained on {recorded!r}, not the served "
@@ -32,7 +33,7 @@ def read_adapter(folder: Path, served_checkpoint: str) -> tuple[dict[str, Any], 
     for key, tensor in state.items():
         if not torch.isfinite(tensor).all():
             raise AdapterRefused(f"adapter {folder.name} has non-finite weights in {key}")
-    return settings, state
+    return adapter_config, state
 
 
 def same_base(recorded: str, served: str) -> bool:

@@ -46,7 +46,7 @@ class Engine(Protocol):
     def generate(
         self,
         conversations: list[list[ChatMessage]],
-        settings: GenerationConfig,
+        generation: GenerationConfig,
         *,
         stop: threading.Event | None = None,
     ) -> list[str]:

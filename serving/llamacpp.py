@@ -86,7 +86,7 @@ class LlamaCppEngine:
     def generate(
         self,
         conversations: list[list[ChatMessage]],
-        settings: GenerationConfig,
+        generation: GenerationConfig,
         *,
         stop: threading.Event | None = None,
     ) -> list[str]:
@@ -97,22 +97,22 @@ class LlamaCppEngine:
             if stop is not None and stop.is_set():
                 replies += [[] for _ in group]
                 continue
-            replies += self._generate_group(group, settings, stop)
+            replies += self._generate_group(group, generation, stop)
         return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in replies]
 
     def swap(self, folder: Path) -> None:
         version = folder.name
         if version == self.version:
             return
-        settings, state = read_adapter(folder, self.checkpoint)
+        adapter_config, state = read_adapter(folder, self.checkpoint)
         try:
-            tensors = gguf_lora_tensors(settings, state, self.base)
+            tensors = gguf_lora_tensors(adapter_config, state, self.base)
         except AdapterUnfit as err:
             raise AdapterRefused(
                 f"adapter {version} does not fit {self.gguf.name}: {err}"
             ) from None
         converted = folder / GGUF_ADAPTER
-        alpha = float(settings["lora_alpha"])
+        alpha = float(adapter_config["lora_alpha"])
         # Converted once: a conversion newer than the weights is reused; one llama.cpp
         # cannot load (a damaged file) is made again before the adapter is refused.
         reused = _newer(converted, folder / "adapter_model.safetensors")
@@ -141,16 +141,16 @@ class LlamaCppEngine:
         self._llama.close()
 
     def _generate_group(
-        self, prompts: list[list[int]], settings: GenerationConfig, stop: threading.Event | None
+        self, prompts: list[list[int]], generation: GenerationConfig, stop: threading.Event | None
     ) -> list[list[int]]:
         """Replies (token ids, without the end-of-turn) to up to SEQUENCES prompts at once."""
         llama = self._llama
-        llama.make_room(max(len(p) for p in prompts) + settings.max_new_tokens)
+        llama.make_room(max(len(p) for p in prompts) + generation.max_new_tokens)
         rows = [_Row(prompt, llama.n_vocab) for prompt in prompts]
         slots, logits = llama.prefill(prompts)
         for row, slot, first in zip(rows, slots, logits, strict=True):
             row.slot = slot
-            row.pending = self._next_token(first, row, settings)
+            row.pending = self._next_token(first, row, generation)
         while True:
             going = []
             for row in rows:
@@ -159,24 +159,24 @@ class LlamaCppEngine:
                     continue
                 row.reply.append(token)
                 row.seen[token] = True
-                if len(row.reply) < settings.max_new_tokens and not llama.full(row.slot):
+                if len(row.reply) < generation.max_new_tokens and not llama.full(row.slot):
                     going.append(row)
             if not going or (stop is not None and stop.is_set()):
                 break
             step = llama.step([(row.slot, row.reply[-1]) for row in going])
             for row, next_logits in zip(going, step, strict=True):
-                row.pending = self._next_token(next_logits, row, settings)
+                row.pending = self._next_token(next_logits, row, generation)
         return [row.reply for row in rows]
 
-    def _next_token(self, logits: np.ndarray, row: _Row, settings: GenerationConfig) -> int:
-        tokens, probabilities = next_token_distribution(logits, row.seen, settings, self._top_k)
+    def _next_token(self, logits: np.ndarray, row: _Row, generation: GenerationConfig) -> int:
+        tokens, probabilities = next_token_distribution(logits, row.seen, generation, self._top_k)
         if tokens.size == 1:
             return int(tokens[0])
         return int(tokens[self._rng.choice(tokens.size, p=probabilities)])
 
 
 def next_token_distribution(
-    logits: np.ndarray, seen: np.ndarray, settings: GenerationConfig, top_k: int
+    logits: np.ndarray, seen: np.ndarray, generation: GenerationConfig, top_k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The tokens the next one is drawn from, and their probabilities, by transformers' own
     logits processors in the order its `generate` applies them: the repetition penalty on
@@ -198,16 +198,16 @@ def next_token_distribution(
     # The penalty looks each seen token up once, however often it was seen.
     seen_ids: Any = torch.from_numpy(np.flatnonzero(seen))[None]  # int64, as input ids
     steps: list[Any] = []
-    if settings.repetition_penalty != 1.0:
-        steps.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
-    if settings.temperature > 0:
-        steps.append(TemperatureLogitsWarper(settings.temperature))
+    if generation.repetition_penalty != 1.0:
+        steps.append(RepetitionPenaltyLogitsProcessor(generation.repetition_penalty))
+    if generation.temperature > 0:
+        steps.append(TemperatureLogitsWarper(generation.temperature))
         if top_k > 0:
             steps.append(TopKLogitsWarper(top_k))
-        if settings.top_p < 1.0:
-            steps.append(TopPLogitsWarper(settings.top_p))
+        if generation.top_p < 1.0:
+            steps.append(TopPLogitsWarper(generation.top_p))
     scores = LogitsProcessorList(steps)(seen_ids, scores)[0]
-    if settings.temperature == 0:
+    if generation.temperature == 0:
         return np.array([int(scores.argmax())]), np.ones(1)
     probabilities = torch.softmax(scores, -1).numpy()
     kept = np.flatnonzero(probabilities)

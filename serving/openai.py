@@ -128,7 +128,7 @@ class OpenAIEngine:
     def generate(
         self,
         conversations: list[list[ChatMessage]],
-        settings: GenerationConfig,
+        generation: GenerationConfig,
         *,
         stop: threading.Event | None = None,
     ) -> list[str]:
@@ -142,10 +142,10 @@ class OpenAIEngine:
             raise EngineUnavailable(f"{self.shown_url}/completions: not asked, stopping")
         prompts = [encode_prompt(self.tokenizer, c) for c in conversations]
         fields: dict[str, Any] = {
-            "max_tokens": settings.max_new_tokens,
-            "temperature": settings.temperature,  # 0: greedy, as twin's own generation
-            "top_p": settings.top_p,
-            "repetition_penalty": settings.repetition_penalty,
+            "max_tokens": generation.max_new_tokens,
+            "temperature": generation.temperature,  # 0: greedy, as twin's own generation
+            "top_p": generation.top_p,
+            "repetition_penalty": generation.repetition_penalty,
             "stop_token_ids": self._stop_ids,
             "skip_special_tokens": True,
         }
@@ -500,8 +500,8 @@ def check_adapter_files(folder: Path, checkpoint: str) -> None:
     """Refuse an adapter that cannot be served on `checkpoint`, from its files alone: readable,
     trained on that base, weights present and finite (serving.checks), and a LoRA, the
     only kind the server loads. The server checks the shapes against its own copy of the base."""
-    settings, _ = read_adapter(folder, checkpoint)
-    kind = settings.get("peft_type", "LORA")
+    adapter_config, _ = read_adapter(folder, checkpoint)
+    kind = adapter_config.get("peft_type", "LORA")
     if kind != "LORA":
         raise AdapterRefused(f"adapter {folder.name} is a {kind} adapter, not a LoRA")
 

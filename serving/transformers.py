@@ -44,11 +44,11 @@ class TransformersEngine:
     def generate(
         self,
         conversations: list[list[ChatMessage]],
-        settings: GenerationConfig,
+        generation: GenerationConfig,
         *,
         stop: threading.Event | None = None,
     ) -> list[str]:
-        return generate_replies(self.model, self.tokenizer, conversations, settings, stop=stop)
+        return generate_replies(self.model, self.tokenizer, conversations, generation, stop=stop)
 
     @contextlib.contextmanager
     def without_adapter(self) -> Iterator[None]:

@@ -99,7 +99,7 @@ async def test_admin_subcommands(
         assert len(api.sent()) == others + 1  # only the admin got it
         assert runtime.worker.stats.replies >= 2
     # The settings persist: every later command (the next retrain too) reads them.
-    saved = json.loads(config.settings_path.read_text())
+    saved = json.loads(config.overrides_path.read_text())
     assert saved["generation"]["temperature"] == 0.5
     reloaded = load_config(config.source)
     assert reloaded.generation.temperature == 0.5

@@ -20,7 +20,7 @@ def test_overrides_from_telegram_are_validated_and_saved(tmp_path: Path) -> None
     changed = with_override(config, "generation", "temperature", "0.5", where="/persona")
     assert changed.generation.temperature == 0.5
     save_override(changed, "generation", "temperature")
-    assert json.loads(changed.settings_path.read_text()) == {"generation": {"temperature": 0.5}}
+    assert json.loads(changed.overrides_path.read_text()) == {"generation": {"temperature": 0.5}}
     for value, why in [("hot", "must be a number"), ("nan", "finite"), ("9", "<= 5.0")]:
         with pytest.raises(TwinError, match=why):
             with_override(config, "generation", "temperature", value, where="/persona")

@@ -388,7 +388,7 @@ class Config(BaseModel):
         return self.paths.data_dir / "adapters"
 
     @property
-    def settings_path(self) -> Path:
+    def overrides_path(self) -> Path:
         """The admins' overrides (`twin.core.overrides`): data_dir/settings.json."""
         return self.paths.data_dir / SETTINGS_FILE
 

@@ -33,7 +33,7 @@ def settable_keys() -> list[str]:
 
 def with_overrides(config: Config) -> Config:
     """`config` with data_dir/settings.json applied; bad entries are logged and skipped."""
-    path = config.settings_path
+    path = config.overrides_path
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -92,7 +92,7 @@ def _number(text: str, kind: type, label: str) -> int | float:
 
 def save_override(config: Config, section: str, key: str) -> None:
     """Persist `config`'s value of one settable key into data_dir/settings.json."""
-    path = config.settings_path
+    path = config.overrides_path
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
