@@ -1,162 +1,51 @@
 """The Telethon pull, offline: real Telethon TL objects, a scripted client double, a real store.
 
-Telegram itself is never contacted. The double serves real `telethon.tl.types.Message` objects
-the way `TelegramClient.iter_messages(entity, min_id=..., reverse=True)` does (ids above
-min_id, oldest first) and can be scripted to fail mid-chat, as flood control or a crash would.
+Telegram itself is never contacted. The double (tests/ingest/telethon_doubles.py) serves real
+`telethon.tl.types.Message` objects the way `TelegramClient.iter_messages(entity, min_id=...,
+reverse=True)` does (ids above min_id, oldest first) and can be scripted to fail mid-chat, as
+flood control or a crash would.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from telethon.errors import ChannelPrivateError, FloodWaitError, TakeoutInitDelayError
+from telethon.errors import ChannelPrivateError, FloodWaitError
 from telethon.tl import types as tl
 
 from ingest.store import Chat, Message, Owner, Store, open_store
 from ingest.telegram import (
     MAX_FLOOD_WAITS_PER_CHAT,
     PullSummary,
-    can_pull_unattended,
     chat_from_dialog_entity,
     message_from_telethon,
-    pull_history,
-    run_pull,
-    telegram_session,
 )
-from twin.core.config import Config, IngestConfig, PathsConfig
+from tests.ingest.telethon_doubles import (
+    ALICE,
+    BOB,
+    FAMILY,
+    FAMILY_ID,
+    HELPER_BOT,
+    ME,
+    NEWS,
+    NEWS_ID,
+    OWNER_ID,
+    T0,
+    FakeClient,
+    Fault,
+    Recorder,
+    at,
+    channel,
+    document,
+    message,
+    private_history,
+    pull,
+    stored_ids,
+)
 from twin.core.errors import TwinError
-
-OWNER_ID = 1000
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-ME = tl.User(id=OWNER_ID, is_self=True, first_name="Olga", last_name="Owner", phone="15550001")
-ALICE = tl.User(id=42, first_name="Alice", last_name="Smith", bot=False)
-BOB = tl.User(id=43, first_name="Bob", bot=False)
-HELPER_BOT = tl.User(id=44, first_name="Helper", bot=True)
-FAMILY = tl.Chat(
-    id=77, title="Family", photo=tl.ChatPhotoEmpty(), participants_count=3, date=T0, version=1
-)
-
-
-def channel(channel_id: int, title: str, **flags: Any) -> tl.Channel:
-    return tl.Channel(id=channel_id, title=title, photo=tl.ChatPhotoEmpty(), date=T0, **flags)
-
-
-NEWS = channel(500, "News", broadcast=True)
-# The store keys chats by marked ids (ingest.peers), as the Bot API does.
-FAMILY_ID = -77
-NEWS_ID = -1000000000500
-
-
-def at(seconds: int) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def message(msg_id: int, peer: Any, **fields: Any) -> tl.Message:
-    fields.setdefault("message", f"text {msg_id}")
-    return tl.Message(id=msg_id, peer_id=peer, date=at(msg_id), **fields)
-
-
-def private_history(user: tl.User, ids: range) -> list[tl.Message]:
-    """A private chat where the owner writes the even ids and the peer the odd ones."""
-    return [message(i, tl.PeerUser(user.id), out=i % 2 == 0) for i in ids]
-
-
-def document(*attributes: Any, **flags: Any) -> tl.MessageMediaDocument:
-    doc = tl.Document(
-        id=1,
-        access_hash=2,
-        file_reference=b"",
-        date=T0,
-        mime_type="application/octet-stream",
-        size=10,
-        dc_id=2,
-        attributes=list(attributes),
-    )
-    return tl.MessageMediaDocument(document=doc, **flags)
-
-
-# --- the client double --------------------------------------------------------------------
-
-
-@dataclass
-class Fault:
-    """Raise `error` after `after` messages of a chat's next history read (`times` reads)."""
-
-    after: int
-    error: BaseException
-    times: int = 1
-
-
-@dataclass
-class FakeClient:
-    me: tl.User
-    chats: list[tuple[Any, list[Any]]]
-    faults: dict[int, Fault] = field(default_factory=dict)
-    calls: list[tuple[int, int]] = field(default_factory=list)  # (chat id, min_id)
-
-    async def get_me(self) -> tl.User:
-        return self.me
-
-    async def iter_dialogs(self) -> AsyncIterator[SimpleNamespace]:
-        for entity, _ in self.chats:
-            yield SimpleNamespace(entity=entity)
-
-    async def iter_messages(
-        self, entity: Any, min_id: int = 0, reverse: bool = False
-    ) -> AsyncIterator[Any]:
-        assert reverse, "the pull must read oldest first"
-        self.calls.append((entity.id, min_id))
-        history = next(h for e, h in self.chats if e is entity)
-        fault = self.faults.get(entity.id)
-        for served, msg in enumerate(sorted((m for m in history if m.id > min_id), key=_id)):
-            if fault is not None and served == fault.after:
-                fault.times -= 1
-                if fault.times == 0:
-                    del self.faults[entity.id]
-                raise fault.error
-            yield msg
-
-
-def _id(msg: Any) -> int:
-    return msg.id
-
-
-@dataclass
-class Recorder:
-    """A fake `sleep` and `log`: nothing sleeps for real, every line is kept."""
-
-    sleeps: list[float] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    def log(self, line: str) -> None:
-        self.lines.append(line)
-
-
-def pull(client: FakeClient, store: Store, rec: Recorder | None = None, **kw: Any) -> PullSummary:
-    rec = rec or Recorder()
-    return asyncio.run(pull_history(client, store, sleep=rec.sleep, log=rec.log, **kw))
-
-
-def stored_ids(store: Store, chat_id: int) -> list[int]:
-    return [m.message_id for m in store.messages_of(chat_id)]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "twin.db") as store:
-        yield store
-
 
 # --- message_from_telethon ----------------------------------------------------------------
 
@@ -588,174 +477,3 @@ def test_summary_line() -> None:
         PullSummary(chats=1, added=1, skipped_chats=0, seconds=0.0, flood_waits=0).line()
         == "pulled 1 chat: 1 new message, 0 chats skipped, 0 flood waits, 0.0 s"
     )
-
-
-# --- run_pull: only what happens before any network ---------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("env", "error"),
-    [
-        ({}, "TWIN_API_ID is not set"),
-        ({"TWIN_API_ID": "abc", "TWIN_API_HASH": "h"}, "TWIN_API_ID must be a number"),
-        ({"TWIN_API_ID": "123"}, "TWIN_API_HASH is not set"),
-    ],
-)
-def test_run_pull_needs_the_api_credentials(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], error: str
-) -> None:
-    monkeypatch.delenv("TWIN_API_ID", raising=False)
-    monkeypatch.delenv("TWIN_API_HASH", raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    config = Config(paths=PathsConfig(data_dir=tmp_path / "data"))
-    with pytest.raises(TwinError, match=error):
-        run_pull(config)
-    assert not (tmp_path / "data" / "telegram.session").exists()
-
-
-class FakeTelegramClient:
-    """Stands in for `telethon.TelegramClient` inside run_pull: records how it was driven."""
-
-    def __init__(self, session: str, api_id: int, api_hash: str):
-        self.session, self.api_id, self.api_hash = Path(session), api_id, api_hash
-        self.inner = FakeClient(ME, [(ALICE, private_history(ALICE, range(1, 4)))])
-        self.takeout_kwargs: dict[str, Any] | None = None
-        self.takeout_error: BaseException | None = None
-        self.wait_time: float | None = None
-        self.disconnected = False
-        FAKE_CLIENTS.append(self)
-
-    async def start(self, phone: Any, password: Any) -> None:
-        assert callable(phone) and callable(password)  # asked interactively, never stored
-        self.session.write_bytes(b"auth key")  # as Telethon does on login
-
-    async def connect(self) -> None:
-        pass
-
-    async def is_user_authorized(self) -> bool:
-        return self.session.read_bytes() == b"auth key"
-
-    async def get_me(self) -> tl.User:
-        return await self.inner.get_me()
-
-    def iter_dialogs(self) -> AsyncIterator[SimpleNamespace]:
-        return self.inner.iter_dialogs()
-
-    def iter_messages(
-        self, entity: Any, min_id: int = 0, reverse: bool = False, wait_time: float | None = None
-    ) -> AsyncIterator[Any]:
-        self.wait_time = wait_time
-        return self.inner.iter_messages(entity, min_id=min_id, reverse=reverse)
-
-    def takeout(self, **kwargs: Any) -> FakeTelegramClient:
-        self.takeout_kwargs = kwargs
-        return self
-
-    async def __aenter__(self) -> FakeTelegramClient:
-        if self.takeout_error is not None:
-            raise self.takeout_error
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def disconnect(self) -> None:
-        self.disconnected = True
-
-
-FAKE_CLIENTS: list[FakeTelegramClient] = []
-
-
-@pytest.fixture
-def fake_telegram(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeTelegramClient]]:
-    monkeypatch.setenv("TWIN_API_ID", "123")
-    monkeypatch.setenv("TWIN_API_HASH", "abc")
-    monkeypatch.setattr("ingest.telegram.TelegramClient", FakeTelegramClient)
-    FAKE_CLIENTS.clear()
-    yield FAKE_CLIENTS
-    FAKE_CLIENTS.clear()
-
-
-def test_run_pull_logs_in_privately_and_pulls_into_the_configured_store(
-    tmp_path: Path, fake_telegram: list[FakeTelegramClient], capsys: pytest.CaptureFixture[str]
-) -> None:
-    data = tmp_path / "data"
-    config = Config(paths=PathsConfig(data_dir=data))
-
-    summary = run_pull(config)
-
-    (client,) = fake_telegram
-    assert (client.session, client.api_id, client.api_hash) == (
-        data / "telegram.session",
-        123,
-        "abc",
-    )
-    assert (data.stat().st_mode & 0o777, client.session.stat().st_mode & 0o777) == (0o700, 0o600)
-    assert (client.takeout_kwargs, client.wait_time, client.disconnected) == (None, None, True)
-    assert summary.added == 3
-    with open_store(config.store_path) as store:
-        assert stored_ids(store, 42) == [1, 2, 3]
-    assert "Alice Smith (42): 3 new messages" in capsys.readouterr().out
-
-
-def test_run_pull_in_a_takeout_session(
-    tmp_path: Path, fake_telegram: list[FakeTelegramClient]
-) -> None:
-    config = Config(paths=PathsConfig(data_dir=tmp_path / "data"))
-    summary = run_pull(config, takeout=True)
-    (client,) = fake_telegram
-    assert client.takeout_kwargs == {
-        "finalize": True,
-        "users": True,
-        "chats": True,
-        "megagroups": True,
-        "channels": False,
-        "files": False,
-    }
-    assert (client.wait_time, summary.added) == (0, 3)
-
-
-def test_run_pull_asks_to_confirm_a_delayed_takeout(
-    tmp_path: Path, fake_telegram: list[FakeTelegramClient], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def delayed(*args: Any) -> FakeTelegramClient:
-        client = FakeTelegramClient(*args)
-        client.takeout_error = TakeoutInitDelayError(request=None, capture=86400)
-        return client
-
-    monkeypatch.setattr("ingest.telegram.TelegramClient", delayed)
-    config = Config(
-        paths=PathsConfig(data_dir=tmp_path / "data"), ingest=IngestConfig(takeout=True)
-    )
-    with pytest.raises(TwinError, match="confirm the data export"):
-        run_pull(config)
-    assert fake_telegram[0].disconnected
-
-
-def test_unattended_pull_never_prompts(
-    tmp_path: Path, fake_telegram: list[FakeTelegramClient], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    config = Config(paths=PathsConfig(data_dir=tmp_path / "data"))
-    monkeypatch.setattr("builtins.input", lambda *_: pytest.fail("prompted"))
-    with pytest.raises(TwinError, match="not logged in to Telegram"):
-        run_pull(config, interactive=False)
-    (config.data_dir / "telegram.session").write_bytes(b"auth key")  # logged in once
-    assert run_pull(config, interactive=False).added == 3
-
-
-def test_unattended_pull_needs_credentials_and_a_login(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    config = Config(paths=PathsConfig(data_dir=tmp_path / "data"))
-    monkeypatch.setenv("TWIN_API_ID", "123")
-    monkeypatch.setenv("TWIN_API_HASH", "abc")
-    assert not can_pull_unattended(config)  # never logged in
-    session = telegram_session(config)
-    session.parent.mkdir(parents=True)
-    session.write_bytes(b"")  # created, but the login never finished
-    assert not can_pull_unattended(config)
-    session.write_bytes(b"auth key")
-    assert can_pull_unattended(config)
-    monkeypatch.delenv("TWIN_API_HASH")
-    assert not can_pull_unattended(config)
