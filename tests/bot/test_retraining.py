@@ -1,6 +1,6 @@
 """The bot's retrain child and the model around it: what the child inherits, and a model that
 will not load again after a retrain that paused serving. The child here is a short Python
-command in place of `twin retrain` (its own tests are tests/test_retrain.py)."""
+command in place of `twin retrain` (its own tests are tests/app/test_retrain.py)."""
 
 from __future__ import annotations
 
