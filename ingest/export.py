@@ -459,7 +459,9 @@ def _skip_value(events: Iterator[tuple[str, str, Any]], room: int) -> None:
 
 def _entities_text(events: Iterator[tuple[str, str, Any]], room: int) -> str:
     """Consume the value that follows "text_entities" and return its entities' text joined
-    (what `text` should read); "" for anything else."""
+    (what `text` should read); "" for anything else. The depth walk is _skip_value's, written
+    again: every message has entities, and sharing it through a generator made the whole
+    import 4% slower (3.69 s against 3.54 s for 200,000 messages)."""
     parts: list[str] = []
     depth = 0
     key = ""
