@@ -214,8 +214,8 @@ def measure_memory(
         bundled_benchmark,
         fact_recall,
         loss_with_and_without_memory,
-        without_block,
     )
+    from twin.core.conversation import without_block
 
     result: dict[str, Any] = {
         "loss": loss_with_and_without_memory(model, tokenizer, dataset.eval, config, plan)

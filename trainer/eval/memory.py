@@ -31,7 +31,7 @@ from twin.core.conversation import (
     speaker_prefixed,
     with_memory,
     with_system_prompt,
-    without_memory,
+    without_block,
 )
 
 BENCHMARKS = ("demo_memory.json", "demo_memory_ru.json")
@@ -147,13 +147,6 @@ def loss_with_and_without_memory(
 
 def as_json(result: FactRecall) -> dict[str, Any]:
     return asdict(result)
-
-
-def without_block(example: list[ChatMessage]) -> list[ChatMessage]:
-    """An example with the memory block taken out of its system turn."""
-    if not example or example[0]["role"] != "system":
-        return example
-    return [{**example[0], "content": without_memory(example[0]["content"])}, *example[1:]]
 
 
 def _generate(

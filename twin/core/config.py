@@ -176,6 +176,11 @@ class GenerationConfig(Section):
     temperature: float = Field(0.8, ge=0, le=5)
     top_p: float = Field(0.9, gt=0, le=1)
     repetition_penalty: float = Field(1.1, ge=0.5, le=3)
+    # Memory-guided decoding (trainer.guidance): a reply with a memory block is pushed
+    # towards what the block makes likelier, per token as strongly as the prompts with and
+    # without the block disagree. 0 = off; the transformers and llama.cpp engines (the
+    # openai engine decodes plainly).
+    memory_guidance: float = Field(2.0, ge=0, le=10)
 
 
 class ServingConfig(Section):

@@ -247,6 +247,18 @@ def without_memory(system: str) -> str:
     return system
 
 
+def without_block(conversation: list[ChatMessage]) -> list[ChatMessage]:
+    """A conversation with the memory block taken out of its system turn: the prompt that
+    memory-guided decoding contrasts with, and the eval's "memory off". The same list when
+    there is no block."""
+    if not conversation or conversation[0]["role"] != "system":
+        return conversation
+    system = without_memory(conversation[0]["content"])
+    if system == conversation[0]["content"]:
+        return conversation
+    return with_system_prompt(system, conversation[1:])
+
+
 def _one_line(text: str, limit: int) -> str:
     flat = " / ".join(line.strip() for line in text.splitlines() if line.strip())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

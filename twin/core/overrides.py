@@ -21,7 +21,13 @@ log = logging.getLogger(__name__)
 
 # The keys an admin may override, by config section.
 SETTABLE = {
-    "generation": ("max_new_tokens", "temperature", "top_p", "repetition_penalty"),
+    "generation": (
+        "max_new_tokens",
+        "temperature",
+        "top_p",
+        "repetition_penalty",
+        "memory_guidance",
+    ),
     "bot": ("line_pause_per_char", "max_line_pause"),
     "persona": ("system_prompt",),
 }
