@@ -60,6 +60,8 @@ class DatasetSummary:
     eval: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     masked: int = 0
+    # Examples whose memory block holds an earlier message their reply restates (RAFT).
+    grounded: int = 0
     sha256: str = ""
     seconds: float = 0.0
     # [ingest] include_chats / exclude_chats entries to look at (ingest.selection).
@@ -70,7 +72,8 @@ class DatasetSummary:
         return (
             f"dataset: {self.train + self.eval} examples ({self.train} train, {self.eval} eval)"
             f" from {self.conversations} conversations in {self.chats_used} chats;"
-            f" {self.masked} PII values masked; skipped: {skipped or 'nothing'};"
+            f" {self.masked} PII values masked; {self.grounded} replies restate a message"
+            f" their memory block holds; skipped: {skipped or 'nothing'};"
             f" {self.seconds:.1f} s"
         )
 
@@ -126,10 +129,11 @@ def build_dataset(config: Config, store: Store, *, progress: bool = True) -> Dat
                     turn.content, masked = _scrub(turn.content, scrubber)
                     summary.masked += masked
                 cuts = cut_examples(conversation.turns, budget, one_reply=memory is not None)
-                examples = [
-                    with_system_prompt(_system_turn(system, memory, turns, conversation), turns)
-                    for turns in cuts
-                ]
+                examples = []
+                for turns in cuts:
+                    system_turn, grounded = _system_turn(system, memory, turns, conversation)
+                    summary.grounded += grounded
+                    examples.append(with_system_prompt(system_turn, turns))
                 if examples:
                     conversations.append((conversation, examples))
                     used = True
@@ -145,14 +149,18 @@ def build_dataset(config: Config, store: Store, *, progress: bool = True) -> Dat
 
 def _system_turn(
     system: str, memory: Memory | None, turns: list[ChatMessage], conversation: Conversation
-) -> str:
+) -> tuple[str, bool]:
     """The example's system turn: the persona prompt, with what the trained reply could have
-    recalled when it was written (entries older than its conversation, from its scope)."""
+    recalled when it was written (entries older than its conversation, from its scope), and
+    the earlier message it restates, if any (ingest.recall: retrieval-augmented fine-tuning).
+    And whether there was such a message."""
     if memory is None:
-        return system
+        return system, False
     start = int(conversation.turns[0].first_at)
-    recall = memory.recall(memory_query(turns), chat=conversation.chat_id, before=start)
-    return with_memory(system, recall.block)
+    question, chat = memory_query(turns), conversation.chat_id
+    source = memory.source_of(turns[-1]["content"], question, chat=chat, before=start)
+    recall = memory.recall(question, chat=chat, before=start, holding=source)
+    return with_memory(system, recall.block), source is not None and bool(recall.block)
 
 
 def cut_examples(

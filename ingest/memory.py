@@ -150,6 +150,8 @@ COMMON_TERM_MIN_DOCS = 10
 # Rows read per chunk in the vector scan: 8192 x 512 int8 = 4 MB, 16 MB as float32.
 SCAN_CHUNK = 8192
 EMBED_BATCH = 512
+# How many of the entries most like a reply are looked at for the one it restates.
+SOURCE_CANDIDATES = 3
 
 _WORD_RE = re.compile(r"\w+")
 
@@ -398,6 +400,35 @@ class MemoryIndex(Database):
         return [
             Recalled(*rows[entry_id], score=score) for entry_id, score in best if entry_id in rows
         ]
+
+    def source_of(
+        self,
+        reply: str,
+        question: str,
+        *,
+        chats: Collection[int] | None,
+        before: int | None,
+        embedder: Embedder,
+    ) -> Recalled | None:
+        """The earlier message of the owner that `reply` restates, if any: among the entries
+        most like the reply (in scope, dated before `before`), the best that shares one of the
+        reply's rare words (a name, a place, a number) that the `question` it answers does not
+        hold, so the word came from what the owner had said, not from the question. The
+        dataset puts it in that reply's memory block (retrieval-augmented fine-tuning)."""
+        asked = {fold_word(word) for word in _WORD_RE.findall(question)}
+        telling = {
+            term
+            for term in self._rare_terms(reply)
+            if term not in asked and (len(term) > 3 or any(c.isdigit() for c in term))
+        }
+        if not telling:
+            return None
+        for entry in self.search(
+            reply, chats=chats, before=before, limit=SOURCE_CANDIDATES, embedder=embedder
+        ):
+            if telling & {fold_word(word) for word in _WORD_RE.findall(entry.text)}:
+                return entry
+        return None
 
     def _ids_of(self, pairs: Collection[tuple[int, int]]) -> set[int]:
         """Entry ids of (chat_id, message_id) pairs; pairs that are no entry are ignored."""

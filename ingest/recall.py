@@ -5,10 +5,17 @@ The dataset asks, for each example, what that reply could have recalled when it 
 the bot and `twin chat` ask the same for a reply now. Both get the block from `Memory.recall`
 and put it in the system turn with `twin.core.conversation.with_memory`, so the twin learns to
 read exactly what it is served.
+
+One difference is deliberate (retrieval-augmented fine-tuning, RAFT): where a trained reply
+restates something the owner said earlier in scope and the search for its question missed
+that message, the example's block holds it anyway (`Memory.source_of`, `recall(holding=)`).
+The other examples keep what the search found, which mostly does not hold their answer. The
+twin so learns both to take a fact from its block and to leave a block alone that has none.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,22 +80,32 @@ class Memory:
         self.language = language
         self.fit = fit
 
-    def recall(self, query: str, *, chat: int | None, before: int | None = None) -> Recall:
+    def recall(
+        self,
+        query: str,
+        *,
+        chat: int | None,
+        before: int | None = None,
+        holding: Recalled | None = None,
+    ) -> Recall:
         """What a reply to `query` in store chat `chat` (None: no chat, e.g. a bare `twin
-        chat`) remembers, from entries dated before `before` (None: all)."""
-        memory_config = self.memory_config
-        if memory_config.scope == "chat":
-            chats: set[int] | None = {chat} if chat is not None else set()
-        else:
-            chats = None
+        chat`) remembers, from entries dated before `before` (None: all). `holding` (the
+        dataset's, from `source_of`): an entry the block must hold, in place of the last found
+        where the search did not find it."""
         # The index holds masked text; so is every query (idempotent on a masked one).
         found = self.index.search(
             self.scrubber.scrub(query),
-            chats=chats,
+            chats=self._scope(chat),
             before=before,
-            limit=memory_config.max_items,
+            limit=self.memory_config.max_items,
             embedder=self.embedder,
         )
+        if holding is not None and all(_key(r) != _key(holding) for r in found):
+            # Where it goes among the others is the entry's own (stable) draw: a twin
+            # trained with the answer always first would learn to read the first line only.
+            others = found[: max(self.memory_config.max_items - 1, 0)]
+            at = zlib.crc32(f"{holding.chat_id}:{holding.message_id}".encode()) % (len(others) + 1)
+            found = [*others[:at], holding, *others[at:]]
         remembered = [Remembered(r.text, r.answered) for r in found]
         facts = [fact.text for fact in self.index.facts()]
         block = self.block(remembered, facts)
@@ -97,6 +114,25 @@ class Memory:
             if not self.fit.fits(block):
                 block = ""
         return Recall(found, block)
+
+    def source_of(
+        self, reply: str, question: str, *, chat: int | None, before: int | None
+    ) -> Recalled | None:
+        """The earlier message in scope that `reply` (to `question`) restates, if any
+        (ingest.memory.MemoryIndex.source_of): what a training example's block must hold."""
+        return self.index.source_of(
+            self.scrubber.scrub(reply),
+            self.scrubber.scrub(question),
+            chats=self._scope(chat),
+            before=before,
+            embedder=self.embedder,
+        )
+
+    def _scope(self, chat: int | None) -> set[int] | None:
+        """The chats a reply in `chat` may recall from: that chat alone, or all (None)."""
+        if self.memory_config.scope == "chat":
+            return {chat} if chat is not None else set()
+        return None
 
     def block(
         self,
@@ -113,6 +149,10 @@ class Memory:
             max_tokens=memory_config.max_tokens,
             count_tokens=count_tokens,
         )
+
+
+def _key(entry: Recalled) -> tuple[int, int]:
+    return entry.chat_id, entry.message_id
 
 
 def memory_query(conversation: list[ChatMessage]) -> str:

@@ -379,3 +379,59 @@ def test_with_memory_each_reply_is_trained_after_what_it_could_recall_then(
     # The block sits after the persona prompt, formatted once for training and serving.
     assert system["biscuit!!"].startswith("You are Olga.")
     assert (tmp_path / "data" / "memory.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_reply_that_restates_an_earlier_message_is_trained_with_it_in_its_block(
+    store: Store, tmp_path: Path
+) -> None:
+    """Retrieval-augmented fine-tuning: where the search for the question misses the message
+    a reply restates, the example's block holds it anyway, so the twin learns to take a fact
+    from its block; a word the question itself holds proves nothing."""
+    day = 24 * 60
+    # Replies the question's search finds first ("plans"), each telling something new.
+    plans = [
+        f"plans: {what}"
+        for what in (
+            "cinema with tom",
+            "sleeping in",
+            "visiting grandma",
+            "cleaning the flat",
+            "football practice",
+            "writing my thesis",
+        )
+    ]
+    fill(
+        store,
+        [PERSONAL, Chat(11, "Vera", "personal_chat")],
+        [
+            msg(10, 1, 0, 2, "how is your sister?"),
+            msg(10, 2, 1, OWNER, "good! the baby is due on the 3rd of march"),
+            msg(11, 1, 1, 3, "any news?"),
+            msg(11, 2, 2, OWNER, "my lease ends in march, keep it quiet"),
+            *[
+                m
+                for n, text in enumerate(plans)
+                for m in (
+                    msg(10, 10 + 2 * n, (n + 1) * day, 2, "what are your plans?"),
+                    msg(10, 11 + 2 * n, (n + 1) * day + 1, OWNER, text),
+                )
+            ],
+            msg(10, 50, 20 * day, 2, "any plans for the spring?"),
+            msg(10, 51, 20 * day + 1, OWNER, "knitting for the baby, it's due 3rd of march"),
+            msg(10, 60, 30 * day, 2, "is it march already?"),
+            msg(10, 61, 30 * day + 1, OWNER, "march!!"),
+        ],
+    )
+    config = config_from_dict(
+        {"paths": {"data_dir": str(tmp_path / "data")}, "memory": {"max_items": 2}}
+    )
+    summary = build_dataset(config, store)
+    system = {without_system(e)[-1][1]: str(e[0]["content"]) for e in examples(config)}
+    block = system["knitting for the baby, it's due 3rd of march"]
+    assert "the baby is due on the 3rd of march" in block
+    assert block.count('\n- "') == 2  # still [memory] max_items lines: one search hit gave way
+    assert "lease" not in block  # from its own chat only
+    # "march!!" answers a question holding "march": the search may find the message, but
+    # it does not count as restated.
+    assert summary.grounded == 1
+    assert "1 replies restate a message their memory block holds" in summary.line()
