@@ -41,7 +41,7 @@ from serving.checks import read_adapter
 from serving.engine import AdapterRefused, EngineUnavailable
 from serving.llama_context import SEQUENCES, LlamaContext
 from trainer.embedded import EMBEDDED, gguf_file
-from trainer.generation import stop_tokens
+from trainer.generation import contrast_prompts, sampling_scores, stop_tokens
 from trainer.gguf_lora import (
     GGUF_ADAPTER,
     AdapterUnfit,
@@ -51,6 +51,7 @@ from trainer.gguf_lora import (
     read_base_gguf,
     save_gguf_lora,
 )
+from trainer.guidance import guided_scores
 from trainer.model import base_checkpoint, load_tokenizer
 from twin.core.chat_format import encode_prompt
 from twin.core.config import Config, GenerationConfig
@@ -91,9 +92,9 @@ class LlamaCppEngine:
         stop: threading.Event | None = None,
     ) -> list[str]:
         prompts = [encode_prompt(self.tokenizer, c) for c in conversations]
+        contrasts = contrast_prompts(self.tokenizer, conversations, generation)
         replies: list[list[int]] = []
-        for start in range(0, len(prompts), SEQUENCES):
-            group = prompts[start : start + SEQUENCES]
+        for group in _groups(list(zip(prompts, contrasts, strict=True))):
             if stop is not None and stop.is_set():
                 replies += [[] for _ in group]
                 continue
@@ -141,16 +142,30 @@ class LlamaCppEngine:
         self._llama.close()
 
     def _generate_group(
-        self, prompts: list[list[int]], generation: GenerationConfig, stop: threading.Event | None
+        self,
+        group: list[tuple[list[int], list[int] | None]],
+        generation: GenerationConfig,
+        stop: threading.Event | None,
     ) -> list[list[int]]:
-        """Replies (token ids, without the end-of-turn) to up to SEQUENCES prompts at once."""
+        """Replies (token ids, without the end-of-turn) to prompts taking up to SEQUENCES
+        sequences at once: one each, and a second for its contrast prompt (the prompt
+        without its memory block) where it is decoded with memory guidance."""
         llama = self._llama
-        llama.make_room(max(len(p) for p in prompts) + generation.max_new_tokens)
-        rows = [_Row(prompt, llama.n_vocab) for prompt in prompts]
-        slots, logits = llama.prefill(prompts)
-        for row, slot, first in zip(rows, slots, logits, strict=True):
-            row.slot = slot
-            row.pending = self._next_token(first, row, generation)
+        longest = max(len(p) for prompt, contrast in group for p in (prompt, contrast or []))
+        llama.make_room(longest + generation.max_new_tokens)
+        rows = [_Row(prompt, llama.n_vocab, contrast) for prompt, contrast in group]
+        contrasted = [row for row in rows if row.contrast is not None]
+        slots, logits = llama.prefill(
+            [row.prompt for row in rows] + [row.contrast for row in contrasted]  # type: ignore[misc]
+        )
+        for row, slot, first in zip(rows, slots, logits, strict=False):
+            row.slot, row.logits = slot, first
+        for row, slot, first in zip(
+            contrasted, slots[len(rows) :], logits[len(rows) :], strict=True
+        ):
+            row.contrast_slot, row.contrast_logits = slot, first
+        for row in rows:
+            row.pending = self._next_token(row, generation)
         while True:
             going = []
             for row in rows:
@@ -159,59 +174,74 @@ class LlamaCppEngine:
                     continue
                 row.reply.append(token)
                 row.seen[token] = True
-                if len(row.reply) < generation.max_new_tokens and not llama.full(row.slot):
+                if len(row.reply) < generation.max_new_tokens and not any(
+                    llama.full(slot) for slot in row.slots()
+                ):
                     going.append(row)
             if not going or (stop is not None and stop.is_set()):
                 break
-            step = llama.step([(row.slot, row.reply[-1]) for row in going])
-            for row, next_logits in zip(going, step, strict=True):
-                row.pending = self._next_token(next_logits, row, generation)
+            steps = [(slot, row.reply[-1]) for row in going for slot in row.slots()]
+            out = iter(llama.step(steps))
+            for row in going:
+                row.logits = next(out)
+                if row.contrast is not None:
+                    row.contrast_logits = next(out)
+                row.pending = self._next_token(row, generation)
         return [row.reply for row in rows]
 
-    def _next_token(self, logits: np.ndarray, row: _Row, generation: GenerationConfig) -> int:
-        tokens, probabilities = next_token_distribution(logits, row.seen, generation, self._top_k)
+    def _next_token(self, row: _Row, generation: GenerationConfig) -> int:
+        tokens, probabilities = next_token_distribution(
+            row.logits, row.seen, generation, self._top_k, contrast=row.contrast_logits
+        )
         if tokens.size == 1:
             return int(tokens[0])
         return int(tokens[self._rng.choice(tokens.size, p=probabilities)])
 
 
 def next_token_distribution(
-    logits: np.ndarray, seen: np.ndarray, generation: GenerationConfig, top_k: int
+    logits: np.ndarray,
+    seen: np.ndarray,
+    generation: GenerationConfig,
+    top_k: int,
+    *,
+    contrast: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The tokens the next one is drawn from, and their probabilities, by transformers' own
-    logits processors in the order its `generate` applies them: the repetition penalty on
-    every token `seen` (a mask: the prompt's and the reply's so far), then at temperature 0
-    the likeliest token alone; else temperature, top-k (`top_k`: the model's generation
-    config, else transformers' 50) and top-p. Both engines thus sample alike by construction.
-    """
+    """The tokens the next one is drawn from, and their probabilities: with memory guidance
+    against the `contrast` logits (the prompt without its memory block) where given
+    (trainer.guidance), then transformers' sampling steps in the order its `generate` applies
+    them (trainer.generation.sampling_scores: the repetition penalty on every token `seen`,
+    temperature, top-k, top-p; at temperature 0 the likeliest token alone). Both in-process
+    engines thus decode alike by construction."""
     import torch
-    from transformers import (
-        LogitsProcessorList,
-        RepetitionPenaltyLogitsProcessor,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
 
     # float64: the probabilities go to numpy's sampler, which wants them to sum to 1 closely.
     scores = torch.from_numpy(logits.astype(np.float64))[None]
-    # The penalty looks each seen token up once, however often it was seen.
-    seen_ids: Any = torch.from_numpy(np.flatnonzero(seen))[None]  # int64, as input ids
-    steps: list[Any] = []
-    if generation.repetition_penalty != 1.0:
-        steps.append(RepetitionPenaltyLogitsProcessor(generation.repetition_penalty))
-    if generation.temperature > 0:
-        steps.append(TemperatureLogitsWarper(generation.temperature))
-        if top_k > 0:
-            steps.append(TopKLogitsWarper(top_k))
-        if generation.top_p < 1.0:
-            steps.append(TopPLogitsWarper(generation.top_p))
-    scores = LogitsProcessorList(steps)(seen_ids, scores)[0]
+    if contrast is not None:
+        scores = guided_scores(
+            scores, torch.from_numpy(contrast.astype(np.float64))[None], generation.memory_guidance
+        )[0]
+    scores = sampling_scores(scores, torch.from_numpy(seen)[None], generation, top_k)[0]
     if generation.temperature == 0:
         return np.array([int(scores.argmax())]), np.ones(1)
     probabilities = torch.softmax(scores, -1).numpy()
     kept = np.flatnonzero(probabilities)
     return kept, probabilities[kept] / probabilities[kept].sum()
+
+
+def _groups(
+    items: list[tuple[list[int], list[int] | None]],
+) -> list[list[tuple[list[int], list[int] | None]]]:
+    """Prompts (with their contrast prompts) in groups that fit SEQUENCES sequences, in order."""
+    groups: list[list[tuple[list[int], list[int] | None]]] = []
+    used = SEQUENCES
+    for item in items:
+        needs = 1 if item[1] is None else 2
+        if used + needs > SEQUENCES:
+            groups.append([])
+            used = 0
+        groups[-1].append(item)
+        used += needs
+    return groups
 
 
 @dataclass
@@ -220,14 +250,21 @@ class _Row:
 
     prompt: list[int]
     n_vocab: int
+    contrast: list[int] | None = None  # the prompt without its memory block, when guided
     reply: list[int] = field(default_factory=list)
     pending: int | None = None  # the token just picked, not yet in the reply
     slot: int = -1  # its llama.cpp sequence, set by prefill
+    contrast_slot: int = -1
+    logits: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    contrast_logits: np.ndarray | None = None
     seen: np.ndarray = field(init=False)  # which tokens the repetition penalty applies to
 
     def __post_init__(self) -> None:
         self.seen = np.zeros(self.n_vocab, dtype=bool)
         self.seen[np.asarray(self.prompt, dtype=np.int64)] = True
+
+    def slots(self) -> list[int]:
+        return [self.slot] if self.contrast is None else [self.slot, self.contrast_slot]
 
 
 def base_gguf_path(config: Config) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.helpers import sharp_tiny
 from trainer.generation import generate_replies, reply_tokens, sampling_scores
 from trainer.guidance import guided_scores, jensen_shannon
 from twin.core.chat_format import encode_prompt
@@ -35,18 +36,11 @@ CONVERSATIONS = [
 
 @pytest.fixture(scope="module")
 def tiny(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The tiny random Llama with larger weights: its next-token distributions are peaked
-    and follow the prompt (at the usual initialisation they are flat and ignore it)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
+    """The tiny random Llama with larger weights (tests.helpers.sharp_tiny): its next-token
+    distributions are peaked and follow the prompt, so guidance has something to move."""
     from trainer.model import load_base
 
-    config = LlamaConfig.from_pretrained(tiny_base)
-    config.initializer_range = 0.3
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("sharp-tiny")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_base).save_pretrained(folder)
+    folder = sharp_tiny(tiny_base, tmp_path_factory.mktemp("sharp-tiny"))
     return load_base(config_from_dict({"model": {"base": str(folder), "cpu_dtype": "fp32"}}))
 
 
@@ -88,8 +82,14 @@ def test_guided_distribution_is_its_formula() -> None:
     assert torch.equal(same, with_memory) and zero.abs().max() < 1e-6
 
 
-def reference_reply(model: Any, tokenizer: Any, chat: list[ChatMessage], scale: float,
-                    generation: GenerationConfig, stops: set[int]) -> list[int]:
+def reference_reply(
+    model: Any,
+    tokenizer: Any,
+    chat: list[ChatMessage],
+    scale: float,
+    generation: GenerationConfig,
+    stops: set[int],
+) -> list[int]:
     """Guided greedy decoding written out: no cache, no batch, float64, the formula by hand."""
     with_prompt = encode_prompt(tokenizer, chat)
     plain = without_block(chat)
@@ -102,7 +102,7 @@ def reference_reply(model: Any, tokenizer: Any, chat: list[ChatMessage], scale: 
                 zq = model(torch.tensor([without_prompt + reply])).logits[0, -1].double()
                 p, q = torch.softmax(z, -1), torch.softmax(zq, -1)
                 m = (p + q) / 2
-                jsd = (0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum())
+                jsd = 0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum()
                 alpha = scale * float(jsd) / math.log(2)
                 z = z + alpha * (p.log() - q.log())
             for token in set(with_prompt + reply):
@@ -158,12 +158,18 @@ def test_guidance_zero_and_no_block_decode_as_before(tiny: Any) -> None:
     model, tokenizer = tiny.model, tiny.tokenizer
     generation = greedy(0.0, max_new_tokens=8)
     prompts = [encode_prompt(tokenizer, c) for c in CONVERSATIONS]
-    batch = tokenizer.pad({"input_ids": prompts}, padding=True, padding_side="left",
-                          return_tensors="pt")
-    output = model.generate(**batch, max_new_tokens=8, do_sample=False, repetition_penalty=PENALTY,
-                            pad_token_id=tokenizer.pad_token_id,
-                            eos_token_id=generation_stops(tokenizer))
-    today = output[:, batch["input_ids"].shape[1]:].tolist()
+    batch = tokenizer.pad(
+        {"input_ids": prompts}, padding=True, padding_side="left", return_tensors="pt"
+    )
+    output = model.generate(
+        **batch,
+        max_new_tokens=8,
+        do_sample=False,
+        repetition_penalty=PENALTY,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=generation_stops(tokenizer),
+    )
+    today = output[:, batch["input_ids"].shape[1] :].tolist()
     assert reply_tokens(model, tokenizer, CONVERSATIONS, generation) == today
 
     counting = AutoModelForCausalLM.from_pretrained(tiny.checkpoint)
@@ -201,8 +207,12 @@ def test_sampling_scores_are_transformers_processors() -> None:
     seen.scatter_(1, ids, True)
     generation = GenerationConfig(temperature=0.7, top_p=0.8, repetition_penalty=1.3)
     ours = sampling_scores(scores.clone(), seen, generation, 10)
-    theirs = LogitsProcessorList([
-        RepetitionPenaltyLogitsProcessor(1.3), TemperatureLogitsWarper(0.7),
-        TopKLogitsWarper(10), TopPLogitsWarper(0.8),
-    ])(ids, scores.clone())
+    theirs = LogitsProcessorList(
+        [
+            RepetitionPenaltyLogitsProcessor(1.3),
+            TemperatureLogitsWarper(0.7),
+            TopKLogitsWarper(10),
+            TopPLogitsWarper(0.8),
+        ]
+    )(ids, scores.clone())
     assert torch.equal(ours, theirs)
