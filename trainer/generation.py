@@ -125,7 +125,9 @@ def _guided(
             pair[i] = len(rows)
             rows.append(contrast)
     answers = list(range(n)) + list(pair)  # the conversation each row answers
-    batch = tokenizer.pad({"input_ids": rows}, padding=True, padding_side="left", return_tensors="pt")
+    batch = tokenizer.pad(
+        {"input_ids": rows}, padding=True, padding_side="left", return_tensors="pt"
+    )
     mask = batch["attention_mask"].to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     stops = set(stop_tokens(tokenizer))
@@ -214,7 +216,9 @@ def sampling_scores(
     penalty = generation.repetition_penalty
     if penalty != 1.0:
         # transformers' RepetitionPenaltyLogitsProcessor, on a mask instead of token ids.
-        scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
+        scores = torch.where(
+            seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores
+        )
     if generation.temperature == 0:
         return scores
     steps: list[Any] = [TemperatureLogitsWarper(generation.temperature)]
@@ -223,7 +227,7 @@ def sampling_scores(
     if generation.top_p < 1.0:
         steps.append(TopPLogitsWarper(generation.top_p))
     no_ids = torch.zeros(scores.shape[0], 0, dtype=torch.long)  # the warpers do not read them
-    result: torch.Tensor = LogitsProcessorList(steps)(no_ids, scores)
+    result: torch.Tensor = LogitsProcessorList(steps)(no_ids, scores)  # type: ignore[arg-type]
     return result
 
 

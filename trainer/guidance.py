@@ -27,10 +27,12 @@ def guided_scores(
     with_memory: torch.Tensor, without_memory: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The guided next-token scores of each row ([rows, vocab] logits of the two prompts),
-    and each row's strength alpha. float32 throughout: the vocabulary sums need it."""
-    logits = with_memory.float()
+    and each row's strength alpha. At least float32 (the vocabulary sums need it); float64
+    logits stay float64."""
+    dtype = torch.promote_types(with_memory.dtype, torch.float32)
+    logits = with_memory.to(dtype)
     log_p = torch.log_softmax(logits, -1)
-    log_q = torch.log_softmax(without_memory.float(), -1)
+    log_q = torch.log_softmax(without_memory.to(dtype), -1)
     alpha = scale * jensen_shannon(log_p, log_q)
     return logits + alpha[:, None] * (log_p - log_q), alpha
 
