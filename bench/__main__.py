@@ -103,21 +103,53 @@ def run(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
         results["memory_reply_overhead"] = figure(
             replies["memory_reply_overhead"],
             "<= 1.10",
-            "reply latency with [memory] on (search + the longer prompt) / off, same chats",
-            {k: replies[k] for k in ("latency_s", "latency_with_memory_s", "memory_entries")},
+            "reply latency with [memory] on (search + the longer prompt, decoded plainly) / off, "
+            "same chats",
+            {
+                k: replies[k]
+                for k in (
+                    "latency_s",
+                    "latency_with_memory_s",
+                    "memory_entries",
+                    "replies_with_block",
+                )
+            },
+        )
+        results["guided_reply_overhead"] = figure(
+            replies["guided_reply_overhead"],
+            "<= 1.5",
+            "a reply with memory-guided decoding vs the same reply decoded plainly, memory on both",
+            {
+                k: replies[k]
+                for k in (
+                    "latency_with_memory_s",
+                    "latency_with_memory_guided_s",
+                    "memory_guidance",
+                    "replies_with_block",
+                    "new_tokens",
+                )
+            },
+        )
+        batched = (
+            "concurrent_replies_per_s",
+            "one_at_a_time_replies_per_s",
+            "concurrent_generate_calls",
         )
         results["batched_speedup"] = figure(
             replies["batched_speedup"],
             ">= 3",
-            f"replies/s with {chats} chats at once / one chat at a time",
+            f"replies/s with {chats} chats at once / one chat at a time, [memory] off",
+            {**{k: replies[k] for k in batched}, "chats": chats},
+        )
+        results["batched_speedup_guided"] = figure(
+            replies["batched_speedup_guided"],
+            ">= 3",
+            f"the same with [memory] on and memory-guided decoding: each of the {chats} replies "
+            "carries a block and a contrast row in the batch",
             {
-                k: replies[k]
-                for k in (
-                    "concurrent_replies_per_s",
-                    "one_at_a_time_replies_per_s",
-                    "concurrent_generate_calls",
-                    "chats",
-                )
+                **{k: replies[f"{k}_guided"] for k in batched},
+                "concurrent_replies_with_block": replies["concurrent_replies_with_block_guided"],
+                "chats": chats,
             },
         )
     if only is None or "ingest" in only:
@@ -210,10 +242,15 @@ def markdown(report: dict[str, Any]) -> str:
         "  numbers counts 4x: with a frozen base no weight gradients are computed).",
         "- Replies: greedy decoding (so both produce the same tokens) with the Bot API stand-in",
         "  of the tests on 127.0.0.1; the batched figure is one generate call for all chats.",
+        '  The guided batch has memory on with scope "all" (a chat with no history of its own',
+        "  recalls from the others'), so every reply in it carries a block and its contrast row.",
         "- Ingest: a generated full-account export, imported by the `twin` command in a child",
         "  process (start-up included); the second import is of the very same file.",
-        "- Memory: latency with and without `[memory]` alternates twice in one run, in the demo",
-        "  persona's chats (each reply searches her indexed history and carries the block).",
+        "- Memory: latency with `[memory]` off, on decoded plainly (`memory_guidance` 0) and on",
+        "  with memory-guided decoding (its default) alternates, twice each, in one run, in the",
+        "  demo persona's chats (each reply searches her indexed history and carries the block;",
+        "  `replies_with_block` counts them). Guidance decodes a second row per reply (the prompt",
+        "  without the block), so it also changes the tokens: the two may differ in length.",
         "  The index figures build and query a generated history of the stated size, each step",
         "  in a process of its own.",
         "- llama.cpp: the demo persona's adapter served by both engines with the same threads,",
