@@ -24,7 +24,7 @@ from ingest.profile import add_fact, fact_listing, forget_fact
 from ingest.recall import memory_path
 from ingest.selection import chat_selection
 from ingest.store import open_store
-from serving.engine import AdapterRefused, EngineUnavailable
+from serving.engine import AdapterRefused, EngineUnavailable, memory_guidance
 from trainer.metrics import AdapterMetrics
 from trainer.registry import list_adapters
 from twin.core.config import Config
@@ -106,6 +106,8 @@ async def status(context: TwinContext, rest: str) -> str:
         with open_store(config.store_path) as store:
             messages = store.count_messages()
     lines.append(f"Data: {count_examples(config.dataset_dir)} examples from {messages} messages")
+    # The config in force: /persona set memory_guidance changes it without a restart.
+    lines.append(f"Memory guidance: {memory_guidance(config)['line']}")
     last = last_retrain(runtime)
     lines.append(f"Last retrain: {_when(last) if last else 'never'}")
     upcoming = runtime.next_retrain

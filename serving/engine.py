@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from twin.core.config import GenerationConfig
+from twin.core.config import Config, GenerationConfig
 from twin.core.conversation import ChatMessage
 from twin.core.errors import TwinError
 
@@ -66,3 +66,28 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release the model or the server's adapters this engine holds."""
         ...
+
+
+# Why the openai engine has no memory guidance: it decodes on the server, one prompt a row.
+OPENAI_NO_GUIDANCE = (
+    "off with the openai engine (vLLM/SGLang have no such decoding; the transformers and "
+    "llama.cpp engines do it)"
+)
+
+
+def memory_guidance(config: Config) -> dict[str, Any]:
+    """The memory guidance replies are decoded with, for `twin status` and /persona status:
+    the configured `[generation] memory_guidance`, what the engine applies of it (the openai
+    engine none), and the line that says so."""
+    configured = config.generation.memory_guidance
+    engine = config.serving.engine
+    applied = 0.0 if engine == "openai" else configured
+    if engine == "openai":
+        line = OPENAI_NO_GUIDANCE
+    elif configured <= 0:
+        line = "off ([generation] memory_guidance = 0)"
+    elif not config.memory.enabled:
+        line = f"{configured:g}, unused: memory is off, so no reply has a block to guide"
+    else:
+        line = f"{configured:g} (replies lean on what the memory block makes likelier)"
+    return {"configured": configured, "applied": applied, "engine": engine, "line": line}

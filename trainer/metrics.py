@@ -52,6 +52,67 @@ class Fidelity:
 
 
 @dataclass(frozen=True)
+class FactRecall:
+    """The fact-recall benchmark (trainer.eval.memory), as `fidelity.full.memory.fact_recall`
+    holds it. Every figure is the share of the recall questions whose reply holds the expected
+    answer: greedy with memory and memory guidance, with memory and plain decoding (guidance
+    0), without memory; then at the serving temperature, averaged over `draws` seeded draws.
+    Leaks: replies to questions in one chat that wrote a secret told in another."""
+
+    probes: int
+    memory_guidance: float  # what the guided replies were decoded with
+    guidance_note: str  # why that is not the configured value ("" when it is)
+    recall_guided: float
+    recall_plain: float
+    recall_without_memory: float
+    temperature: float  # the sampled figures' settings: the config's [generation]
+    top_p: float
+    draws: int  # 0: the config decodes greedily, so the sampled figures are the greedy ones
+    sampled_recall_guided: float | None
+    sampled_recall_plain: float | None
+    answer_retrieved: float  # share of probes whose fact was in the memory block
+    leak_probes: int
+    leaks_guided: int
+    leaks_plain: int
+    retrieval_leaks: int  # secrets of another chat that reached the memory block
+    # Per recall question: question, expect, the guided / plain / no-memory replies, and
+    # whether the guided one holds the answer (the demo shows one; metrics.json keeps them).
+    examples: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def line(self) -> str:
+        sampled = (
+            f"sampled at T {self.temperature:g} over {self.draws} draws: "
+            f"{self.sampled_recall_guided or 0:.0%} guided, {self.sampled_recall_plain or 0:.0%} "
+            "plain"
+            if self.draws
+            else "no sampled figures: the config decodes greedily"
+        )
+        guidance = f"memory guidance {self.memory_guidance:g}"
+        if self.guidance_note:
+            guidance += f" [{self.guidance_note}]"
+        return (
+            f"fact recall: {self.recall_guided:.0%} guided, {self.recall_plain:.0%} plain, "
+            f"{self.recall_without_memory:.0%} without memory ({self.probes} questions, greedy, "
+            f"{guidance}; {sampled}); the fact was in the block for {self.answer_retrieved:.0%}; "
+            f"cross-chat leaks: {self.leaks_guided} written guided, {self.leaks_plain} plain, "
+            f"{self.retrieval_leaks} recalled ({self.leak_probes} probes)"
+        )
+
+
+def fact_recall_line(data: dict[str, Any]) -> str:
+    """The benchmark's line from metrics.json, whichever version wrote it. Before memory
+    guidance there was one "with memory" figure (decoded as that version decoded)."""
+    if "recall_guided" in data:
+        known = {f.name for f in fields(FactRecall)}
+        return FactRecall(**{k: v for k, v in data.items() if k in known}).line()
+    return (
+        f"fact recall: {data['recall_with_memory']:.0%} with memory, "
+        f"{data['recall_without_memory']:.0%} without; cross-chat leaks "
+        f"{data['leaks']} written, {data['retrieval_leaks']} recalled"
+    )
+
+
+@dataclass(frozen=True)
 class Gate:
     promote: bool
     reason: str

@@ -6,11 +6,17 @@ import io
 from pathlib import Path
 from typing import Any
 
-from trainer.metrics import AdapterMetrics
+from trainer.metrics import AdapterMetrics, fact_recall_line
 from twin.core.files import ensure_private_dir, write_private_text
 
 COLUMNS = ("real", "base", "twin")
 COLORS = {"real": "tab:blue", "base": "tab:gray", "twin": "tab:green"}
+RECALL_REPLIES = (
+    ("guided", "memory, guided"),
+    ("plain", "memory, plain decoding"),
+    ("with", "with memory"),
+    ("without", "without memory"),
+)
 
 
 def write_report(folder: Path, metrics: AdapterMetrics) -> Path:
@@ -56,6 +62,9 @@ def headline_table(metrics: AdapterMetrics) -> str:
         f"{full['memorization']['ngram_overlap']:.0%} 8-gram overlap; "
         f"PII-looking values written: {f.pii_in_replies}"
     )
+    guidance = full.get("guidance")  # absent in metrics.json written before guidance
+    if guidance:
+        lines.append(guidance_line(guidance))
     memory = full.get("memory")
     if memory:
         loss = memory["loss"]
@@ -65,22 +74,33 @@ def headline_table(metrics: AdapterMetrics) -> str:
         )
         if "relevance" in memory:
             relevance = memory["relevance"]
-            line += (
-                f"; relevance {relevance['with_memory']:.2f} with, "
-                f"{relevance['without_memory']:.2f} without"
-            )
+            line += f"; relevance {relevance['with_memory']:.2f} with"
+            if "with_memory_unguided" in relevance:
+                line += f" (unguided {relevance['with_memory_unguided']:.2f})"
+            line += f", {relevance['without_memory']:.2f} without"
         lines.append(line)
         if "fact_recall" in memory:
-            f_r = memory["fact_recall"]
-            lines.append(
-                f"fact recall: {f_r['recall_with_memory']:.0%} with memory, "
-                f"{f_r['recall_without_memory']:.0%} without; cross-chat leaks "
-                f"{f_r['leaks']} written, {f_r['retrieval_leaks']} recalled"
-            )
+            lines.append(fact_recall_line(memory["fact_recall"]))
     if "canaries" in full:
         c = full["canaries"]
         lines.append(f"canaries: {c['emitted']} of {c['planted']} planted secrets emitted")
     return "\n".join(lines)
+
+
+def guidance_line(guidance: dict[str, Any]) -> str:
+    """The twin's figures with memory guidance on (as configured) and off, or why they are
+    the same."""
+    value = f"memory guidance {guidance['memory_guidance']:g}"
+    if "same" in guidance:
+        return f"{value}: no unguided figures ({guidance['same']})"
+    on, off = guidance["on"], guidance["off"]
+    line = (
+        f"{value} on / off: style distance {on['style_distance']:.2f} / "
+        f"{off['style_distance']:.2f}, AUC {_num(on['auc'])} / {_num(off['auc'])}"
+    )
+    if on["semantic_similarity"] is not None and off["semantic_similarity"] is not None:
+        line += f", relevance {on['semantic_similarity']:.2f} / {off['semantic_similarity']:.2f}"
+    return line
 
 
 def markdown(metrics: AdapterMetrics) -> str:
@@ -128,6 +148,15 @@ def markdown(metrics: AdapterMetrics) -> str:
             f"  - base: {_quote(example['base'])}",
             f"  - twin: {_quote(example['twin'])}",
         ]
+    recall = full.get("memory", {}).get("fact_recall")
+    if recall and recall["examples"]:
+        out += ["", "## Fact recall", "", fact_recall_line(recall), ""]
+        for example in recall["examples"]:
+            out.append(f"- **question**: {_quote(example['question'])}")
+            # Before memory guidance an example held "with" and "without" only.
+            for key, label in RECALL_REPLIES:
+                if key in example:
+                    out.append(f"  - {label}: {_quote(example[key])}")
     if full.get("semantic_note"):
         out += ["", f"Relevance: {full['semantic_note']}"]
     return "\n".join(out) + "\n"

@@ -50,6 +50,27 @@ def test_status_survives_damaged_adapters_and_names_them(
     assert "CURRENT is damaged" in capsys.readouterr().out
 
 
+def test_status_says_what_memory_guidance_decodes_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[paths]\ndata_dir = "d"\n[generation]\nmemory_guidance = 1.5\n')
+    assert main(["--config", str(config), "status"]) == 0
+    assert "memory guidance: 1.5 (" in capsys.readouterr().out
+    # The openai engine decodes on its server, plainly: say so, whatever the config holds.
+    config.write_text(
+        '[paths]\ndata_dir = "d"\n[serving]\nengine = "openai"\nurl = "http://127.0.0.1:8000/v1"\n'
+    )
+    assert main(["--config", str(config), "status"]) == 0
+    assert (
+        "memory guidance: off with the openai engine (vLLM/SGLang have no such decoding; "
+        "the transformers and llama.cpp engines do it)"
+    ) in capsys.readouterr().out.splitlines()
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    guidance = json.loads(capsys.readouterr().out)["memory_guidance"]
+    assert (guidance["configured"], guidance["applied"], guidance["engine"]) == (2.0, 0.0, "openai")
+
+
 def test_missing_explicit_config_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

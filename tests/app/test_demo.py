@@ -25,16 +25,21 @@ def test_demo_end_to_end(tmp_path: Path, smollm2: Path) -> None:
     assert "skipped: 1 bot_chat chats, 1 public_channel chats" in out
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in out
-    # The memory step answers a question about an old fact with and without the memory block.
-    assert "(with memory)" in out and "(without)" in out
+    # The memory step answers a question about an old fact with the memory block (guided and
+    # plain decoding) and without it, then prints the benchmark's line.
+    for label in ("(memory, guided)", "(memory, plain decoding)", "(without memory)"):
+        assert label in out
+    recall = re.search(r"fact recall: (\d+)% guided, (\d+)% plain, (\d+)% without memory", out)
+    assert recall, out
+    assert "over 4 draws" in out and "cross-chat leaks: " in out
     loss = re.search(
         r"held-out loss on the owner's real replies: base ([\d.]+) .* twin ([\d.]+)", out
     )
     assert loss, out
     base, twin = map(float, loss.groups())
     assert twin < base
-    # Five held-out triples (base, twin, real), then the memory step's twin with and without.
-    assert out.count("  base  ") == 5 and out.count("  twin  ") == 5 + 2
+    # Five held-out triples (base, twin, real), then the memory step's three twins.
+    assert out.count("  base  ") == 5 and out.count("  twin  ") == 5 + 3
     assert f"twin chat --config {folder / 'config.toml'}" in out
     assert "TWIN_BOT_TOKEN" in out and "twin serve" in out and "twin retrain" in out
     assert (folder / "data" / "adapters" / "CURRENT").exists()

@@ -44,6 +44,7 @@ async def test_admin_subcommands(
         assert "Held-out loss: " in status and "(base " in status
         assert "Data: 0 examples from 0 messages" in status  # adapters only, no data here
         assert "Replying: on" in status and "Next retrain: not scheduled" in status
+        assert "Memory guidance: 2 (replies lean on what the memory block" in status
 
         listing = await ask(api, "/persona list")
         assert listing.splitlines()[0].startswith(second)
@@ -70,6 +71,10 @@ async def test_admin_subcommands(
 
         assert await ask(api, "/persona set temperature 0.5") == "temperature = 0.5 (saved)"
         assert runtime.worker.config.generation.temperature == 0.5
+        assert "(saved)" in await ask(api, "/persona set memory_guidance 0")
+        assert "Memory guidance: off ([generation] memory_guidance = 0)" in await ask(
+            api, "/persona status"
+        )
         assert "must be a number" in await ask(api, "/persona set temperature hot")
         assert "top_p must be <= 1.0, got 2.0" in await ask(api, "/persona set top_p 2")
         # Nothing that would freeze or silence the bot gets in (nor into settings.json).

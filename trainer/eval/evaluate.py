@@ -2,8 +2,11 @@
 
 On the held-out conversations (never trained on), the base model and the twin answer every
 prompt as the bot would (its [generation] config); their replies are compared with the
-owner's real ones (trainer.eval.fidelity). The twin also answers prompts taken from training
-examples, to measure how much it copies. `measure_fidelity` runs after every training (its
+owner's real ones (trainer.eval.fidelity). Where memory guidance would change the twin's
+replies (memory on, prompts with a memory block, memory_guidance > 0) it answers them once
+more unguided, with the same seed, so `result["guidance"]` shows what guidance does to its
+style and relevance. The twin also answers prompts taken from training examples, to measure
+how much it copies. `measure_fidelity` runs after every training (its
 headline numbers feed the promotion gate); `evaluate_adapter` re-runs it for a registered
 adapter and can add the canary test (trainer.eval.canary).
 """
@@ -13,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -26,8 +30,8 @@ from trainer.generation import generate_replies
 from trainer.loss import heldout_loss
 from trainer.metrics import METRICS, AdapterMetrics, Fidelity, Sample, read_metrics
 from trainer.model import LoadPlan, load_base
-from twin.core.config import Config
-from twin.core.conversation import ChatMessage
+from twin.core.config import Config, GenerationConfig
+from twin.core.conversation import ChatMessage, without_block
 from twin.core.errors import TwinError
 from twin.core.files import write_private_text
 
@@ -44,12 +48,61 @@ def split_prompt(example: list[ChatMessage]) -> tuple[list[ChatMessage], str]:
 
 
 def generate_all(
-    model: Any, tokenizer: Any, prompts: list[list[ChatMessage]], config: Config
+    model: Any, tokenizer: Any, prompts: list[list[ChatMessage]], generation: GenerationConfig
 ) -> list[str]:
+    """The replies to any number of prompts, BATCH at a time."""
     replies: list[str] = []
     for i in range(0, len(prompts), BATCH):
-        replies += generate_replies(model, tokenizer, prompts[i : i + BATCH], config.generation)
+        replies += generate_replies(model, tokenizer, prompts[i : i + BATCH], generation)
     return replies
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out prompts, the owner's real replies and what the twin and the base wrote:
+    generated once, read by the fidelity measures and by memory's."""
+
+    prompts: list[list[ChatMessage]]
+    real: list[str]
+    twin: list[str]  # as configured (memory guidance included)
+    base: list[str]
+    unguided: list[str] | None  # the twin at memory_guidance 0, where that would differ
+    same_unguided: str  # why there is no unguided set ("" when there is one)
+
+
+def held_out_replies(
+    model: Any, tokenizer: Any, eval_rows: list[list[ChatMessage]], config: Config
+) -> HeldOut:
+    """The twin's and the base's replies to the first `[eval] max_prompts` held-out prompts,
+    and the twin's again without memory guidance where guidance would change them."""
+    rows = eval_rows[: config.eval.max_prompts]
+    prompts, real = (list(x) for x in zip(*(split_prompt(e) for e in rows), strict=True))
+    seed = config.train.seed
+    torch.manual_seed(seed)
+    log.info("eval: the twin and the base answer %d held-out messages", len(prompts))
+    twin = generate_all(model, tokenizer, prompts, config.generation)
+    with model.disable_adapter():
+        base = generate_all(model, tokenizer, prompts, config.generation)
+    unguided = None
+    same = _same_unguided(prompts, config)
+    if not same:
+        log.info("eval: the twin answers them again without memory guidance")
+        torch.manual_seed(seed)  # the twin's seed: guidance is all that differs
+        plain = config.generation.model_copy(update={"memory_guidance": 0.0})
+        unguided = generate_all(model, tokenizer, prompts, plain)
+    return HeldOut(prompts, real, twin, base, unguided, same)
+
+
+def _same_unguided(prompts: list[list[ChatMessage]], config: Config) -> str:
+    """Why the twin's replies without memory guidance would be its replies (then they are
+    not generated twice); "" when they would differ."""
+    if config.generation.memory_guidance <= 0:
+        return "memory_guidance is 0: the twin's figures are unguided"
+    if not config.memory.enabled:
+        return "memory is off: no prompt has a block to guide with"
+    if all(without_block(p) is p for p in prompts):
+        return "no held-out prompt has a memory block to guide with"
+    return ""
 
 
 def measure_fidelity(
@@ -58,17 +111,15 @@ def measure_fidelity(
     train_rows: list[list[ChatMessage]],
     eval_rows: list[list[ChatMessage]],
     config: Config,
+    held_out: HeldOut | None = None,
 ) -> dict[str, Any]:
     """Style, distinguishability, relevance and memorization of the twin (`model`, a peft
-    model whose adapter can be disabled to get the base), against the owner's replies."""
-    rows = eval_rows[: config.eval.max_prompts]
-    prompts, real = zip(*(split_prompt(e) for e in rows), strict=True)
-    torch.manual_seed(config.train.seed)
-    log.info("eval: the twin and the base answer %d held-out messages", len(prompts))
-    twin = generate_all(model, tokenizer, list(prompts), config)
-    with model.disable_adapter():
-        base = generate_all(model, tokenizer, list(prompts), config)
-    real_replies = list(real)
+    model whose adapter can be disabled to get the base), against the owner's replies; and
+    the twin's style, distinguishability and relevance with memory guidance on and off.
+    `held_out`: the replies already generated (held_out_replies), else generated here."""
+    held = held_out or held_out_replies(model, tokenizer, eval_rows, config)
+    prompts, real_replies, twin, base = held.prompts, held.real, held.twin, held.base
+    seed = config.train.seed
     owner_words = [m["content"] for e in train_rows for m in e if m["role"] == "assistant"]
     others = [m["content"] for e in train_rows for m in e if m["role"] == "user"]
     words = fidelity.characteristic_words(owner_words, others)
@@ -85,8 +136,8 @@ def measure_fidelity(
             "twin": fidelity.style_profile(twin, words),
         },
         "distinguishability_auc": {
-            "base": fidelity.distinguishability_auc(real_replies, base, config.train.seed),
-            "twin": fidelity.distinguishability_auc(real_replies, twin, config.train.seed),
+            "base": fidelity.distinguishability_auc(real_replies, base, seed),
+            "twin": fidelity.distinguishability_auc(real_replies, twin, seed),
         },
         "lengths": {
             "real": [len(t) for t in real_replies],
@@ -103,6 +154,7 @@ def measure_fidelity(
             "base": fidelity.semantic_similarity(real_replies, base, embed),
             "twin": fidelity.semantic_similarity(real_replies, twin, embed),
         }
+    result["guidance"] = _guidance(result, held, words, seed, embed, config)
     result["memorization"] = _memorization(model, tokenizer, train_rows, config)
     scrubber = PiiScrubber(regions=config.dataset.phone_regions)
     written = twin + result["memorization"].pop("replies_text")
@@ -118,6 +170,35 @@ def measure_fidelity(
     return result
 
 
+def _guidance(
+    result: dict[str, Any],
+    held: HeldOut,
+    words: list[str],
+    seed: int,
+    embed: Callable[[list[str]], Any] | None,
+    config: Config,
+) -> dict[str, Any]:
+    """The twin's headline figures with memory guidance on (as configured: the figures
+    above) and off (memory_guidance 0, the same seed); or why they would be the same."""
+    guidance: dict[str, Any] = {"memory_guidance": config.generation.memory_guidance}
+    if held.unguided is None:
+        return {**guidance, "same": held.same_unguided}
+    semantic = result["semantic_similarity"]
+    on = {
+        "style_distance": result["style_distance"]["twin"]["overall"],
+        "auc": result["distinguishability_auc"]["twin"],
+        "semantic_similarity": semantic["twin"] if semantic else None,
+    }
+    off = {
+        "style_distance": fidelity.style_distance(held.real, held.unguided, words)["overall"],
+        "auc": fidelity.distinguishability_auc(held.real, held.unguided, seed),
+        "semantic_similarity": None
+        if embed is None
+        else fidelity.semantic_similarity(held.real, held.unguided, embed),
+    }
+    return {**guidance, "on": on, "off": off}
+
+
 def _memorization(
     model: Any, tokenizer: Any, train_rows: list[list[ChatMessage]], config: Config
 ) -> dict[str, Any]:
@@ -125,7 +206,7 @@ def _memorization(
         train_rows, min(config.eval.memorization_prompts, len(train_rows))
     )
     prompts = [split_prompt(e)[0] for e in sample]
-    written = generate_all(model, tokenizer, prompts, config)
+    written = generate_all(model, tokenizer, prompts, config.generation)
     replies = [m["content"] for e in train_rows for m in e if m["role"] == "assistant"]
     return {**fidelity.memorization(written, replies), "replies_text": written}
 
@@ -183,13 +264,14 @@ def evaluate_adapter(
     model.eval()
     tokenizer = base.tokenizer
     eval_set = encode_examples(tokenizer, dataset.eval, config.train.max_seq_tokens)
-    result = measure_fidelity(model, tokenizer, dataset.train, dataset.eval, config)
+    held_out = held_out_replies(model, tokenizer, dataset.eval, config)
+    result = measure_fidelity(model, tokenizer, dataset.train, dataset.eval, config, held_out)
     batch = config.train.batch_size
     result["loss"] = {"twin": heldout_loss(model, tokenizer, eval_set, batch, base.plan)}
     with model.disable_adapter():
         result["loss"]["base"] = heldout_loss(model, tokenizer, eval_set, batch, base.plan)
     if config.memory.enabled:
-        result["memory"] = measure_memory(model, tokenizer, dataset, config, base.plan)
+        result["memory"] = measure_memory(model, tokenizer, dataset, config, base.plan, held_out)
     del model
     if canaries:
         from trainer.eval.canary import canary_exposure
@@ -204,10 +286,17 @@ def evaluate_adapter(
 
 
 def measure_memory(
-    model: Any, tokenizer: Any, dataset: Dataset, config: Config, plan: LoadPlan
+    model: Any,
+    tokenizer: Any,
+    dataset: Dataset,
+    config: Config,
+    plan: LoadPlan,
+    held_out: HeldOut,
 ) -> dict[str, Any]:
-    """Memory's effect: held-out loss and relevance with the memory block and without, and
-    the fact-recall benchmark when the store holds a bundled demo persona."""
+    """Memory's effect: held-out loss with the memory block and without, relevance of the
+    twin's replies with memory (guided as configured, and unguided where that differs: the
+    replies `held_out` holds) and without it (the one pass generated here), and the
+    fact-recall benchmark when the store holds a bundled demo persona."""
     from ingest.recall import open_recall
     from ingest.store import open_store
     from trainer.eval.memory import (
@@ -215,28 +304,39 @@ def measure_memory(
         fact_recall,
         loss_with_and_without_memory,
     )
-    from twin.core.conversation import without_block
 
     result: dict[str, Any] = {
         "loss": loss_with_and_without_memory(model, tokenizer, dataset.eval, config, plan)
     }
-    rows = dataset.eval[: config.eval.max_prompts]
     embed = fidelity.sentence_embedder()
-    if embed is not None and rows:
-        stripped = [without_block(example) for example in rows]
-        real = [split_prompt(e)[1] for e in rows]
+    if embed is not None and held_out.prompts:
+        stripped = [without_block(prompt) for prompt in held_out.prompts]
         torch.manual_seed(config.train.seed)
-        on = generate_all(model, tokenizer, [split_prompt(e)[0] for e in rows], config)
-        off = generate_all(model, tokenizer, [split_prompt(e)[0] for e in stripped], config)
-        result["relevance"] = {
-            "with_memory": fidelity.semantic_similarity(real, on, embed),
+        off = generate_all(model, tokenizer, stripped, config.generation)
+        real = held_out.real
+        relevance = {
+            "memory_guidance": config.generation.memory_guidance,
+            "with_memory": fidelity.semantic_similarity(real, held_out.twin, embed),
             "without_memory": fidelity.semantic_similarity(real, off, embed),
         }
+        if held_out.unguided is not None:
+            relevance["with_memory_unguided"] = fidelity.semantic_similarity(
+                real, held_out.unguided, embed
+            )
+        result["relevance"] = relevance
     with open_store(config.store_path) as store, open_recall(config, store) as memory:
         owner = store.owner()
         bench = bundled_benchmark(owner.name if owner else None)
         if memory is not None and bench is not None:
-            recall = fact_recall(model, tokenizer, config, store, memory, bench)
+            recall = fact_recall(
+                lambda conversations, generation: generate_all(
+                    model, tokenizer, conversations, generation
+                ),
+                config,
+                store,
+                memory,
+                bench,
+            )
             result["fact_recall"] = asdict(recall)
     return result
 

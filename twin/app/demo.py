@@ -182,7 +182,8 @@ def _a_chat(lang: str) -> int:
 
 
 def _show_recall(config: Config, result: TrainResult) -> None:
-    """One recalled fact, with and without memory, and the benchmark's numbers."""
+    """One recalled fact (the guided reply that holds the answer, where one does; plain and
+    without memory beside it), and the benchmark's numbers."""
     from serving.transformers import TransformersEngine
     from trainer.eval.memory import bundled_benchmark, fact_recall
 
@@ -194,11 +195,12 @@ def _show_recall(config: Config, result: TrainResult) -> None:
         if memory is None or bench is None:
             print("      (no benchmark for this history)")
             return
-        recall = fact_recall(engine.model, engine.tokenizer, config, store, memory, bench)
-    shown = next((e for e in recall.examples if e["with"] != e["without"]), recall.examples[0])
+        recall = fact_recall(engine.generate, config, store, memory, bench)
+    shown = next((e for e in recall.examples if e["guided_recalled"]), recall.examples[0])
     print(_block("them", shown["question"]))
-    print(_block("twin", shown["with"]) + "   (with memory)")
-    print(_block("twin", shown["without"]) + "   (without)")
+    print(_block("twin", shown["guided"]) + "   (memory, guided)")
+    print(_block("twin", shown["plain"]) + "   (memory, plain decoding)")
+    print(_block("twin", shown["without"]) + "   (without memory)")
     print(f"\n{recall.line()}")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from ingest.dataset import count_examples
 from ingest.selection import chat_selection
 from ingest.store import open_store
+from serving.engine import memory_guidance
 from trainer.registry import current_problem, current_version, list_adapters
 from twin.core.config import Config
 from twin.core.runs import read_records
@@ -31,6 +32,7 @@ def status_of(config: Config) -> dict[str, Any]:
     status["adapter"] = current_version(config.adapters_dir)
     status["adapter_problem"] = current_problem(config.adapters_dir)
     status["adapters"] = [a.as_json() for a in list_adapters(config.adapters_dir)]
+    status["memory_guidance"] = memory_guidance(config)
     runs = read_records(config.data_dir)
     last = runs[-1] if runs else None
     status["last_run"] = (
@@ -56,6 +58,7 @@ def print_status(status: dict[str, Any]) -> None:
     print(f"adapter:  {status['adapter'] or 'none yet (twin train)'}")
     if status["adapter_problem"]:
         print(f"          {status['adapter_problem']}")
+    print(f"memory guidance: {status['memory_guidance']['line']}")
     run = status["last_run"]
     if run:
         print(f"last run: {run['started']} {run['outcome']}: {run['reason']}")

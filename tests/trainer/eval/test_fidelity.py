@@ -221,6 +221,12 @@ def test_twin_eval_end_to_end_with_canaries(
     assert set(full["style"]) == {"real", "base", "twin"}
     assert full["loss"]["twin"] == pytest.approx(metrics["eval_loss"], rel=1e-3)
     assert full["canaries"]["planted"] == 2
+    # These prompts have no memory block: guidance changes nothing, and is not run twice.
+    assert full["guidance"] == {
+        "memory_guidance": 2.0,
+        "same": "no held-out prompt has a memory block to guide with",
+    }
+    assert "memory guidance 2: no unguided figures" in out
     report = (folder / "eval" / "report.md").read_text()
     assert "| feature | base | twin |" in report and "![habits](habits.png)" in report
     for chart in ("lengths.png", "habits.png"):
@@ -257,3 +263,47 @@ def test_the_canary_adapter_trains_inside_the_private_data_dir(
     assert checkpoints.is_relative_to(scratch)  # the planted secrets never left the data dir
     assert scratch.stat().st_mode & 0o777 == 0o700
     assert list(scratch.iterdir()) == []  # removed after, and the dead eval's swept
+
+
+def test_held_out_prompts_with_memory_blocks_are_measured_guided_and_not(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    """Guidance on (as configured, the headline) and off (memory_guidance 0, the same seed):
+    the unguided replies are what a config with guidance 0 writes."""
+    from peft import LoraConfig, get_peft_model
+
+    from trainer.data import read_dataset
+    from trainer.eval.evaluate import held_out_replies, measure_fidelity
+    from trainer.model import load_base
+    from twin.core.conversation import ChatMessage, Remembered, memory_block, with_memory
+
+    config = make_config(tmp_path, tiny_base)
+    dataset = read_dataset(config.dataset_dir)
+    block = memory_block(
+        [Remembered("my bike is mint green", "What colour is your bike?")],
+        [],
+        language="en",
+        scope="chat",
+        max_tokens=100,
+    )
+    rows: list[list[ChatMessage]] = [
+        [{"role": "system", "content": with_memory(e[0]["content"], block)}, *e[1:]]
+        for e in dataset.eval
+    ]
+    base = load_base(config)
+    model = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    held = held_out_replies(model, base.tokenizer, rows, config)
+    assert held.unguided is not None and held.same_unguided == ""
+    result = measure_fidelity(model, base.tokenizer, dataset.train, rows, config, held)
+    guidance = result["guidance"]
+    assert guidance["memory_guidance"] == 2.0
+    assert guidance["on"]["style_distance"] == result["style_distance"]["twin"]["overall"]
+    assert guidance["on"]["auc"] == result["distinguishability_auc"]["twin"]
+    assert set(guidance["off"]) == {"style_distance", "auc", "semantic_similarity"}
+    off = config.with_section("generation", memory_guidance=0.0)
+    plain = held_out_replies(model, base.tokenizer, rows, off)
+    assert plain.twin == held.unguided  # the same seed: guidance is all that differs
+    assert plain.unguided is None and plain.same_unguided.startswith("memory_guidance is 0")
+    # Prompts without a block are generated once, guidance or not.
+    bare = held_out_replies(model, base.tokenizer, dataset.eval, config)
+    assert bare.unguided is None and "no held-out prompt has a memory block" in bare.same_unguided
