@@ -75,7 +75,6 @@ class LlamaCppEngine:
         self.threads = config.serving.threads or os.cpu_count() or 1
         self._stop_ids = frozenset(stop_tokens(self.tokenizer))
         self._top_k = _transformers_top_k(self.checkpoint)
-        self._rng = np.random.default_rng()
         # Room for one conversation: the bot's context (prompt and reply), or a training
         # example with a reply after it (what the eval answers), whichever is longer.
         wanted = max(
@@ -195,7 +194,11 @@ class LlamaCppEngine:
         )
         if tokens.size == 1:
             return int(tokens[0])
-        return int(tokens[self._rng.choice(tokens.size, p=probabilities)])
+        # torch's generator, as the transformers engine draws from: torch.manual_seed makes
+        # a sampled reply repeatable on either engine (the eval's seeded draws).
+        import torch
+
+        return int(tokens[int(torch.multinomial(torch.from_numpy(probabilities), 1))])
 
 
 def next_token_distribution(
@@ -214,7 +217,7 @@ def next_token_distribution(
     engines thus decode alike by construction."""
     import torch
 
-    # float64: the probabilities go to numpy's sampler, which wants them to sum to 1 closely.
+    # float64: the probabilities of 49k-262k tokens are summed and drawn from.
     scores = torch.from_numpy(logits.astype(np.float64))[None]
     if contrast is not None:
         scores = guided_scores(

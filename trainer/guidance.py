@@ -22,6 +22,10 @@ import math
 
 import torch
 
+# A token is pushed only where its probability with the block is at least this share of the
+# likeliest token's (Li et al. 2023 use 0.1).
+PLAUSIBLE = 0.1
+
 
 def guided_scores(
     with_memory: torch.Tensor, without_memory: torch.Tensor, scale: float
@@ -34,7 +38,12 @@ def guided_scores(
     log_p = torch.log_softmax(logits, -1)
     log_q = torch.log_softmax(without_memory.to(dtype), -1)
     alpha = scale * jensen_shannon(log_p, log_q)
-    return logits + alpha[:, None] * (log_p - log_q), alpha
+    # Only tokens the prompt with the block finds plausible are pushed (contrastive
+    # decoding's plausibility constraint): a token unlikely with the block and far less likely
+    # without it would otherwise win on the ratio alone, and the reply breaks into fragments.
+    plausible = log_p >= log_p.max(-1, keepdim=True).values + math.log(PLAUSIBLE)
+    push = torch.where(plausible, log_p - log_q, 0.0)
+    return logits + alpha[:, None] * push, alpha
 
 
 def jensen_shannon(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 
 from tests.helpers import sharp_tiny
 from trainer.generation import generate_replies, reply_tokens, sampling_scores
-from trainer.guidance import guided_scores, jensen_shannon
+from trainer.guidance import PLAUSIBLE, guided_scores, jensen_shannon
 from twin.core.chat_format import encode_prompt
 from twin.core.config import GenerationConfig, config_from_dict
 from twin.core.conversation import ChatMessage, without_block
@@ -66,7 +66,8 @@ def test_jensen_shannon_is_in_bits() -> None:
 
 
 def test_guided_distribution_is_its_formula() -> None:
-    """p_guided = p^(1+alpha) / q^alpha, renormalised, alpha = scale * JSD(p, q)."""
+    """p_guided = p^(1+alpha) / q^alpha, renormalised, alpha = scale * JSD(p, q), for the
+    tokens at least PLAUSIBLE as likely as p's top token; the others keep p's odds."""
     torch.manual_seed(1)
     with_memory, without = torch.randn(3, 50) * 3, torch.randn(3, 50) * 3
     scores, alpha = guided_scores(with_memory, without, 2.0)
@@ -74,9 +75,12 @@ def test_guided_distribution_is_its_formula() -> None:
     m = (p + q) / 2
     jsd = (0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)) / math.log(2)
     assert alpha.double().tolist() == pytest.approx((2.0 * jsd).tolist(), rel=1e-4)
-    formula = p ** (1 + alpha.double()[:, None]) / q ** alpha.double()[:, None]
+    a = alpha.double()[:, None]
+    plausible = p >= PLAUSIBLE * p.max(-1, keepdim=True).values
+    formula = torch.where(plausible, p ** (1 + a) / q**a, p)
     formula = formula / formula.sum(-1, keepdim=True)
     assert torch.allclose(torch.softmax(scores.double(), -1), formula, atol=1e-5)
+    assert (~plausible).any() and plausible.sum(-1).min() >= 1  # both kinds of token occur
     # Where the two prompts agree there is nothing to guide: the logits come back as they were.
     same, zero = guided_scores(with_memory, with_memory, 2.0)
     assert torch.equal(same, with_memory) and zero.abs().max() < 1e-6
@@ -104,7 +108,8 @@ def reference_reply(
                 m = (p + q) / 2
                 jsd = 0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum()
                 alpha = scale * float(jsd) / math.log(2)
-                z = z + alpha * (p.log() - q.log())
+                push = torch.where(p >= PLAUSIBLE * p.max(), p.log() - q.log(), 0.0)
+                z = z + alpha * push
             for token in set(with_prompt + reply):
                 z[token] = z[token] * PENALTY if z[token] < 0 else z[token] / PENALTY
             token = int(z.argmax())
