@@ -144,9 +144,9 @@ def _guided(
             logits_to_keep=1,
         )
         cache, logits = out.cache, out.logits[:, -1]
-        seen = torch.zeros(n, logits.shape[-1], dtype=torch.bool)
+        seen = torch.zeros(n, logits.shape[-1], dtype=torch.bool, device=device)
         for i, prompt in enumerate(prompts):
-            seen[i, torch.tensor(prompt).clamp(max=logits.shape[-1] - 1)] = True
+            seen[i, torch.tensor(prompt, device=device).clamp(max=logits.shape[-1] - 1)] = True
         where = {row: k for k, row in enumerate(order)}
         last = positions[:, -1]
         for _ in range(generation.max_new_tokens):
@@ -226,7 +226,8 @@ def sampling_scores(
         steps.append(TopKLogitsWarper(top_k))
     if generation.top_p < 1.0:
         steps.append(TopPLogitsWarper(generation.top_p))
-    no_ids = torch.zeros(scores.shape[0], 0, dtype=torch.long)  # the warpers do not read them
+    # The warpers do not read the ids.
+    no_ids = torch.zeros(scores.shape[0], 0, dtype=torch.long, device=scores.device)
     result: torch.Tensor = LogitsProcessorList(steps)(no_ids, scores)  # type: ignore[arg-type]
     return result
 
