@@ -157,7 +157,7 @@ class LlamaCppEngine:
         slots, logits = llama.prefill(
             [row.prompt for row in rows] + [row.contrast for row in contrasted]  # type: ignore[misc]
         )
-        for row, slot, first in zip(rows, slots, logits, strict=False):
+        for row, slot, first in zip(rows, slots[: len(rows)], logits[: len(rows)], strict=True):
             row.slot, row.logits = slot, first
         for row, slot, first in zip(
             contrasted, slots[len(rows) :], logits[len(rows) :], strict=True
