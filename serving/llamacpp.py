@@ -36,12 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from serving.checks import read_adapter
 from serving.engine import AdapterRefused, EngineUnavailable
 from serving.llama_context import SEQUENCES, LlamaContext
 from trainer.embedded import EMBEDDED, gguf_file
-from trainer.generation import contrast_prompts, sampling_scores, stop_tokens
+from trainer.generation import contrast_prompts, sampling_scores, sampling_top_k, stop_tokens
 from trainer.gguf_lora import (
     GGUF_ADAPTER,
     AdapterUnfit,
@@ -196,8 +197,6 @@ class LlamaCppEngine:
             return int(tokens[0])
         # torch's generator, as the transformers engine draws from: torch.manual_seed makes
         # a sampled reply repeatable on either engine (the eval's seeded draws).
-        import torch
-
         return int(tokens[int(torch.multinomial(torch.from_numpy(probabilities), 1))])
 
 
@@ -215,8 +214,6 @@ def next_token_distribution(
     them (trainer.generation.sampling_scores: the repetition penalty on every token `seen`,
     temperature, top-k, top-p; at temperature 0 the likeliest token alone). Both in-process
     engines thus decode alike by construction."""
-    import torch
-
     # float64: the probabilities of 49k-262k tokens are summed and drawn from.
     scores = torch.from_numpy(logits.astype(np.float64))[None]
     if contrast is not None:
@@ -311,14 +308,14 @@ def check_same_model(base: BaseGGUF, checkpoint: str) -> None:
 
 
 def _transformers_top_k(checkpoint: str) -> int:
-    """The top-k transformers' generate samples with: the model's generation config, else 50."""
+    """The top-k transformers' generate samples with for the checkpoint (a missing or
+    unreadable generation config: transformers' default)."""
     from transformers import GenerationConfig as HFGenerationConfig
 
     try:
-        top_k = HFGenerationConfig.from_pretrained(checkpoint).top_k
+        return sampling_top_k(HFGenerationConfig.from_pretrained(checkpoint))
     except (OSError, ValueError):
-        top_k = None
-    return 50 if top_k is None else int(top_k)
+        return sampling_top_k(None)
 
 
 def _newer(path: Path, than: Path) -> bool:

@@ -131,7 +131,7 @@ def _guided(
     mask = batch["attention_mask"].to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     stops = set(stop_tokens(tokenizer))
-    top_k = model_top_k(model)
+    top_k = sampling_top_k(getattr(model, "generation_config", None))
     replies: list[list[int]] = [[] for _ in range(n)]
     live = list(range(n))  # the conversations still being answered
     order = list(range(len(rows)))  # which row each row of the cache is
@@ -232,10 +232,10 @@ def sampling_scores(
     return result
 
 
-def model_top_k(model: Any) -> int:
-    """The top-k transformers' generate samples with: the model's generation config, else 50."""
-    config = getattr(model, "generation_config", None)
-    top_k = getattr(config, "top_k", None)
+def sampling_top_k(model_generation: Any) -> int:
+    """The top-k transformers' generate samples with: the model's own generation config
+    (`model_generation`, a transformers GenerationConfig, None where there is none), else 50."""
+    top_k = getattr(model_generation, "top_k", None)
     return 50 if top_k is None else int(top_k)
 
 

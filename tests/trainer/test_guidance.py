@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.helpers import sharp_tiny
-from trainer.generation import generate_replies, reply_tokens, sampling_scores
+from trainer.generation import generate_replies, reply_tokens, sampling_scores, stop_tokens
 from trainer.guidance import PLAUSIBLE, guided_scores, jensen_shannon
 from twin.core.chat_format import encode_prompt
 from twin.core.config import GenerationConfig, config_from_dict
@@ -172,7 +172,7 @@ def test_guidance_zero_and_no_block_decode_as_before(tiny: Any) -> None:
         do_sample=False,
         repetition_penalty=PENALTY,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=generation_stops(tokenizer),
+        eos_token_id=stop_tokens(tokenizer),
     )
     today = output[:, batch["input_ids"].shape[1] :].tolist()
     assert reply_tokens(model, tokenizer, CONVERSATIONS, generation) == today
@@ -188,12 +188,6 @@ def test_guidance_zero_and_no_block_decode_as_before(tiny: Any) -> None:
     counted.clear()
     generate_replies(counting, tokenizer, [CONVERSATIONS[0]], greedy(2.0))
     assert sum(counted) > off  # with a block, the contrast row is read too
-
-
-def generation_stops(tokenizer: Any) -> list[int]:
-    from trainer.generation import stop_tokens
-
-    return stop_tokens(tokenizer)
 
 
 def test_sampling_scores_are_transformers_processors() -> None:

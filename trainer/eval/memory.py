@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -191,10 +190,6 @@ def loss_with_and_without_memory(
             model, tokenizer, encode_examples(tokenizer, stripped, seq), batch, plan
         ),
     }
-
-
-def as_json(result: FactRecall) -> dict[str, Any]:
-    return asdict(result)
 
 
 def _share(replies: list[str], probes: list[dict[str, Any]]) -> float:
