@@ -295,6 +295,24 @@ class BotConfig(Section):
     reload_seconds: float = Field(10.0, ge=0.1, le=86400)
 
 
+class BusinessConfig(Section):
+    # Telegram Business: the bot connected to the owner's own account (Settings -> Telegram
+    # Business -> Chatbots) answers in the owner's private chats, as the owner.
+    # "draft" = the owner gets each reply to Send, Edit or Skip first; "auto" = it goes
+    # straight to the friend, paced like typing; "off" = no replies (history is still learned).
+    # /persona business changes it, for all chats or one.
+    mode: Literal["draft", "auto", "off"] = "draft"
+    # After the owner writes in a chat themselves, the twin keeps quiet there this long.
+    takeover_minutes: float = Field(30.0, ge=0, le=10080)
+    # What the owner and friends write in connected chats joins the store (and so memory and
+    # the nightly retrain), as a new export would.
+    learn: bool = True
+    # Chats (the friend's user id) the twin never answers in nor learns from.
+    exclude_chats: Annotated[tuple[int, ...], _LAX] = ()
+    # People the owner never wrote to get drafts even in "auto" mode, unless this is true.
+    auto_non_contacts: bool = False
+
+
 class ScheduleConfig(Section):
     # When `twin serve` runs `twin retrain` (crontab syntax: minute hour day month weekday);
     # "" = never (run it yourself, or /persona train).
@@ -350,6 +368,7 @@ class Config(BaseModel):
     eval: EvalConfig = EvalConfig()
     telegram: TelegramConfig = TelegramConfig()
     bot: BotConfig = BotConfig()
+    business: BusinessConfig = BusinessConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     # The file this config came from (None: defaults only); relative paths resolve against it.
     source: Path | None = None

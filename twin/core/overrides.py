@@ -29,6 +29,7 @@ SETTABLE = {
         "memory_guidance",
     ),
     "bot": ("line_pause_per_char", "max_line_pause"),
+    "business": ("mode",),
     "persona": ("system_prompt",),
 }
 
