@@ -80,11 +80,91 @@ CREATE INDEX memory_conversation ON memory (chat_id, thread_id, seq);
 """
 
 
+# Version 3: Telegram Business (conversations per business account, message ids, the
+# connection, per-chat modes, drafts and corrections).
+SHIPPED_V3 = """
+CREATE TABLE memory (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    chat_id INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    speaker TEXT NOT NULL,
+    content TEXT NOT NULL,
+    at REAL NOT NULL,
+    thread_id INTEGER NOT NULL DEFAULT 0,
+    speaker_key TEXT NOT NULL DEFAULT '',
+    business INTEGER NOT NULL DEFAULT 0,
+    message_id INTEGER
+);
+CREATE TABLE told_strangers (user_id INTEGER PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE INDEX memory_conversation ON memory (business, chat_id, thread_id, seq);
+CREATE TABLE business_connections (
+    connection_id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    user_chat_id INTEGER NOT NULL,
+    enabled INTEGER NOT NULL,
+    can_reply INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE refused_connections (user_id INTEGER PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE business_chats (
+    business INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL,
+    mode TEXT,
+    silent_until REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (business, chat_id)
+);
+CREATE TABLE drafts (
+    draft_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    connection_id TEXT NOT NULL,
+    business INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL,
+    asked TEXT NOT NULL,
+    draft TEXT NOT NULL,
+    turns TEXT NOT NULL,
+    block TEXT NOT NULL,
+    state TEXT NOT NULL,
+    notice_chat INTEGER,
+    notice_id INTEGER,
+    notice TEXT NOT NULL DEFAULT '',
+    expires REAL NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX drafts_by_chat ON drafts (business, chat_id, state);
+CREATE INDEX drafts_by_notice ON drafts (notice_chat, notice_id);
+CREATE TABLE corrections (
+    correction_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    chat_id INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    turns TEXT NOT NULL,
+    block TEXT NOT NULL,
+    draft TEXT NOT NULL,
+    sent TEXT,
+    at REAL NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
 def test_a_new_bot_db_has_the_shipped_schema(tmp_path: Path) -> None:
     ChatLog(tmp_path / "bot.db", context_messages=20).close()
     conn = sqlite3.connect(tmp_path / "bot.db")
-    assert schema_of_conn(conn) == schema_of_script(SHIPPED_V2)
+    assert schema_of_conn(conn) == schema_of_script(SHIPPED_V3)
     conn.close()
+
+
+def test_a_version_2_bot_db_keeps_its_conversations(tmp_path: Path) -> None:
+    """Before Telegram Business every conversation was the bot's own: business 0."""
+    path = tmp_path / "bot.db"
+    rows = (
+        "INSERT INTO memory (chat_id, role, speaker, content, at, thread_id, speaker_key)"
+        " VALUES (5, 'user', 'Ann', 'hi', 1.0, 0, '7');"
+    )
+    shipped_database(path, SHIPPED_V2 + rows, version=2)
+    chat_log = ChatLog(path, context_messages=20)
+    assert chat_log.recent(Where(5)) == [Said("7", "Ann", "hi", 1.0)]
+    assert chat_log.recent(Where(5, business=42)) == []
+    chat_log.close()
 
 
 def test_a_bot_db_at_the_current_version_opens_unchanged(tmp_path: Path) -> None:
@@ -93,7 +173,7 @@ def test_a_bot_db_at_the_current_version_opens_unchanged(tmp_path: Path) -> None
         "INSERT INTO memory (chat_id, role, speaker, content, at, thread_id, speaker_key)"
         " VALUES (5, 'user', 'Ann', 'see you -- friday;', 1.0, 0, '7');"
     )
-    shipped_database(path, SHIPPED_V2 + rows, version=len(MIGRATIONS))
+    shipped_database(path, SHIPPED_V3 + rows, version=len(MIGRATIONS))
     conn = sqlite3.connect(path)
     before = list(conn.iterdump())
     conn.close()
@@ -115,6 +195,22 @@ def test_topics_and_chats_do_not_share_a_chat_log(tmp_path: Path) -> None:
     assert [s.text for s in chat_log.recent(Where(-100, 22))] == ["b"]
     assert chat_log.forget(Where(-100, 11)) == 5  # kept beyond the window, bounded
     assert chat_log.recent(Where(-100, 22)) != []
+
+
+def test_a_business_chat_and_the_bot_chat_of_one_friend_are_two_conversations(
+    tmp_path: Path,
+) -> None:
+    chat_log = ChatLog(tmp_path / "bot.db", context_messages=10)
+    chat_log.remember(Where(7), Said("7", "Ann", "to the bot", 1.0), 1)
+    chat_log.remember(Where(7, business=42), Said("7", "Ann", "to the owner", 2.0), 1)
+    chat_log.remember(Where(7, business=42), Said("7", "Ann", "more", 3.0), 2)
+    assert [s.text for s in chat_log.recent(Where(7))] == ["to the bot"]
+    # Deleting and editing by Telegram's message id touch one conversation only.
+    assert chat_log.drop(Where(7, business=42), [1]) == 1
+    chat_log.edit(Where(7, business=42), 2, "more, edited")
+    assert [s.text for s in chat_log.recent(Where(7, business=42))] == ["more, edited"]
+    assert [s.text for s in chat_log.recent(Where(7))] == ["to the bot"]
+    chat_log.close()
 
 
 def test_a_damaged_bot_db_is_one_clear_error(tmp_path: Path) -> None:
