@@ -27,6 +27,7 @@ from typing import Any
 
 from bot.chat_log import ChatLog, Where
 from ingest.recall import Memory, Recall, open_recall
+from ingest.selection import chat_selection
 from ingest.store import open_store
 from serving.engine import Engine, EngineUnavailable, PromptRefused
 from serving.twin import (
@@ -115,6 +116,7 @@ class ModelWorker:
         self._task: asyncio.Task[None] | None = None
         self._recall: Memory | None = None  # the recall index, read on the model thread only
         self._recall_files = contextlib.ExitStack()
+        self._history_added = False  # the store gained messages since memory was updated
         # What the last reply of each conversation recalled (for /persona memory), the
         # conversation replied to last at the end.
         self.last_recall: dict[Where, Recall] = {}
@@ -174,6 +176,34 @@ class ModelWorker:
             self._recall = self._recall_files.enter_context(
                 open_recall(self.config, store, update=False, fit=fit)
             )
+
+    def history_added(self) -> None:
+        """The store gained messages while serving (Telegram Business live history): memory
+        indexes them before the next reply is written, on the model thread."""
+        self._history_added = True
+
+    def _catch_up_memory(self, config: Config) -> None:
+        """On the model thread: index what is new in the store (incremental, as after an
+        import). A failure costs memory its newest messages, never a reply."""
+        if not self._history_added or not self.config.memory.enabled:
+            return
+        self._history_added = False
+        try:
+            if self._recall is None:  # the live history made the store: memory starts now
+                self._open_recall()
+            memory = self._recall
+            if memory is None:
+                return
+            with open_store(config.store_path) as store:
+                memory.index.update(
+                    store,
+                    memory.scrubber,
+                    memory.embedder,
+                    select=chat_selection(store, config, save=False).uses,
+                    progress=False,
+                )
+        except Exception:
+            log.exception("indexing the live history into memory failed")
 
     async def load_again(self) -> None:
         """Load the model after `unload`, trying until it loads (told to the admins once, and
@@ -363,6 +393,7 @@ class ModelWorker:
     def _generate(self, prompts: list[_Prompt], config: Config) -> list[str]:
         """Runs on the model thread: recall, fit, generate."""
         assert self._engine is not None
+        self._catch_up_memory(config)
         engine = self._engine
         budget = prompt_budget(config)
         replies = [""] * len(prompts)

@@ -3,9 +3,10 @@
 Chat and sender ids are Telegram's marked peer ids (ingest.peers): a user and a group that
 share a bare id are two chats.
 
-Both importers (Telegram Desktop exports and the Telethon pull) write `Message` rows here, and
-the dataset builder reads them back. Rows are only ever inserted, never rewritten, so importing
-the same data twice adds nothing.
+Both importers (Telegram Desktop exports and the Telethon pull) and the bot's live history
+(Telegram Business: bot.live_history) write `Message` rows here, and the dataset builder reads
+them back. Importers only insert, never rewrite, so importing the same data twice adds
+nothing; only the live history changes a row, when Telegram reports an edit or a deletion.
 """
 
 from __future__ import annotations
@@ -280,6 +281,34 @@ class Store(Database):
             messages,
         )
         return self.conn.total_changes - before
+
+    def edit_message(self, chat_id: int, message_id: int, text: str, edited: int) -> bool:
+        """A message edited in Telegram reads as edited; False when it is not stored."""
+        cursor = self.conn.execute(
+            "UPDATE messages SET text = ?, edited = ? WHERE chat_id = ? AND message_id = ?",
+            (text, edited, chat_id, message_id),
+        )
+        return cursor.rowcount == 1
+
+    def delete_messages(self, chat_id: int, message_ids: Iterable[int]) -> int:
+        """Messages deleted in Telegram leave the store; returns how many were stored."""
+        cursor = self.conn.executemany(
+            "DELETE FROM messages WHERE chat_id = ? AND message_id = ?",
+            [(chat_id, message_id) for message_id in message_ids],
+        )
+        return cursor.rowcount
+
+    def owner_wrote_in(self, chat_id: int) -> bool:
+        """Whether the store holds a message of the owner's in that chat."""
+        owner = self.owner()
+        if owner is None:
+            return False
+        row = self.conn.execute(
+            "SELECT 1 FROM messages WHERE chat_id = ? AND kind = 'message' AND "
+            "(sender_id = ? OR (sender_id IS NULL AND sender_name = ?)) LIMIT 1",
+            (chat_id, owner.user_id, owner.name),
+        ).fetchone()
+        return row is not None
 
     def max_message_id(self, chat_id: int) -> int:
         """Highest stored message id of a chat (0 if none): where an incremental pull resumes."""
