@@ -22,15 +22,19 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     ApplicationBuilder,
+    BusinessConnectionHandler,
+    BusinessMessagesDeletedHandler,
+    CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
     filters,
 )
 
-from bot import persona
+from bot import business, drafts, persona
 from bot.access import access_filters
 from bot.adapters import AdapterFollower
-from bot.chat_log import ChatLog, Where
+from bot.business_log import BusinessLog
+from bot.chat_log import ChatLog, Where, bot_db_path
 from bot.context import (
     CONTEXT_TYPES,
     App,
@@ -40,11 +44,13 @@ from bot.context import (
     runtime_of,
 )
 from bot.delivery import DeliveryFailed, keep_typing, send_reply, send_with_retry, tell_admins
+from bot.live_history import LiveHistory
+from bot.messages import text_of
 from bot.retraining import retrain_running
 from bot.schedule import schedule_retrain
 from bot.worker import ModelWorker
 from twin.core.config import Config, secret
-from twin.core.conversation import OWNER, Said, media_placeholder
+from twin.core.conversation import OWNER, Said
 from twin.core.errors import TwinError
 from twin.core.language import localized, phrase
 
@@ -74,22 +80,36 @@ def build_application(config: Config, token: str, *, poll_timeout: float = 10.0)
         .get_updates_read_timeout(poll_timeout + 5)
         .build()
     )
-    chat_log = ChatLog(config.data_dir / "bot.db", config.bot.context_messages)
+    chat_log = ChatLog(bot_db_path(config), config.bot.context_messages)
     worker = ModelWorker(config, chat_log)
-    attach_runtime(app, BotRuntime(chat_log, worker, AdapterFollower(worker)))
+    business_log = BusinessLog(chat_log)
+    live_history = LiveHistory(config.store_path, worker.history_added)
+    runtime = BotRuntime(chat_log, worker, AdapterFollower(worker), business_log, live_history)
+    attach_runtime(app, runtime)
     access = access_filters(config.telegram)
     new_messages = filters.UpdateType.MESSAGE
     app.add_handler(
         CommandHandler("persona", persona.command, filters=access.admins & new_messages)
     )
     app.add_handler(CommandHandler("reset", on_reset, filters=access.resetters & new_messages))
+    # Telegram Business (bot.business): the owner's own chats, and the owner's drafts.
+    app.add_handler(BusinessConnectionHandler(business.on_connection))
+    app.add_handler(
+        MessageHandler(filters.UpdateType.BUSINESS_MESSAGE, business.on_business_message)
+    )
+    app.add_handler(MessageHandler(filters.UpdateType.EDITED_BUSINESS_MESSAGE, business.on_edited))
+    app.add_handler(BusinessMessagesDeletedHandler(business.on_deleted))
+    app.add_handler(CallbackQueryHandler(drafts.on_press, pattern=drafts.BUTTON_DATA))
+    # Before on_message: the owner's reply to a draft is the text to send, not a chat message.
+    replies_to_draft = filters.ChatType.PRIVATE & drafts.RepliesToDraft(business_log)
+    app.add_handler(MessageHandler(new_messages & replies_to_draft, drafts.on_edit_reply))
     app.add_handler(MessageHandler(access.talkers & new_messages & ~filters.COMMAND, on_message))
     app.add_handler(
         MessageHandler(access.overheard & new_messages & ~filters.COMMAND, on_overheard)
     )
     app.add_handler(MessageHandler(access.strangers & new_messages, on_stranger))
-    # Edited messages, channel posts, callback queries and unknown commands match no handler:
-    # they are dropped, quietly.
+    # Edited messages, channel posts, other callback queries and unknown commands match no
+    # handler: they are dropped, quietly.
     app.add_error_handler(on_error)
     return app
 
@@ -158,39 +178,6 @@ async def answer(context: TwinContext, message: Message, *, reply_to: int | None
     runtime.chat_log.remember(where, Said(OWNER, "", reply, time.time()))
 
 
-# Bot API message fields -> the store's media types, whose placeholders the twin was trained on.
-_MEDIA_FIELDS = {
-    "photo": "photo",
-    "sticker": "sticker",
-    "voice": "voice_message",
-    "video_note": "video_message",
-    "video": "video_file",
-    "animation": "animation",
-    "audio": "audio_file",
-    "document": "file",
-    "location": "location",
-    "contact": "contact",
-    "poll": "poll",
-}
-
-
-def text_of(message: Message, *, media: str) -> str | None:
-    """What the twin reads of a message: its text, a caption, or "[sticker]"-style placeholder
-    (when `[bot] media` is "model"); None for what it should not answer at all."""
-    text = message.text or message.caption
-    if text:
-        username = message.get_bot().username
-        if username and message.chat.type != "private":
-            text = text.replace(f"@{username}", "").strip() or text
-        return text
-    if media != "model":
-        return None
-    for attribute, media_type in _MEDIA_FIELDS.items():
-        if getattr(message, attribute, None):
-            return media_placeholder(media_type)
-    return None  # service messages, dice, games...: nothing to answer
-
-
 async def on_reset(update: Update, context: TwinContext) -> None:
     message = update.effective_message
     assert message is not None
@@ -254,7 +241,19 @@ async def start_bot(app: App) -> None:
     app.job_queue.run_repeating(
         follow_current_adapter, interval=runtime.config.bot.reload_seconds, name="reload"
     )
+    app.job_queue.run_repeating(
+        drafts.expire_drafts, interval=drafts.EXPIRY_CHECK_S, first=0, name="drafts"
+    )
+    app.job_queue.run_repeating(write_live_history, interval=LIVE_FLUSH_S, name="live history")
     schedule_retrain(app)
+
+
+# Live history that waited for a busy store is written at the next change, or at this pace.
+LIVE_FLUSH_S = 60.0
+
+
+async def write_live_history(context: TwinContext) -> None:
+    await context.runtime.live_history.flush()
 
 
 async def register_commands(app: App) -> None:
@@ -274,6 +273,12 @@ async def stop_bot(app: App) -> None:
         runtime.retrain.cancel()
         await asyncio.gather(runtime.retrain, return_exceptions=True)
     await runtime.worker.stop()
+    await runtime.live_history.flush()
+    if runtime.live_history.waiting:
+        log.error(
+            "%d live history changes were not written: the store stayed busy",
+            runtime.live_history.waiting,
+        )
     runtime.chat_log.close()
 
 

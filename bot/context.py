@@ -12,8 +12,11 @@ from typing import Any
 from telegram.ext import Application, CallbackContext, ContextTypes, ExtBot, Job
 
 from bot.adapters import AdapterFollower
+from bot.business_log import BusinessLog
 from bot.chat_log import ChatLog
+from bot.live_history import LiveHistory
 from bot.worker import ModelWorker
+from ingest.pii import PiiScrubber
 from twin.core.config import Config
 
 _RUNTIME = "twin"
@@ -24,6 +27,8 @@ class BotRuntime:
     chat_log: ChatLog  # data_dir/bot.db
     worker: ModelWorker
     adapters: AdapterFollower
+    business: BusinessLog  # Telegram Business's tables of bot.db
+    live_history: LiveHistory  # connected chats' messages into the store
     started: float = field(default_factory=time.time)
     retrain: asyncio.Task[None] | None = None
     retrain_job: Job[Any] | None = None  # the nightly schedule, when one is set
@@ -31,6 +36,9 @@ class BotRuntime:
     # mined again only when that changed, one mining at a time.
     facts_listing: tuple[object, str] | None = None
     facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Business connection ids found to be someone else's: their updates are dropped unread.
+    refused_connections: set[str] = field(default_factory=set)
+    scrubber: PiiScrubber | None = None  # corrections' PII masking (bot.drafts), made once
 
     @property
     def config(self) -> Config:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from telegram import Bot, ReplyParameters
+from telegram import Bot, Message, ReplyParameters
 from telegram.constants import ChatAction, MessageLimit
 from telegram.error import BadRequest, NetworkError, TelegramError
 from tenacity import (
@@ -35,7 +35,7 @@ MAX_CAPTION = MessageLimit.CAPTION_LENGTH
 
 
 class DeliveryFailed(Exception):
-    pass
+    """A message that could not be delivered; the text is Telegram's reason (no content)."""
 
 
 def _transient(err: BaseException) -> bool:
@@ -43,9 +43,10 @@ def _transient(err: BaseException) -> bool:
     return isinstance(err, NetworkError) and not isinstance(err, BadRequest)
 
 
-async def send_with_retry(bot: Bot, chat_id: int, **kwargs: Any) -> None:
+async def send_with_retry(bot: Bot, chat_id: int, **kwargs: Any) -> Message:
     """sendMessage with retries; raises DeliveryFailed when it could not be delivered."""
-    await _retrying(chat_id, lambda: bot.send_message(chat_id=chat_id, **kwargs))
+    sent: Message = await _retrying(chat_id, lambda: bot.send_message(chat_id=chat_id, **kwargs))
+    return sent
 
 
 async def send_photo_with_retry(bot: Bot, chat_id: int, png: bytes, caption: str) -> None:
@@ -64,7 +65,7 @@ async def send_charts(bot: Bot, chat_id: int, charts: Sequence[bytes], text: str
         await send_with_retry(bot, chat_id, text=text)
 
 
-async def _retrying(chat_id: int, send: Callable[[], Awaitable[object]]) -> None:
+async def _retrying(chat_id: int, send: Callable[[], Awaitable[Any]]) -> Any:
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_transient),
@@ -73,10 +74,11 @@ async def _retrying(chat_id: int, send: Callable[[], Awaitable[object]]) -> None
             reraise=True,
         ):
             with attempt:
-                await send()
+                return await send()
     except TelegramError as err:
         log.error("could not send a message to chat %s: %s", chat_id, type(err).__name__)
-        raise DeliveryFailed(str(chat_id)) from err
+        raise DeliveryFailed(err.message) from err
+    raise AssertionError("tenacity reraises the last error")  # pragma: no cover
 
 
 async def tell_admins(
@@ -115,29 +117,45 @@ async def send_reply(
     *,
     reply_to: int | None = None,
     thread: int | None = None,
-) -> None:
-    """Send `reply` line by line (into forum topic `thread` when set). Raises DeliveryFailed
-    when a line could not be delivered."""
+    business: str | None = None,
+    paced: bool = False,
+) -> list[Message]:
+    """Send `reply` line by line (into forum topic `thread` when set; as the owner through
+    business connection `business` when set); `paced`: the first line too waits as long as
+    typing it would take, as a person answers. Returns the messages sent; raises
+    DeliveryFailed when a line could not be delivered."""
+    sent = []
     for n, line in enumerate(reply_messages(reply)):
-        if n > 0 and bot_config.line_pause_per_char > 0:
-            await send_typing(bot, chat_id, thread)
+        if (n > 0 or paced) and bot_config.line_pause_per_char > 0:
+            await send_typing(bot, chat_id, thread, business)
             await asyncio.sleep(line_pause(line, bot_config))
         extra: dict[str, Any] = {"message_thread_id": thread}
+        if business is not None:
+            extra["business_connection_id"] = business
         if n == 0 and reply_to is not None:
             extra["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)
-        await send_with_retry(bot, chat_id, text=line, **extra)
+        sent.append(await send_with_retry(bot, chat_id, text=line, **extra))
+    return sent
 
 
-async def send_typing(bot: Bot, chat_id: int, thread: int | None = None) -> None:
+async def send_typing(
+    bot: Bot, chat_id: int, thread: int | None = None, business: str | None = None
+) -> None:
     # Cosmetic: a failed chat action must never cost a reply.
     with contextlib.suppress(TelegramError):
         await bot.send_chat_action(
-            chat_id=chat_id, action=ChatAction.TYPING, message_thread_id=thread
+            chat_id=chat_id,
+            action=ChatAction.TYPING,
+            message_thread_id=thread,
+            business_connection_id=business,
         )
 
 
-async def keep_typing(bot: Bot, chat_id: int, thread: int | None = None) -> None:
-    """Show "typing…" (in the topic being answered) until cancelled, while the model works."""
+async def keep_typing(
+    bot: Bot, chat_id: int, thread: int | None = None, business: str | None = None
+) -> None:
+    """Show "typing…" (in the topic being answered; in the owner's chat through a business
+    connection) until cancelled, while the model works."""
     while True:
-        await send_typing(bot, chat_id, thread)
+        await send_typing(bot, chat_id, thread, business)
         await asyncio.sleep(TYPING_EVERY)

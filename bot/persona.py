@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 from telegram import Update
 
-from bot.context import TwinContext
+from bot.as_owner import owner_id
+from bot.business_log import MODES, Mode
+from bot.chat_log import Where
+from bot.context import BotRuntime, TwinContext
 from bot.delivery import DeliveryFailed, send_charts, send_with_retry
 from bot.report import adapter_summary, fidelity_charts, loss_chart
 from bot.retraining import last_retrain, retrain_running, start_retrain
@@ -44,7 +47,10 @@ sample TEXT - what the twin would answer (sent to nobody)
 report - the current adapter's numbers and charts
 facts - your profile facts (shared with every chat) and candidates
 fact add TEXT / fact forget N - share a fact / stop sharing it
-memory CHAT_ID - what the last reply in that chat recalled"""
+memory CHAT_ID - what the last reply in that chat recalled
+business - your Telegram Business connection, modes, drafts
+business auto|draft|off [CHAT] - how the twin answers in your chats (all, or one)
+business default CHAT - that chat follows the mode for all again"""
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,11 @@ async def status(context: TwinContext, rest: str) -> str:
     )
     lines.append(f"Uptime: {_duration(time.time() - runtime.started)}")
     lines.append("Replying: paused" if runtime.chat_log.paused else "Replying: on")
+    corrections = runtime.business.correction_counts()
+    lines.append(
+        f"Corrections of drafts: {corrections['total']}, {corrections['waiting']} not yet "
+        "learned from"
+    )
     return "\n".join(lines)
 
 
@@ -285,6 +296,81 @@ async def memory(context: TwinContext, rest: str) -> str:
     return recalls[-1].block or "The last reply there recalled nothing."
 
 
+async def business(context: TwinContext, rest: str) -> str:
+    """Telegram Business: show the connection and modes, or change a mode."""
+    words = rest.split()
+    if not words:
+        owner = await asyncio.to_thread(owner_id, context.runtime.config)
+        return _business_status(context.runtime, owner)
+    mode = words[0].lower()
+    if mode not in (*MODES, "default") or len(words) > 2:
+        return f"Usage: /persona business [auto|draft|off|default] [CHAT]\n\n{help_text()}"
+    if len(words) == 1:
+        if mode == "default":
+            return "Usage: /persona business default CHAT (the chat's user id)"
+        answer = await _apply(context, "business", "mode", mode)
+        return f"{answer}: for every chat without a mode of its own"
+    try:
+        chat = int(words[1])
+    except ValueError:
+        return f"{words[1]!r} is not a chat id: use the friend's user id (see /persona business)"
+    owner = await asyncio.to_thread(owner_id, context.runtime.config)
+    if owner is None:
+        return "Who the owner is is not known yet: import an export or set [telegram] admins."
+    chosen: Mode | None = None if mode == "default" else mode  # type: ignore[assignment]
+    context.runtime.business.set_chat_mode(Where(chat, 0, owner), chosen)
+    if chosen is None:
+        return f"Chat {chat} follows the mode for all chats again."
+    return f"Chat {chat}: {chosen}"
+
+
+def _business_status(runtime: BotRuntime, owner: int | None) -> str:
+    config = runtime.config
+    business_log = runtime.business
+    connection = business_log.owner_connection(owner) if owner is not None else None
+    if connection is None:
+        lines = [
+            "Telegram Business: not connected. In Telegram: Settings -> Telegram Business -> "
+            "Chatbots, add this bot and let it reply to messages."
+        ]
+    else:
+        state = "on" if connection.enabled else "off (turned off in Telegram)"
+        rights = "may reply" if connection.can_reply else "may NOT reply (allow it in Telegram)"
+        lines = [f"Telegram Business: connected, {state}; {rights}"]
+    lines.append(f"Mode for all chats: {config.business.mode}")
+    modes = business_log.chat_modes()
+    if modes:
+        lines.append(
+            "Chats with a mode of their own: "
+            + ", ".join(f"{chat} {mode}" for chat, mode in modes.items())
+        )
+    pending = business_log.pending()
+    chats = sorted({draft.where.chat_id for draft in pending})
+    lines.append(
+        f"Drafts waiting for you: {len(pending)}"
+        + (f" (chats {', '.join(map(str, chats))})" if chats else "")
+    )
+    counts = business_log.correction_counts()
+    lines.append(
+        f"Corrections: {counts['total']} ({counts['sent']} sent, {counts['edited']} edited, "
+        f"{counts['skipped']} skipped), {counts['waiting']} not yet learned from"
+    )
+    learn = "on" if config.business.learn else "off"
+    lines.append(
+        f"Learning from your connected chats: {learn}"
+        + (
+            f" ({runtime.live_history.waiting} changes wait for the store)"
+            if runtime.live_history.waiting
+            else ""
+        )
+    )
+    lines.append(
+        f"The twin keeps quiet in a chat for {config.business.takeover_minutes:g} min "
+        "after you write there yourself."
+    )
+    return "\n".join(lines)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "help": show_help,
     "status": status,
@@ -301,6 +387,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "facts": facts,
     "fact": fact,
     "memory": memory,
+    "business": business,
 }
 
 

@@ -26,7 +26,11 @@ def test_overrides_from_telegram_are_validated_and_saved(tmp_path: Path) -> None
             with_override(config, "generation", "temperature", value, where="/persona")
     with pytest.raises(TwinError, match="cannot be set here"):
         with_override(config, "model", "base", "gpt2")
-    assert set(SETTABLE) == {"generation", "bot", "persona"}
+    assert set(SETTABLE) == {"generation", "bot", "business", "persona"}
+    changed = with_override(config, "business", "mode", "auto", where="/persona")
+    assert changed.business.mode == "auto"
+    with pytest.raises(TwinError, match="draft"):
+        with_override(config, "business", "mode", "sometimes", where="/persona")
 
 
 def test_a_bad_value_in_settings_json_is_reported_and_ignored(

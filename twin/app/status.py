@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.business_log import BusinessLog
+from bot.chat_log import ChatLog, bot_db_path
 from ingest.dataset import count_examples
 from ingest.selection import chat_selection
 from ingest.store import open_store
@@ -33,6 +35,7 @@ def status_of(config: Config) -> dict[str, Any]:
     status["adapter_problem"] = current_problem(config.adapters_dir)
     status["adapters"] = [a.as_json() for a in list_adapters(config.adapters_dir)]
     status["memory_guidance"] = memory_guidance(config)
+    status["corrections"] = corrections(config)
     runs = read_records(config.data_dir)
     last = runs[-1] if runs else None
     status["last_run"] = (
@@ -41,6 +44,15 @@ def status_of(config: Config) -> dict[str, Any]:
         else {"started": last.started, "outcome": last.outcome, "reason": last.reason}
     )
     return status
+
+
+def corrections(config: Config) -> dict[str, int]:
+    """The owner's verdicts on Telegram Business drafts kept in bot.db (see bot.drafts)."""
+    path = bot_db_path(config)
+    if not path.exists():
+        return {"total": 0, "waiting": 0, "sent": 0, "edited": 0, "skipped": 0}
+    with ChatLog(path, config.bot.context_messages) as chat_log:
+        return BusinessLog(chat_log).correction_counts()
 
 
 def print_status(status: dict[str, Any]) -> None:
@@ -59,6 +71,11 @@ def print_status(status: dict[str, Any]) -> None:
     if status["adapter_problem"]:
         print(f"          {status['adapter_problem']}")
     print(f"memory guidance: {status['memory_guidance']['line']}")
+    fixes = status["corrections"]
+    print(
+        f"corrections: {fixes['total']} drafts you sent, edited or skipped "
+        f"({fixes['waiting']} not yet learned from)"
+    )
     run = status["last_run"]
     if run:
         print(f"last run: {run['started']} {run['outcome']}: {run['reason']}")

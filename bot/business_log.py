@@ -1,0 +1,325 @@
+"""What the bot keeps of Telegram Business in bot.db: the owner's connections, per-chat modes
+and silences, drafts waiting for the owner, and the owner's corrections.
+
+The tables are made by bot.chat_log's migration 3 (bot.db has one list of migrations); this
+module holds their queries, on the ChatLog's connection (the event loop's thread). A draft
+changes state only from "pending", in one UPDATE that checks it: two presses of Send, or a
+press racing an expiry, cannot both win, so a draft is sent at most once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.chat_log import ChatLog, Where
+from twin.core.conversation import ChatMessage
+
+Mode = Literal["draft", "auto", "off"]
+MODES: tuple[Mode, ...] = ("draft", "auto", "off")
+# What became of a draft: "sending" while it goes out; the rest are final.
+Outcome = Literal["sent", "edited", "skipped", "expired", "deleted", "taken_over", "replaced"]
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A business connection as Telegram last described it."""
+
+    connection_id: str
+    user_id: int  # the business account: the owner
+    user_chat_id: int  # the owner's private chat with the bot: drafts and notices go there
+    enabled: bool
+    can_reply: bool
+
+    @property
+    def usable(self) -> bool:
+        return self.enabled and self.can_reply
+
+
+@dataclass(frozen=True)
+class Draft:
+    draft_id: int
+    connection_id: str  # the connection of the message it answers: sends go through it
+    where: Where
+    asked: tuple[int, ...]  # the friend's message ids it answers
+    draft: str
+    turns: list[ChatMessage]  # what it was written after (PII-masked)
+    block: str  # the memory block it was written with (PII-masked)
+    state: str
+    notice_chat: int | None
+    notice_id: int | None
+    notice: str  # its text, without buttons
+    expires: float  # Telegram's 24-hour reply window closes (unix seconds)
+
+
+_DRAFT_COLUMNS = (
+    "draft_id, connection_id, business, chat_id, asked, draft, turns, block, state, "
+    "notice_chat, notice_id, notice, expires"
+)
+
+
+def _draft(row: tuple[object, ...]) -> Draft:
+    (draft_id, connection_id, business, chat_id, asked, draft, turns, block, state, *rest) = row
+    notice_chat, notice_id, notice, expires = rest
+    return Draft(
+        draft_id=int(str(draft_id)),
+        connection_id=str(connection_id),
+        where=Where(int(str(chat_id)), 0, int(str(business))),
+        asked=tuple(json.loads(str(asked))),
+        draft=str(draft),
+        turns=json.loads(str(turns)),
+        block=str(block),
+        state=str(state),
+        notice_chat=None if notice_chat is None else int(str(notice_chat)),
+        notice_id=None if notice_id is None else int(str(notice_id)),
+        notice=str(notice),
+        expires=float(str(expires)),
+    )
+
+
+class BusinessLog:
+    """Telegram Business's tables in bot.db."""
+
+    def __init__(self, chat_log: ChatLog) -> None:
+        self.conn = chat_log.conn
+        self._chat_log = chat_log
+
+    # --- connections ---------------------------------------------------------------------
+
+    def record_connection(self, connection: Connection) -> Connection | None:
+        """Keep what Telegram said of a connection; returns the owner's newest one before."""
+        before = self.owner_connection(connection.user_id)
+        self.conn.execute(
+            "INSERT OR REPLACE INTO business_connections (connection_id, user_id, user_chat_id, "
+            "enabled, can_reply, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                connection.connection_id,
+                connection.user_id,
+                connection.user_chat_id,
+                int(connection.enabled),
+                int(connection.can_reply),
+                time.time(),
+            ),
+        )
+        return before
+
+    def connection(self, connection_id: str) -> Connection | None:
+        row = self.conn.execute(
+            "SELECT connection_id, user_id, user_chat_id, enabled, can_reply "
+            "FROM business_connections WHERE connection_id = ?",
+            (connection_id,),
+        ).fetchone()
+        return _connection(row)
+
+    def owner_connection(self, user_id: int) -> Connection | None:
+        """The owner's connection as Telegram described it last (it may issue new ids)."""
+        row = self.conn.execute(
+            "SELECT connection_id, user_id, user_chat_id, enabled, can_reply "
+            "FROM business_connections WHERE user_id = ? ORDER BY at DESC, rowid DESC LIMIT 1",
+            (user_id,),
+        ).fetchone()
+        return _connection(row)
+
+    def connections(self) -> list[Connection]:
+        """Every account's newest connection (only the owner's are ever recorded)."""
+        rows = self.conn.execute(
+            "SELECT connection_id, user_id, user_chat_id, enabled, can_reply "
+            "FROM business_connections ORDER BY at DESC, rowid DESC"
+        ).fetchall()
+        newest: dict[int, Connection] = {}
+        for row in rows:
+            connection = _connection(row)
+            assert connection is not None
+            newest.setdefault(connection.user_id, connection)
+        return list(newest.values())
+
+    def first_refusal(self, user_id: int) -> bool:
+        """True the first time an account other than the owner's connects (admins are told
+        once), False after."""
+        cursor = self.conn.execute(
+            "INSERT OR IGNORE INTO refused_connections (user_id, at) VALUES (?, ?)",
+            (user_id, time.time()),
+        )
+        return cursor.rowcount == 1
+
+    # --- chats ---------------------------------------------------------------------------
+
+    def chat_mode(self, where: Where) -> Mode | None:
+        """The mode set for this chat with /persona business (None: [business] mode)."""
+        row = self.conn.execute(
+            "SELECT mode FROM business_chats WHERE business = ? AND chat_id = ?",
+            (where.business, where.chat_id),
+        ).fetchone()
+        mode = row[0] if row else None
+        return mode if mode in MODES else None
+
+    def set_chat_mode(self, where: Where, mode: Mode | None) -> None:
+        self.conn.execute(
+            "INSERT INTO business_chats (business, chat_id, mode) VALUES (?, ?, ?) "
+            "ON CONFLICT(business, chat_id) DO UPDATE SET mode = excluded.mode",
+            (where.business, where.chat_id, mode),
+        )
+
+    def chat_modes(self) -> dict[int, Mode]:
+        """Per-chat modes, by chat id."""
+        rows = self.conn.execute(
+            "SELECT chat_id, mode FROM business_chats WHERE mode IS NOT NULL ORDER BY chat_id"
+        )
+        return {chat_id: mode for chat_id, mode in rows if mode in MODES}
+
+    def silence(self, where: Where, until: float) -> None:
+        """The owner took the chat over: the twin keeps quiet there until `until`."""
+        self.conn.execute(
+            "INSERT INTO business_chats (business, chat_id, silent_until) VALUES (?, ?, ?) "
+            "ON CONFLICT(business, chat_id) DO UPDATE SET silent_until = excluded.silent_until",
+            (where.business, where.chat_id, until),
+        )
+
+    def silent_until(self, where: Where) -> float:
+        row = self.conn.execute(
+            "SELECT silent_until FROM business_chats WHERE business = ? AND chat_id = ?",
+            (where.business, where.chat_id),
+        ).fetchone()
+        return float(row[0]) if row else 0.0
+
+    # --- drafts --------------------------------------------------------------------------
+
+    def add_draft(
+        self,
+        connection_id: str,
+        where: Where,
+        asked: list[int],
+        draft: str,
+        turns: list[ChatMessage],
+        block: str,
+        expires: float,
+    ) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO drafts (connection_id, business, chat_id, asked, draft, turns, block, "
+            "state, expires, created) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (
+                connection_id,
+                where.business,
+                where.chat_id,
+                json.dumps(asked),
+                draft,
+                json.dumps(turns, ensure_ascii=False),
+                block,
+                expires,
+                time.time(),
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def set_notice(self, draft_id: int, chat_id: int, message_id: int, text: str) -> None:
+        self.conn.execute(
+            "UPDATE drafts SET notice_chat = ?, notice_id = ?, notice = ? WHERE draft_id = ?",
+            (chat_id, message_id, text, draft_id),
+        )
+
+    def draft(self, draft_id: int) -> Draft | None:
+        row = self.conn.execute(
+            f"SELECT {_DRAFT_COLUMNS} FROM drafts WHERE draft_id = ?", (draft_id,)
+        ).fetchone()
+        return _draft(row) if row else None
+
+    def draft_shown_as(self, chat_id: int, message_id: int) -> Draft | None:
+        """The pending draft whose notice is that message of the owner's chat with the bot."""
+        row = self.conn.execute(
+            f"SELECT {_DRAFT_COLUMNS} FROM drafts WHERE notice_chat = ? AND notice_id = ? "
+            "AND state = 'pending'",
+            (chat_id, message_id),
+        ).fetchone()
+        return _draft(row) if row else None
+
+    def pending(self, where: Where | None = None) -> list[Draft]:
+        """Drafts waiting for the owner (of one chat, or all), oldest first."""
+        if where is None:
+            rows = self.conn.execute(
+                f"SELECT {_DRAFT_COLUMNS} FROM drafts WHERE state = 'pending' ORDER BY draft_id"
+            )
+        else:
+            rows = self.conn.execute(
+                f"SELECT {_DRAFT_COLUMNS} FROM drafts WHERE state = 'pending' AND business = ? "
+                "AND chat_id = ? ORDER BY draft_id",
+                (where.business, where.chat_id),
+            )
+        return [_draft(row) for row in rows]
+
+    def claim(self, draft_id: int) -> Draft | None:
+        """Take a pending draft to send it; None when it is not pending (sent, dropped, or
+        being sent by another press)."""
+        return self._move(draft_id, "pending", "sending")
+
+    def release(self, draft_id: int) -> None:
+        """A claimed draft that could not be sent waits for the owner again."""
+        self._move(draft_id, "sending", "pending")
+
+    def finish(self, draft_id: int, outcome: Outcome, *, claimed: bool = False) -> Draft | None:
+        """Close a draft (a pending one, or one `claimed` to send); None when it was not."""
+        return self._move(draft_id, "sending" if claimed else "pending", outcome)
+
+    def _move(self, draft_id: int, old: str, new: str) -> Draft | None:
+        with self._chat_log.transaction():
+            cursor = self.conn.execute(
+                "UPDATE drafts SET state = ? WHERE draft_id = ? AND state = ?",
+                (new, draft_id, old),
+            )
+            if cursor.rowcount != 1:
+                return None
+            return self.draft(draft_id)
+
+    def due(self, now: float) -> list[Draft]:
+        """Pending drafts whose reply window has closed."""
+        rows = self.conn.execute(
+            f"SELECT {_DRAFT_COLUMNS} FROM drafts WHERE state = 'pending' AND expires <= ?",
+            (now,),
+        )
+        return [_draft(row) for row in rows]
+
+    # --- corrections ---------------------------------------------------------------------
+
+    def add_correction(
+        self, draft: Draft, verdict: str, masked_draft: str, masked_sent: str | None
+    ) -> None:
+        """The owner's verdict on a draft: the draft and (edited) the text that went instead,
+        both PII-masked by the caller; the draft's turns and block were masked when kept."""
+        self.conn.execute(
+            "INSERT INTO corrections (chat_id, verdict, turns, block, draft, sent, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                draft.where.chat_id,
+                verdict,
+                json.dumps(draft.turns, ensure_ascii=False),
+                draft.block,
+                masked_draft,
+                masked_sent,
+                time.time(),
+            ),
+        )
+
+    def correction_counts(self) -> dict[str, int]:
+        """Corrections by verdict, and how many preference training has not used yet."""
+        counts = {"sent": 0, "edited": 0, "skipped": 0}
+        for verdict, n in self.conn.execute(
+            "SELECT verdict, count(*) FROM corrections GROUP BY verdict"
+        ):
+            counts[verdict] = n
+        waiting = self.conn.execute("SELECT count(*) FROM corrections WHERE used = 0").fetchone()
+        return {"total": sum(counts.values()), "waiting": int(waiting[0]), **counts}
+
+
+def _connection(row: tuple[object, ...] | None) -> Connection | None:
+    if row is None:
+        return None
+    connection_id, user_id, user_chat_id, enabled, can_reply = row
+    return Connection(
+        str(connection_id),
+        int(str(user_id)),
+        int(str(user_chat_id)),
+        bool(enabled),
+        bool(can_reply),
+    )
