@@ -58,7 +58,7 @@ def machine() -> dict[str, Any]:
 
 
 # The groups of figures `--only` picks from, in the order a full run measures them.
-GROUPS = ("training", "replies", "ingest", "llamacpp", "memory")
+GROUPS = ("training", "replies", "business", "ingest", "llamacpp", "memory")
 
 
 def figure(value: float, target: str, compares: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +152,18 @@ def run(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
                 "chats": chats,
             },
         )
+    if only is None or "business" in only:
+        rounds = 2 if quick else 8
+        print(f"business: a friend's message -> the owner's draft, {rounds} rounds ...", flush=True)
+        business = measured("business", "--rounds", str(rounds))
+        results["business_draft_overhead"] = figure(
+            business["draft_overhead"],
+            "<= 1.10",
+            "a friend's message in the owner's chat (Telegram Business) -> the owner's draft, / "
+            "the same message in the friend's chat with the bot -> reply (memory on, guided, "
+            "greedy, the same tokens)",
+            {k: business[k] for k in ("draft_s", "reply_s", "new_tokens", "replies_with_block")},
+        )
     if only is None or "ingest" in only:
         messages = 100_000 if quick else 1_000_000
         print(f"ingest: {messages:,}-message export ...", flush=True)
@@ -244,6 +256,10 @@ def markdown(report: dict[str, Any]) -> str:
         "  of the tests on 127.0.0.1; the batched figure is one generate call for all chats.",
         '  The guided batch has memory on with scope "all" (a chat with no history of its own',
         "  recalls from the others'), so every reply in it carries a block and its contrast row.",
+        "- Business: the demo persona's store and memory, SmolLM2 without an adapter; each of the",
+        "  demo friends' messages goes once to the bot's own chat and once to the owner's chat",
+        "  through a business connection, alternating; the draft is timed to the notice with its",
+        "  buttons in the owner's chat, the reply to its last message.",
         "- Ingest: a generated full-account export, imported by the `twin` command in a child",
         "  process (start-up included); the second import is of the very same file.",
         "- Memory: latency with `[memory]` off, on decoded plainly (`memory_guidance` 0) and on",
@@ -283,13 +299,11 @@ def main() -> None:
         if recorded.get("quick") == args.quick:
             # The recorded order stays (dict merge keeps the first one's keys in place).
             report["results"] = {**recorded["results"], **report["results"]}
-            earlier, again = recorded["machine"]["date"].split(" (")[0], ", ".join(args.only)
+            recorded_date, again = recorded["machine"]["date"], ", ".join(args.only)
+            earlier, _, notes = recorded_date.partition(" (")  # earlier partial runs' notes stay
             today = report["machine"]["date"]
-            report["machine"]["date"] = (
-                f"{earlier} ({again} measured again"
-                + ("" if today == earlier else f" on {today}")
-                + ")"
-            )
+            note = f"{again} measured again" + ("" if today == earlier else f" on {today}")
+            report["machine"]["date"] = f"{earlier} ({'; '.join(filter(None, [notes[:-1], note]))})"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     table = ROOT / ("bench/out/benchmarks.md" if args.quick else "docs/benchmarks.md")
