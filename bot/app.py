@@ -83,7 +83,9 @@ def build_application(config: Config, token: str, *, poll_timeout: float = 10.0)
     chat_log = ChatLog(bot_db_path(config), config.bot.context_messages)
     worker = ModelWorker(config, chat_log)
     business_log = BusinessLog(chat_log)
-    live_history = LiveHistory(config.store_path, worker.history_added)
+    live_history = LiveHistory(
+        config.store_path, lambda: worker.config.ingest, worker.history_added
+    )
     runtime = BotRuntime(chat_log, worker, AdapterFollower(worker), business_log, live_history)
     attach_runtime(app, runtime)
     access = access_filters(config.telegram)

@@ -19,6 +19,7 @@ from bot.chat_log import Where
 from bot.context import BotRuntime, TwinContext
 from bot.delivery import send_reply
 from bot.live_history import PERSONAL_CHAT, stored
+from bot.messages import media_type_of
 from ingest.store import Chat, Owner, open_store
 from twin.core.config import Config
 from twin.core.conversation import OWNER, Said
@@ -76,17 +77,31 @@ async def reply_mode(runtime: BotRuntime, connection_id: str, where: Where, sent
 
 
 async def learn(
-    runtime: BotRuntime, connection: Connection, messages: list[Message], *, name: str | None
+    runtime: BotRuntime,
+    connection: Connection,
+    messages: list[Message],
+    *,
+    name: str | None,
+    sender: int | None = None,
 ) -> None:
-    """Messages of a connected chat into the store (when `[business] learn`)."""
+    """Messages of a connected chat into the store (when `[business] learn`); `sender`: whose
+    words they are when not the message's own sender (the owner's, for the twin's sends)."""
+    # A service message, a dice...: neither words nor media, nothing a dataset could use.
+    messages = [m for m in messages if m.text or m.caption or media_type_of(m)]
     if not runtime.config.business.learn or not messages:
         return
     chat = messages[0].chat
     # The chat is the friend's: a send's Message names the chat by the friend too.
     kept = Chat(chat.id, chat.effective_name or name, PERSONAL_CHAT)
-    await runtime.live_history.add(
-        kept, [stored(message) for message in messages], Owner(connection.user_id)
-    )
+    rows = [stored(message) for message in messages]
+    if sender is not None:
+        rows = [
+            row._replace(
+                sender_id=sender, sender_name=row.sender_name if row.sender_id == sender else None
+            )
+            for row in rows
+        ]
+    await runtime.live_history.add(kept, rows, Owner(connection.user_id))
 
 
 async def send_as_owner(
@@ -114,4 +129,4 @@ async def send_as_owner(
     runtime.chat_log.remember(where, Said(OWNER, "", reply, time.time()), first)
     connection = runtime.business.connection(connection_id)
     if chosen and connection is not None:
-        await learn(runtime, connection, sent, name=None)
+        await learn(runtime, connection, sent, name=None, sender=connection.user_id)

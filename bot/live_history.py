@@ -9,7 +9,9 @@ retrain's import) changes wait in order and are written with the next one, nothi
 
 What is kept is the owner's own words and their friends'; the twin's sends are kept only once
 the owner chose them (a draft sent or edited), never its auto replies: the twin does not
-learn from itself. `[business] learn = false` keeps nothing.
+learn from itself. `[business] learn = false` keeps nothing, and a chat `[ingest]
+include_chats` / `exclude_chats` leave out is not kept either (as an import would keep it,
+unused: not at all is what a user who excluded it expects).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from pathlib import Path
 from telegram import Message, MessageOriginChannel, MessageOriginChat, MessageOriginUser
 
 from bot.messages import media_type_of
+from ingest.selection import ChatSelection
 from ingest.store import Chat, Owner, open_store
 from ingest.store import Message as StoredMessage
+from twin.core.config import IngestConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +92,14 @@ def stored(message: Message, *, text: str | None = None) -> StoredMessage:
 class LiveHistory:
     """Writes connected chats' messages into the store, in order, off the event loop."""
 
-    def __init__(self, store_path: Path, on_added: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        lists: Callable[[], IngestConfig],
+        on_added: Callable[[], None],
+    ) -> None:
         self.store_path = store_path
+        self.lists = lists  # the include / exclude lists in force
         self.on_added = on_added  # called after new messages are stored (memory catches up)
         self._waiting: list[_Change] = []
         self._lock = asyncio.Lock()
@@ -130,9 +140,13 @@ class LiveHistory:
     def _apply(self, changes: list[_Change]) -> int:
         """On a worker thread: all of `changes` in one transaction; returns messages added."""
         added = 0
+        lists = self.lists()
         with open_store(self.store_path) as store, store.transaction():
+            selection = ChatSelection.load(store, lists.include_chats, lists.exclude_chats)
             for change in changes:
                 if isinstance(change, _Add):
+                    if not selection.selects(change.chat):
+                        continue
                     if store.owner() is None:  # nothing imported yet: the account is the owner
                         store.set_owner(change.owner)
                     store.save_chat(change.chat)

@@ -538,3 +538,26 @@ async def test_what_the_owner_says_live_is_recalled_in_that_chat_only(
         await api.wait_for(lambda a: {ann, bob} <= set(runtime.worker.last_recall), timeout=120)
         assert "mint green" in runtime.worker.last_recall[ann].block
         assert "mint green" not in runtime.worker.last_recall[bob].block
+
+
+@pytest.mark.anyio
+async def test_a_chat_excluded_from_ingest_is_not_kept_live(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
+    config = bot_config(
+        tmp_path,
+        tiny_base,
+        api.url,
+        ingest={"exclude_chats": ["Bob"]},
+        business={"mode": "off"},
+        memory={"enabled": False},
+    )
+    async with serving(config) as runtime:
+        await connected(api, runtime)
+        api.push_business_message(CONNECTION, 8, 8, "private stuff", first_name="Bob")
+        api.push_business_message(CONNECTION, FRIEND, FRIEND, "hi", first_name="Ann")
+        await api.wait_for(lambda a: config.store_path.exists() and stored_texts(config, FRIEND))
+        await api.settle(0.5)
+        assert stored_texts(config, 8) == []
+        # ...and the twin still reads it as the conversation it answers in.
+        assert runtime.chat_log.recent(Where(8, 0, ADMIN))[0].text == "private stuff"
