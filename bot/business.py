@@ -117,11 +117,22 @@ def _where(connection: Connection, message: Message) -> Where:
     return Where(message.chat_id, 0, connection.user_id)
 
 
+async def _followed_through(context: TwinContext, message: Message) -> Connection | None:
+    """The owner's connection a message came through, when its chat is one the twin follows:
+    private (groups are not part of Telegram Business) and not in `[business] exclude_chats`."""
+    connection = await connection_for(context, message.business_connection_id)
+    if connection is None or message.chat.type != "private":
+        return None
+    if message.chat_id in context.runtime.config.business.exclude_chats:
+        return None
+    return connection
+
+
 async def on_business_message(update: Update, context: TwinContext) -> None:
     message = update.business_message
     assert message is not None
-    connection = await connection_for(context, message.business_connection_id)
-    if connection is None or not _followed(context, message.chat_id, message.chat.type):
+    connection = await _followed_through(context, message)
+    if connection is None:
         return
     user = message.from_user
     if user is not None and user.id == connection.user_id:
@@ -130,12 +141,6 @@ async def on_business_message(update: Update, context: TwinContext) -> None:
         # else the echo of the twin's own send: kept when it was sent
         return
     await _friend_wrote(context, connection, message)
-
-
-def _followed(context: TwinContext, chat_id: int, chat_type: str) -> bool:
-    """A chat the twin answers in and learns from: private (groups are not part of Telegram
-    Business) and not in `[business] exclude_chats`."""
-    return chat_type == "private" and chat_id not in context.runtime.config.business.exclude_chats
 
 
 async def _owner_wrote(context: TwinContext, connection: Connection, message: Message) -> None:
@@ -197,8 +202,8 @@ async def on_edited(update: Update, context: TwinContext) -> None:
     """An edit in a connected chat: the conversation and the store read the new text."""
     message = update.edited_business_message
     assert message is not None
-    connection = await connection_for(context, message.business_connection_id)
-    if connection is None or not _followed(context, message.chat_id, message.chat.type):
+    connection = await _followed_through(context, message)
+    if connection is None:
         return
     runtime = context.runtime
     text = text_of(message, media=runtime.config.bot.media)

@@ -317,7 +317,7 @@ async def business(context: TwinContext, rest: str) -> str:
     owner = await asyncio.to_thread(owner_id, context.runtime.config)
     if owner is None:
         return "Who the owner is is not known yet: import an export or set [telegram] admins."
-    chosen: Mode | None = None if mode == "default" else mode  # type: ignore[assignment]
+    chosen: Mode | None = next((m for m in MODES if m == mode), None)  # None: "default"
     context.runtime.business.set_chat_mode(Where(chat, 0, owner), chosen)
     if chosen is None:
         return f"Chat {chat} follows the mode for all chats again."

@@ -17,6 +17,7 @@ import pytest
 
 from bot.chat_log import Where
 from bot.context import BotRuntime
+from ingest.dataset import build_dataset
 from ingest.export import import_export
 from ingest.store import open_store
 from tests.bot.botapi import BotApiStandIn, Call
@@ -561,3 +562,44 @@ async def test_a_chat_excluded_from_ingest_is_not_kept_live(
         assert stored_texts(config, 8) == []
         # ...and the twin still reads it as the conversation it answers in.
         assert runtime.chat_log.recent(Where(8, 0, ADMIN))[0].text == "private stuff"
+
+
+@pytest.mark.anyio
+async def test_a_connection_made_while_the_bot_was_off_is_asked_of_telegram(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
+    config = business_config(tmp_path, tiny_base, api)
+    api.add_business_connection(CONNECTION, ADMIN)  # connected before `twin serve` started
+    async with serving(config) as runtime:
+        await a_draft(api)
+        await a_draft(api, "and another thing")
+        asked = api.sent("getBusinessConnection")
+        assert [c.params["business_connection_id"] for c in asked] == [CONNECTION]  # once
+        assert runtime.business.owner_connection(ADMIN) is not None
+
+
+@pytest.mark.anyio
+async def test_the_next_retrain_learns_from_the_live_history(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
+    """No export at all: what the owner wrote in connected chats is a dataset already."""
+    config = business_config(tmp_path, tiny_base, api, mode="off")
+    async with serving(config) as runtime:
+        await connected(api, runtime)
+        api.push_business_message(CONNECTION, FRIEND, FRIEND, "did you book the table?")
+        api.push_business_message(CONNECTION, FRIEND, ADMIN, "yes, 8pm at Luigi's")
+        await api.wait_for(
+            lambda a: config.store_path.exists() and len(stored_texts(config, FRIEND)) == 2
+        )
+    with open_store(config.store_path) as store:
+        summary = build_dataset(config, store, progress=False)
+    assert summary.train + summary.eval >= 1
+    examples = [
+        json.loads(line)["messages"]
+        for name in ("train.jsonl", "eval.jsonl")
+        for line in (config.dataset_dir / name).read_text().splitlines()
+    ]
+    assert [m["content"] for m in examples[0] if m["role"] != "system"] == [
+        "did you book the table?",
+        "yes, 8pm at Luigi's",
+    ]
