@@ -30,6 +30,7 @@ from ingest.selection import ChatSelection
 from ingest.store import Chat, Owner, open_store
 from ingest.store import Message as StoredMessage
 from twin.core.config import IngestConfig
+from twin.core.errors import TwinError
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,9 @@ class LiveHistory:
                 return
             try:
                 added = await asyncio.to_thread(self._apply, list(self._waiting))
-            except sqlite3.OperationalError as err:  # locked by an import: next time
+            except (sqlite3.OperationalError, TwinError) as err:
+                # Locked by an import (or a damaged file the owner must move away): the
+                # changes wait for the next write, in order.
                 log.warning("the store is busy (%s): %d live changes wait", err, len(self._waiting))
                 return
             self._waiting.clear()
@@ -145,10 +148,10 @@ class LiveHistory:
             selection = ChatSelection.load(store, lists.include_chats, lists.exclude_chats)
             for change in changes:
                 if isinstance(change, _Add):
-                    if not selection.selects(change.chat):
-                        continue
                     if store.owner() is None:  # nothing imported yet: the account is the owner
                         store.set_owner(change.owner)
+                    if not selection.selects(change.chat):
+                        continue
                     store.save_chat(change.chat)
                     added += store.add_messages(change.messages)
                 elif isinstance(change, _Edit):
