@@ -102,6 +102,7 @@ def build_application(config: Config, token: str, *, poll_timeout: float = 10.0)
     app.add_handler(MessageHandler(filters.UpdateType.EDITED_BUSINESS_MESSAGE, business.on_edited))
     app.add_handler(BusinessMessagesDeletedHandler(business.on_deleted))
     app.add_handler(CallbackQueryHandler(drafts.on_press, pattern=drafts.BUTTON_DATA))
+    app.add_handler(CallbackQueryHandler(persona.on_rating, pattern=persona.RATING_DATA))
     # Before on_message: the owner's reply to a draft is the text to send, not a chat message.
     replies_to_draft = filters.ChatType.PRIVATE & drafts.RepliesToDraft(business_log)
     app.add_handler(MessageHandler(new_messages & replies_to_draft, drafts.on_edit_reply))

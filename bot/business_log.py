@@ -1,5 +1,6 @@
 """What the bot keeps of Telegram Business in bot.db: the owner's connections, per-chat modes
-and silences, drafts waiting for the owner, and the owner's corrections.
+and silences, drafts waiting for the owner, and the owner's corrections (of drafts, and of
+/persona sample replies rated 👍 / 👎).
 
 The tables are made by bot.chat_log's migration 3 (bot.db has one list of migrations); this
 module holds their queries, on the ChatLog's connection (the event loop's thread). A draft
@@ -19,6 +20,8 @@ from twin.core.conversation import ChatMessage
 
 Mode = Literal["draft", "auto", "off"]
 MODES: tuple[Mode, ...] = ("draft", "auto", "off")
+# The owner's verdicts a correction records: on drafts, and on /persona sample replies.
+VERDICTS = ("sent", "edited", "skipped", "liked", "disliked")
 # What became of a draft: "sending" while it goes out; the rest are final.
 Outcome = Literal["sent", "edited", "skipped", "expired", "deleted", "taken_over", "replaced"]
 
@@ -283,27 +286,61 @@ class BusinessLog:
     # --- corrections ---------------------------------------------------------------------
 
     def add_correction(
-        self, draft: Draft, verdict: str, masked_draft: str, masked_sent: str | None
+        self,
+        chat_id: int,
+        verdict: str,
+        turns: list[ChatMessage],
+        block: str,
+        reply: str,
+        sent: str | None,
     ) -> None:
-        """The owner's verdict on a draft: the draft and (edited) the text that went instead,
-        both PII-masked by the caller; the draft's turns and block were masked when kept."""
+        """The owner's verdict on the twin's `reply` (a draft, or a sample) written after
+        `turns` with memory `block`; `sent`: the owner's text instead. All PII-masked by the
+        caller."""
         self.conn.execute(
             "INSERT INTO corrections (chat_id, verdict, turns, block, draft, sent, at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
-                draft.where.chat_id,
+                chat_id,
                 verdict,
-                json.dumps(draft.turns, ensure_ascii=False),
-                draft.block,
-                masked_draft,
-                masked_sent,
+                json.dumps(turns, ensure_ascii=False),
+                block,
+                reply,
+                sent,
                 time.time(),
             ),
         )
 
+    # --- samples -------------------------------------------------------------------------
+
+    def add_sample(self, turns: list[ChatMessage], reply: str) -> int:
+        """A /persona sample reply (masked), kept until the owner rates it."""
+        cursor = self.conn.execute(
+            "INSERT INTO samples (turns, reply, at) VALUES (?, ?, ?)",
+            (json.dumps(turns, ensure_ascii=False), reply, time.time()),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def rate_sample(self, sample_id: int, verdict: Literal["liked", "disliked"]) -> bool:
+        """The owner's 👍 / 👎 on a sample, kept as a correction; False when it was rated
+        already (the first press counts) or is unknown."""
+        with self._chat_log.transaction():
+            cursor = self.conn.execute(
+                "UPDATE samples SET verdict = ? WHERE sample_id = ? AND verdict IS NULL",
+                (verdict, sample_id),
+            )
+            if cursor.rowcount != 1:
+                return False
+            turns, reply = self.conn.execute(
+                "SELECT turns, reply FROM samples WHERE sample_id = ?", (sample_id,)
+            ).fetchone()
+            self.add_correction(0, verdict, json.loads(turns), "", reply, None)
+        return True
+
     def correction_counts(self) -> dict[str, int]:
         """Corrections by verdict, and how many preference training has not used yet."""
-        counts = {"sent": 0, "edited": 0, "skipped": 0}
+        counts = dict.fromkeys(VERDICTS, 0)
         for verdict, n in self.conn.execute(
             "SELECT verdict, count(*) FROM corrections GROUP BY verdict"
         ):

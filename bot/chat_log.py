@@ -125,8 +125,22 @@ def _m3_business(conn: sqlite3.Connection) -> None:
     )
     conn.execute("CREATE INDEX drafts_by_chat ON drafts (business, chat_id, state)")
     conn.execute("CREATE INDEX drafts_by_notice ON drafts (notice_chat, notice_id)")
-    # The owner's verdicts on drafts, PII-masked, for preference training.
-    # verdict   sent (as drafted), edited (`sent` holds what went instead), skipped
+    # /persona sample replies, PII-masked, until the owner rates them (👍 / 👎) once.
+    conn.execute(
+        """
+        CREATE TABLE samples (
+            sample_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            turns TEXT NOT NULL,
+            reply TEXT NOT NULL,
+            verdict TEXT,
+            at REAL NOT NULL
+        )
+        """
+    )
+    # The owner's verdicts on drafts and samples, PII-masked, for preference training.
+    # chat_id   the chat a draft answered in (0: a sample, no chat)
+    # verdict   sent (as drafted), edited (`sent` holds what went instead), skipped;
+    #           liked, disliked (a rated sample)
     conn.execute(
         """
         CREATE TABLE corrections (

@@ -169,7 +169,14 @@ async def deliver(context: TwinContext, draft_id: int, text: str, *, edited: boo
     outcome: Outcome = "edited" if edited else "sent"
     business.finish(draft_id, outcome, claimed=True)
     scrub = (await scrubber(runtime)).scrub
-    business.add_correction(draft, outcome, scrub(draft.draft), scrub(text) if edited else None)
+    business.add_correction(
+        draft.where.chat_id,
+        outcome,
+        draft.turns,
+        draft.block,
+        scrub(draft.draft),
+        scrub(text) if edited else None,
+    )
     await _mark(context, draft, f"draft_{_OUTCOME_PHRASES[outcome]}")
     return phrase(language, f"draft_{_OUTCOME_PHRASES[outcome]}")
 
@@ -199,7 +206,9 @@ async def on_press(update: Update, context: TwinContext) -> None:
             await _answer(query.answer(phrase(language, "draft_done")))
             return
         scrub = (await scrubber(runtime)).scrub
-        runtime.business.add_correction(skipped, "skipped", scrub(skipped.draft), None)
+        where, turns, block = skipped.where, skipped.turns, skipped.block
+        masked = scrub(skipped.draft)
+        runtime.business.add_correction(where.chat_id, "skipped", turns, block, masked, None)
         await _mark(context, skipped, "draft_skipped")
         await _answer(query.answer(phrase(language, "draft_skipped")))
     else:

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
-from telegram import Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import TelegramError
 
 from bot.as_owner import owner_id
 from bot.business_log import MODES, Mode
 from bot.chat_log import Where
 from bot.context import BotRuntime, TwinContext
 from bot.delivery import DeliveryFailed, send_charts, send_with_retry
+from bot.drafts import scrubber
 from bot.report import adapter_summary, fidelity_charts, loss_chart
 from bot.retraining import last_retrain, retrain_running, start_retrain
 from ingest.dataset import count_examples
@@ -43,7 +47,7 @@ train - retrain now (ingest, dataset, train, promote)
 pause / resume - stop / start answering others
 set KEY VALUE - one of: {settable}
 prompt TEXT - the persona system prompt ({{name}} = your name)
-sample TEXT - what the twin would answer (sent to nobody)
+sample TEXT - what the twin would answer (sent to nobody); rate it 👍 / 👎
 report - the current adapter's numbers and charts
 facts - your profile facts (shared with every chat) and candidates
 fact add TEXT / fact forget N - share a fact / stop sharing it
@@ -61,7 +65,16 @@ class Charted:
     charts: tuple[bytes, ...]
 
 
-Subcommand = Callable[[TwinContext, str], Awaitable[str | Charted]]
+@dataclass(frozen=True)
+class Buttoned:
+    """An answer with inline buttons under it."""
+
+    text: str
+    keyboard: InlineKeyboardMarkup
+
+
+Answer = str | Charted | Buttoned
+Subcommand = Callable[[TwinContext, str], Awaitable[Answer]]
 
 
 async def command(update: Update, context: TwinContext) -> None:
@@ -72,7 +85,7 @@ async def command(update: Update, context: TwinContext) -> None:
     name = parts[1].lower() if len(parts) > 1 else "help"
     rest = parts[2].strip() if len(parts) > 2 else ""
     subcommand = SUBCOMMANDS.get(name)
-    answer: str | Charted
+    answer: Answer
     if subcommand is None:
         answer = f"Unknown subcommand {name!r}.\n\n{help_text()}"
     else:
@@ -83,6 +96,10 @@ async def command(update: Update, context: TwinContext) -> None:
     with contextlib.suppress(DeliveryFailed):
         if isinstance(answer, Charted):
             await send_charts(context.bot, message.chat_id, answer.charts, answer.text)
+        elif isinstance(answer, Buttoned):
+            await send_with_retry(
+                context.bot, message.chat_id, text=answer.text, reply_markup=answer.keyboard
+            )
         else:
             await send_with_retry(context.bot, message.chat_id, text=answer)
 
@@ -237,11 +254,52 @@ async def report(context: TwinContext, rest: str) -> str | Charted:
     return Charted(adapter_summary(current[0]), tuple(charts))
 
 
-async def sample(context: TwinContext, rest: str) -> str:
+async def sample(context: TwinContext, rest: str) -> str | Buttoned:
+    """What the twin would answer, with 👍 / 👎: a rating is kept (masked) as a correction
+    for preference training."""
     if not rest:
         return "Usage: /persona sample TEXT"
-    reply = await context.runtime.worker.sample([{"role": "user", "content": rest}])
-    return f"The twin would answer:\n{reply or '(nothing)'}"
+    runtime = context.runtime
+    reply = await runtime.worker.sample([{"role": "user", "content": rest}])
+    text = f"The twin would answer:\n{reply or '(nothing)'}"
+    if not reply:
+        return text
+    scrub = (await scrubber(runtime)).scrub
+    sample_id = runtime.business.add_sample(
+        [{"role": "user", "content": scrub(rest)}], scrub(reply)
+    )
+    keyboard = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("👍", callback_data=f"sample:liked:{sample_id}"),
+                InlineKeyboardButton("👎", callback_data=f"sample:disliked:{sample_id}"),
+            ]
+        ]
+    )
+    return Buttoned(text, keyboard)
+
+
+# Callback data of a sample's buttons: "sample:liked:12", "sample:disliked:12".
+RATING_DATA = re.compile(r"^sample:(liked|disliked):(\d+)$")
+
+
+async def on_rating(update: Update, context: TwinContext) -> None:
+    """An admin's 👍 / 👎 under a /persona sample reply: kept once, as a correction."""
+    query = update.callback_query
+    assert query is not None
+    match = RATING_DATA.match(query.data or "")
+    if match is None or query.from_user.id not in context.runtime.config.telegram.admins:
+        with contextlib.suppress(TelegramError):
+            await query.answer("Only admins rate samples.", show_alert=True)
+        return
+    verdict: Literal["liked", "disliked"] = "liked" if match.group(1) == "liked" else "disliked"
+    rated = context.runtime.business.rate_sample(int(match.group(2)), verdict)
+    answer = "Kept for the next retrain's preference stage." if rated else "Already rated."
+    with contextlib.suppress(TelegramError):
+        await query.answer(answer)
+        if rated and isinstance(query.message, Message) and query.message.text:
+            mark = "👍" if verdict == "liked" else "👎"
+            await query.edit_message_text(f"{query.message.text}\n\n{mark}")
 
 
 async def facts(context: TwinContext, rest: str) -> str:

@@ -132,6 +132,13 @@ CREATE TABLE drafts (
 );
 CREATE INDEX drafts_by_chat ON drafts (business, chat_id, state);
 CREATE INDEX drafts_by_notice ON drafts (notice_chat, notice_id);
+CREATE TABLE samples (
+    sample_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    turns TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    verdict TEXT,
+    at REAL NOT NULL
+);
 CREATE TABLE corrections (
     correction_id INTEGER PRIMARY KEY AUTOINCREMENT,
     chat_id INTEGER NOT NULL,

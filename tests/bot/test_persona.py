@@ -10,6 +10,7 @@ import pytest
 from tests.bot.botapi import BotApiStandIn
 from tests.bot.helpers import (
     ADMIN,
+    FRIENDS,
     bot_config,
     copy_adapters,
     retrain_config,
@@ -295,3 +296,31 @@ async def test_persona_facts_mines_off_the_loop_from_the_used_chats_once(
             )
         assert "у меня кошка муся" in await ask(api, "/persona facts")  # the store changed
         assert len(mined) == 2
+
+
+@pytest.mark.anyio
+async def test_a_sample_rated_once_becomes_a_masked_correction(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
+    config = bot_config(tmp_path, tiny_base, api.url, memory={"enabled": False})
+    async with serving(config) as runtime:
+        await ask(api, "/persona sample call me at +1 202 555 0143 tonight?")
+        shown = [c for c in api.sent(chat_id=ADMIN) if "reply_markup" in c.params][-1]
+        message_id = shown.result["message_id"]
+        buttons = dict(api.buttons(ADMIN, message_id))
+        assert set(buttons) == {"👍", "👎"}
+        for user, button in ((FRIENDS[0], "👍"), (ADMIN, "👎"), (ADMIN, "👍")):
+            pressed = len(api.sent("answerCallbackQuery"))
+            api.push_callback(user, ADMIN, message_id, buttons[button])
+            await api.wait_for(lambda a, n=pressed: len(a.sent("answerCallbackQuery")) > n)
+        answers = sorted(c.params["text"] for c in api.sent("answerCallbackQuery"))
+        assert answers == [
+            "Already rated.",
+            "Kept for the next retrain's preference stage.",
+            "Only admins rate samples.",
+        ]
+        counts = runtime.business.correction_counts()
+        assert (counts["disliked"], counts["liked"], counts["total"]) == (1, 0, 1)
+        turns = runtime.chat_log.conn.execute("SELECT turns FROM corrections").fetchone()[0]
+        assert "0143" not in turns and "tonight" in turns  # masked like the dataset
+        assert api.message_text(ADMIN, message_id).endswith("👎")

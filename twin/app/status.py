@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.business_log import BusinessLog
+from bot.business_log import VERDICTS, BusinessLog
 from bot.chat_log import ChatLog, bot_db_path
 from ingest.dataset import count_examples
 from ingest.selection import chat_selection
@@ -47,10 +47,11 @@ def status_of(config: Config) -> dict[str, Any]:
 
 
 def corrections(config: Config) -> dict[str, int]:
-    """The owner's verdicts on Telegram Business drafts kept in bot.db (see bot.drafts)."""
+    """The owner's verdicts on Telegram Business drafts and rated /persona samples, kept in
+    bot.db (see bot.drafts)."""
     path = bot_db_path(config)
     if not path.exists():
-        return {"total": 0, "waiting": 0, "sent": 0, "edited": 0, "skipped": 0}
+        return {"total": 0, "waiting": 0, **dict.fromkeys(VERDICTS, 0)}
     with ChatLog(path, config.bot.context_messages) as chat_log:
         return BusinessLog(chat_log).correction_counts()
 
@@ -73,7 +74,7 @@ def print_status(status: dict[str, Any]) -> None:
     print(f"memory guidance: {status['memory_guidance']['line']}")
     fixes = status["corrections"]
     print(
-        f"corrections: {fixes['total']} drafts you sent, edited or skipped "
+        f"corrections: {fixes['total']} (drafts you sent, edited or skipped; samples rated) "
         f"({fixes['waiting']} not yet learned from)"
     )
     run = status["last_run"]
