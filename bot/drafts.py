@@ -61,7 +61,7 @@ async def offer(
     """Show the owner the draft `reply` to what the friend wrote since the last turn."""
     runtime = context.runtime
     business = runtime.business
-    waiting = [(message_id, said) for message_id, said in runtime.chat_log.waiting(where)]
+    waiting = runtime.chat_log.waiting(where)
     if not waiting:
         return  # the owner answered meanwhile
     expires = max(said.at for _, said in waiting) + REPLY_WINDOW_S
