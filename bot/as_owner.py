@@ -17,7 +17,7 @@ from telegram import Message
 from bot.business_log import Connection, Mode
 from bot.chat_log import Where
 from bot.context import BotRuntime, TwinContext
-from bot.delivery import send_reply
+from bot.delivery import DeliveryFailed, send_reply
 from bot.live_history import PERSONAL_CHAT, stored
 from bot.messages import media_type_of
 from ingest.store import Chat, Owner, open_store
@@ -115,18 +115,32 @@ async def send_as_owner(
 ) -> None:
     """Send `reply` in the owner's chat as the owner (`paced`: after typing it, as a person
     would); `chosen`: the owner chose the words, so they are learned from. Raises
-    DeliveryFailed."""
+    DeliveryFailed (with the lines that went out before the failure)."""
     runtime = context.runtime
-    sent = await send_reply(
-        context.bot,
-        where.chat_id,
-        reply,
-        runtime.config.bot,
-        business=connection_id,
-        paced=paced,
-    )
-    first = sent[0].message_id if sent else None
-    runtime.chat_log.remember(where, Said(OWNER, "", reply, time.time()), first)
+    try:
+        sent = await send_reply(
+            context.bot,
+            where.chat_id,
+            reply,
+            runtime.config.bot,
+            business=connection_id,
+            paced=paced,
+        )
+    except DeliveryFailed as err:
+        await _said(runtime, connection_id, where, err.sent, chosen=chosen)
+        raise
+    await _said(runtime, connection_id, where, sent, chosen=chosen)
+
+
+async def _said(
+    runtime: BotRuntime, connection_id: str, where: Where, sent: list[Message], *, chosen: bool
+) -> None:
+    """What went out (a whole reply, or the lines before a failure) is what the friend read:
+    it joins the conversation, and the store when the owner chose it."""
+    if not sent:
+        return
+    text = "\n".join(message.text or "" for message in sent)
+    runtime.chat_log.remember(where, Said(OWNER, "", text, time.time()), sent[0].message_id)
     connection = runtime.business.connection(connection_id)
     if chosen and connection is not None:
         await learn(runtime, connection, sent, name=None, sender=connection.user_id)

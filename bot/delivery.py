@@ -35,7 +35,12 @@ MAX_CAPTION = MessageLimit.CAPTION_LENGTH
 
 
 class DeliveryFailed(Exception):
-    """A message that could not be delivered; the text is Telegram's reason (no content)."""
+    """A message that could not be delivered; the text is Telegram's reason (no content).
+    `sent`: the lines of a reply that did go out before it (bot.delivery.send_reply)."""
+
+    def __init__(self, reason: str, sent: list[Message] | None = None) -> None:
+        super().__init__(reason)
+        self.sent = sent or []
 
 
 def _transient(err: BaseException) -> bool:
@@ -123,7 +128,7 @@ async def send_reply(
     """Send `reply` line by line (into forum topic `thread` when set; as the owner through
     business connection `business` when set); `paced`: the first line too waits as long as
     typing it would take, as a person answers. Returns the messages sent; raises
-    DeliveryFailed when a line could not be delivered."""
+    DeliveryFailed when a line could not be delivered (with the lines sent before it)."""
     sent = []
     for n, line in enumerate(reply_messages(reply)):
         if (n > 0 or paced) and bot_config.line_pause_per_char > 0:
@@ -134,7 +139,10 @@ async def send_reply(
             extra["business_connection_id"] = business
         if n == 0 and reply_to is not None:
             extra["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)
-        sent.append(await send_with_retry(bot, chat_id, text=line, **extra))
+        try:
+            sent.append(await send_with_retry(bot, chat_id, text=line, **extra))
+        except DeliveryFailed as err:
+            raise DeliveryFailed(str(err), sent) from err.__cause__
     return sent
 
 

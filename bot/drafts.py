@@ -134,11 +134,11 @@ _OUTCOME_PHRASES = {
 }
 
 
-async def _mark(context: TwinContext, draft: Draft, key: str) -> None:
+async def _mark(context: TwinContext, draft: Draft, key: str, **values: str) -> None:
     """The notice of a draft that is done: what became of it, without buttons."""
     if draft.notice_chat is None or draft.notice_id is None:
         return
-    outcome = phrase(context.runtime.worker.language, key)
+    outcome = phrase(context.runtime.worker.language, key).format(**values)
     text = f"{draft.notice}\n\n{outcome}"[: MessageLimit.MAX_TEXT_LENGTH]
     with contextlib.suppress(TelegramError):  # cosmetic: the draft's state is what counts
         await context.bot.edit_message_text(
@@ -159,13 +159,19 @@ async def deliver(context: TwinContext, draft_id: int, text: str, *, edited: boo
         business.finish(draft_id, "expired", claimed=True)
         await _mark(context, draft, "draft_expired")
         return phrase(language, "draft_expired")
+    told = f"draft_{_OUTCOME_PHRASES['edited' if edited else 'sent']}"
+    why = ""
     try:
         await send_as_owner(
             context, draft.connection_id, draft.where, text, paced=False, chosen=True
         )
     except DeliveryFailed as err:
-        business.release(draft_id)
-        return phrase(language, "draft_failed").format(why=str(err) or "Telegram refused")
+        why = str(err) or "Telegram refused"
+        if not err.sent:  # nothing reached the friend: the owner may try again
+            business.release(draft_id)
+            return phrase(language, "draft_failed").format(why=why)
+        # Part of it did: sending it again would repeat those lines, so it counts as sent.
+        told = "draft_partly_sent"
     outcome: Outcome = "edited" if edited else "sent"
     business.finish(draft_id, outcome, claimed=True)
     scrub = (await scrubber(runtime)).scrub
@@ -177,8 +183,8 @@ async def deliver(context: TwinContext, draft_id: int, text: str, *, edited: boo
         scrub(draft.draft),
         scrub(text) if edited else None,
     )
-    await _mark(context, draft, f"draft_{_OUTCOME_PHRASES[outcome]}")
-    return phrase(language, f"draft_{_OUTCOME_PHRASES[outcome]}")
+    await _mark(context, draft, told, why=why)
+    return phrase(language, told).format(why=why)
 
 
 async def on_press(update: Update, context: TwinContext) -> None:

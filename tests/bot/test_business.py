@@ -603,3 +603,33 @@ async def test_the_next_retrain_learns_from_the_live_history(
         "did you book the table?",
         "yes, 8pm at Luigi's",
     ]
+
+
+@pytest.mark.anyio
+async def test_a_reply_that_fails_halfway_is_never_sent_again(
+    tmp_path: Path, tiny_base: Path, api: BotApiStandIn
+) -> None:
+    """Sent at most once, even when Telegram refuses its second line: the first already
+    reached the friend, so a second Send would repeat it."""
+    config = bot_config(
+        tmp_path,
+        tiny_base,
+        api.url,
+        bot={"line_pause_per_char": 0.1, "max_line_pause": 1.0},
+        memory={"enabled": False},
+    )
+    async with serving(config) as runtime:
+        await connected(api, runtime)
+        notice = await a_draft(api)
+        api.push_message(
+            ADMIN, "yes!\nsee you at 8", first_name="Owner", reply_to_message=notice.result
+        )
+        await api.wait_for(lambda a: a.business_texts() == ["yes!"])
+        api.fail("sendMessage", 400)  # Telegram refuses the next line
+        await api.wait_for(lambda a: a.texts(ADMIN)[-1].startswith("Only partly sent"))
+        pressed(api, notice, "send")
+        await api.wait_for(lambda a: callback_answers(a) != [])
+        assert callback_answers(api)[-1]["text"] == "Already handled."
+        assert api.business_texts() == ["yes!"]
+        assert owners_chat(runtime)[-1] == ("owner", "yes!")  # what the friend did read
+        assert runtime.business.correction_counts()["edited"] == 1

@@ -38,6 +38,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "draft_not_yours": "Only the owner's presses count.",
         "draft_done": "Already handled.",
         "draft_failed": "Could not send it ({why}); the draft is still here.",
+        "draft_partly_sent": "Only partly sent ({why}): the rest did not go out.",
         "business_ready": (
             "Connected to your Telegram account. Replies in your chats: {mode}. "
             "/persona business shows and changes it."
@@ -77,6 +78,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "draft_not_yours": "Нажимать может только владелец.",
         "draft_done": "Уже сделано.",
         "draft_failed": "Не удалось отправить ({why}); черновик остался.",
+        "draft_partly_sent": "Отправлено не целиком ({why}): остальное не ушло.",
         "business_ready": (
             "Подключено к вашему аккаунту Telegram. Ответы в ваших чатах: {mode}. "
             "/persona business покажет и изменит это."
