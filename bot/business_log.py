@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from bot.chat_log import ChatLog, Where
 from twin.core.conversation import ChatMessage
@@ -63,22 +63,23 @@ _DRAFT_COLUMNS = (
 )
 
 
-def _draft(row: tuple[object, ...]) -> Draft:
+def _draft(row: tuple[Any, ...]) -> Draft:
+    """A drafts row (SQLite's types: ints, floats, text) as a Draft."""
     (draft_id, connection_id, business, chat_id, asked, draft, turns, block, state, *rest) = row
     notice_chat, notice_id, notice, expires = rest
     return Draft(
-        draft_id=int(str(draft_id)),
-        connection_id=str(connection_id),
-        where=Where(int(str(chat_id)), 0, int(str(business))),
-        asked=tuple(json.loads(str(asked))),
-        draft=str(draft),
-        turns=json.loads(str(turns)),
-        block=str(block),
-        state=str(state),
-        notice_chat=None if notice_chat is None else int(str(notice_chat)),
-        notice_id=None if notice_id is None else int(str(notice_id)),
-        notice=str(notice),
-        expires=float(str(expires)),
+        draft_id=draft_id,
+        connection_id=connection_id,
+        where=Where(chat_id, 0, business),
+        asked=tuple(json.loads(asked)),
+        draft=draft,
+        turns=json.loads(turns),
+        block=block,
+        state=state,
+        notice_chat=notice_chat,
+        notice_id=notice_id,
+        notice=notice,
+        expires=expires,
     )
 
 
@@ -349,14 +350,8 @@ class BusinessLog:
         return {"total": sum(counts.values()), "waiting": int(waiting[0]), **counts}
 
 
-def _connection(row: tuple[object, ...] | None) -> Connection | None:
+def _connection(row: tuple[Any, ...] | None) -> Connection | None:
     if row is None:
         return None
     connection_id, user_id, user_chat_id, enabled, can_reply = row
-    return Connection(
-        str(connection_id),
-        int(str(user_id)),
-        int(str(user_chat_id)),
-        bool(enabled),
-        bool(can_reply),
-    )
+    return Connection(connection_id, user_id, user_chat_id, bool(enabled), bool(can_reply))

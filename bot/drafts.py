@@ -120,18 +120,7 @@ async def close(context: TwinContext, draft_id: int, outcome: Outcome) -> None:
     """Drop a pending draft (expired, deleted, taken over, replaced) and say so on it."""
     draft = context.runtime.business.finish(draft_id, outcome)
     if draft is not None:
-        await _mark(context, draft, f"draft_{_OUTCOME_PHRASES[outcome]}")
-
-
-_OUTCOME_PHRASES = {
-    "sent": "sent",
-    "edited": "sent_yours",
-    "skipped": "skipped",
-    "expired": "expired",
-    "deleted": "deleted",
-    "taken_over": "taken_over",
-    "replaced": "replaced",
-}
+        await _mark(context, draft, f"draft_{outcome}")
 
 
 async def _mark(context: TwinContext, draft: Draft, key: str, **values: str) -> None:
@@ -159,7 +148,7 @@ async def deliver(context: TwinContext, draft_id: int, text: str, *, edited: boo
         business.finish(draft_id, "expired", claimed=True)
         await _mark(context, draft, "draft_expired")
         return phrase(language, "draft_expired")
-    told = f"draft_{_OUTCOME_PHRASES['edited' if edited else 'sent']}"
+    told = "draft_edited" if edited else "draft_sent"
     why = ""
     try:
         await send_as_owner(

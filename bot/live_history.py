@@ -145,11 +145,15 @@ class LiveHistory:
         added = 0
         lists = self.lists()
         with open_store(self.store_path) as store, store.transaction():
-            selection = ChatSelection.load(store, lists.include_chats, lists.exclude_chats)
+            selection = None  # read once a batch adds messages (edits and deletions need none)
             for change in changes:
                 if isinstance(change, _Add):
-                    if store.owner() is None:  # nothing imported yet: the account is the owner
-                        store.set_owner(change.owner)
+                    if selection is None:
+                        if store.owner() is None:  # nothing imported yet: the account is it
+                            store.set_owner(change.owner)
+                        selection = ChatSelection.load(
+                            store, lists.include_chats, lists.exclude_chats
+                        )
                     if not selection.selects(change.chat):
                         continue
                     store.save_chat(change.chat)

@@ -22,13 +22,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "remembered_all": "What you said before:",
         "profile": "About you:",
         "owner": "the owner",
-        # Telegram Business drafts, in the owner's chat with the bot (bot.drafts).
+        # Telegram Business drafts, in the owner's chat with the bot (bot.drafts); a closed
+        # draft's line is "draft_" + what became of it (bot.business_log.Outcome).
         "draft_notice": "{friend} wrote:\n{asked}\n\nDraft reply:\n{draft}",
         "draft_send": "Send",
         "draft_edit": "Edit: reply to this with your text",
         "draft_skip": "Skip",
         "draft_sent": "Sent.",
-        "draft_sent_yours": "Sent your text.",
+        "draft_edited": "Sent your text.",
         "draft_skipped": "Skipped.",
         "draft_expired": "Expired: Telegram's 24-hour window to reply has closed.",
         "draft_deleted": "Dropped: they deleted their message.",
@@ -68,7 +69,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "draft_edit": "Изменить: ответьте на это своим текстом",
         "draft_skip": "Пропустить",
         "draft_sent": "Отправлено.",
-        "draft_sent_yours": "Отправлен ваш текст.",
+        "draft_edited": "Отправлен ваш текст.",
         "draft_skipped": "Пропущено.",
         "draft_expired": "Истёк: 24 часа, в которые Telegram разрешает ответить, прошли.",
         "draft_deleted": "Отменён: собеседник удалил своё сообщение.",
