@@ -27,6 +27,20 @@ Outcome = Literal["sent", "edited", "skipped", "expired", "deleted", "taken_over
 
 
 @dataclass(frozen=True)
+class Correction:
+    """One verdict of the owner, as kept (masked): the twin's `draft` written after `turns`
+    with memory `block`, and the owner's own text when they edited it."""
+
+    correction_id: int
+    chat_id: int  # 0 for a /persona sample
+    verdict: str
+    turns: list[ChatMessage]
+    block: str
+    draft: str
+    sent: str | None
+
+
+@dataclass(frozen=True)
 class Connection:
     """A business connection as Telegram last described it."""
 
@@ -312,6 +326,25 @@ class BusinessLog:
             ),
         )
 
+    def corrections(self) -> list[Correction]:
+        """Every correction, oldest first (the preference stage trains on all of them)."""
+        rows = self.conn.execute(
+            "SELECT correction_id, chat_id, verdict, turns, block, draft, sent FROM corrections "
+            "ORDER BY correction_id"
+        ).fetchall()
+        return [
+            Correction(cid, chat_id, verdict, json.loads(turns), block, draft, sent)
+            for cid, chat_id, verdict, turns, block, draft, sent in rows
+        ]
+
+    def mark_used(self, correction_ids: list[int]) -> None:
+        """These corrections are in an adapter now: no longer waiting."""
+        with self._chat_log.transaction():
+            self.conn.executemany(
+                "UPDATE corrections SET used = 1 WHERE correction_id = ?",
+                [(cid,) for cid in correction_ids],
+            )
+
     # --- samples -------------------------------------------------------------------------
 
     def add_sample(self, turns: list[ChatMessage], reply: str) -> int:
@@ -340,14 +373,21 @@ class BusinessLog:
         return True
 
     def correction_counts(self) -> dict[str, int]:
-        """Corrections by verdict, and how many preference training has not used yet."""
+        """Corrections by verdict, how many no adapter learned from yet (waiting) and how many
+        one did (used: its preference stage trained on them and was kept)."""
         counts = dict.fromkeys(VERDICTS, 0)
         for verdict, n in self.conn.execute(
             "SELECT verdict, count(*) FROM corrections GROUP BY verdict"
         ):
             counts[verdict] = n
         waiting = self.conn.execute("SELECT count(*) FROM corrections WHERE used = 0").fetchone()
-        return {"total": sum(counts.values()), "waiting": int(waiting[0]), **counts}
+        total = sum(counts.values())
+        return {
+            "total": total,
+            "waiting": int(waiting[0]),
+            "used": total - int(waiting[0]),
+            **counts,
+        }
 
 
 def _connection(row: tuple[Any, ...] | None) -> Connection | None:

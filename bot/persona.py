@@ -148,8 +148,8 @@ async def status(context: TwinContext, rest: str) -> str:
     lines.append("Replying: paused" if runtime.chat_log.paused else "Replying: on")
     corrections = runtime.business.correction_counts()
     lines.append(
-        f"Corrections of drafts: {corrections['total']}, {corrections['waiting']} not yet "
-        "learned from"
+        f"Corrections: {corrections['total']}, {corrections['waiting']} waiting for the next "
+        f"retrain, {corrections['used']} learned from"
     )
     return "\n".join(lines)
 
@@ -411,7 +411,8 @@ def _business_status(runtime: BotRuntime, owner: int | None) -> str:
     counts = business_log.correction_counts()
     lines.append(
         f"Corrections: {counts['total']} ({counts['sent']} sent, {counts['edited']} edited, "
-        f"{counts['skipped']} skipped), {counts['waiting']} not yet learned from"
+        f"{counts['skipped']} skipped), {counts['waiting']} waiting for the next retrain, "
+        f"{counts['used']} learned from"
     )
     learn = "on" if config.business.learn else "off"
     lines.append(

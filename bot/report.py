@@ -31,6 +31,8 @@ def run_summary(record: RunRecord, previous: AdapterInfo | None) -> str:
         if previous is not None and previous.version != adapter:
             line += f" (adapter before: {previous.metrics.eval_loss:.3f})"
         lines.append(line)
+    if record.preference:
+        lines.append(record.preference[0].upper() + record.preference[1:])
     lines.append(f"New messages: {record.messages_added}, examples: {record.examples}")
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in record.stages.items())
     lines.append(f"Took {record.seconds / 60:.1f} min ({stages})")

@@ -113,6 +113,73 @@ def fact_recall_line(data: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class PreferenceStage:
+    """What the preference stage (trainer.preference) did, as metrics.json's `preference`:
+    the pairs by source (distinct; a correction counts once however often it is repeated),
+    the steps and seconds, and the held-out figures of SFT alone and with the stage, which
+    decided whether it was `kept`. `preferred` is None when it did not train."""
+
+    kept: bool
+    reason: str
+    pairs: dict[str, int]
+    steps: int
+    seconds: float  # sampling, training and measuring the result
+    budget_seconds: float
+    sft: dict[str, float | None]
+    preferred: dict[str, float | None] | None = None
+    trained_pairs: int = 0  # corrections repeated
+    dropped: int = 0
+    sampling_seconds: float = 0.0
+    train_loss: float | None = None
+    reward_accuracy: float | None = None
+    corrections_used: tuple[int, ...] = ()
+
+    @classmethod
+    def skipped(cls, reason: str, budget_s: float, sft: Any) -> PreferenceStage:
+        return cls(False, reason, {}, 0, 0.0, budget_s, asdict(sft))
+
+    @classmethod
+    def of(
+        cls,
+        stage: Any,
+        kept: bool,
+        reason: str,
+        budget_s: float,
+        seconds: float,
+        sft: Any,
+        preferred: Any,
+    ) -> PreferenceStage:
+        """From trainer.preference's StageRun and Figures."""
+        return cls(
+            kept=kept,
+            reason=reason,
+            pairs=dict(stage.pairs),
+            steps=stage.steps,
+            seconds=seconds,
+            budget_seconds=budget_s,
+            sft=asdict(sft),
+            preferred=asdict(preferred) if stage.steps else None,
+            trained_pairs=stage.trained_pairs,
+            dropped=stage.dropped,
+            sampling_seconds=stage.sampling_seconds,
+            train_loss=stage.train_loss,
+            reward_accuracy=stage.reward_accuracy,
+            corrections_used=tuple(stage.corrections_used) if kept else (),
+        )
+
+    def line(self) -> str:
+        """One line for the nightly report and `twin status`."""
+        if not self.steps:
+            return f"preference stage: skipped ({self.reason})"
+        pairs = ", ".join(f"{n} {source}" for source, n in self.pairs.items() if n)
+        verdict = "kept" if self.kept else "not kept, SFT alone stays"
+        return (
+            f"preference stage: {pairs or 'no'} pairs, {self.steps} steps, {self.seconds:.0f} s; "
+            f"{verdict}: {self.reason}"
+        )
+
+
+@dataclass(frozen=True)
 class Gate:
     promote: bool
     reason: str
@@ -151,6 +218,7 @@ class AdapterMetrics:
     gate: Gate | None = None
     # Every setting that shaped training, hashed with the dataset (see twin.core.runs).
     training_key: str = ""
+    preference: PreferenceStage | None = None
 
     @property
     def base_eval_ppl(self) -> float:
@@ -186,6 +254,7 @@ class AdapterMetrics:
             dataset = DatasetInfo(**data["dataset"])
             fidelity = data.get("fidelity")
             gate = data.get("gate")
+            preference = data.get("preference")
             return cls(
                 created=float(data["created"]),
                 base_model=str(data["base_model"]),
@@ -202,9 +271,15 @@ class AdapterMetrics:
                 version=str(data.get("version", "")),
                 gate=Gate(**gate) if gate else None,
                 training_key=str(data.get("training_key", "")),
+                preference=_preference(preference) if preference else None,
             )
         except (TypeError, ValueError):
             raise MetricsUnreadable("is damaged (a value of the wrong type or shape)") from None
+
+
+def _preference(data: dict[str, Any]) -> PreferenceStage:
+    data = {**data, "corrections_used": tuple(data.get("corrections_used", ()))}
+    return PreferenceStage(**data)
 
 
 def _required(cls: type) -> list[str]:

@@ -19,16 +19,28 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ingest.pii import PiiScrubber
 from trainer import registry
 from trainer.data import Dataset, Encoded, encode_examples, read_dataset
-from trainer.eval.evaluate import headline, measure_fidelity, sample_replies
+from trainer.eval.evaluate import (
+    HeldOut,
+    TrainingSamples,
+    headline,
+    held_out_replies,
+    measure_fidelity,
+    sample_replies,
+    training_samples,
+)
 from trainer.fit import FitPlan, add_lora, fit, run_checkpoints, sweep_dead_runs
 from trainer.loss import heldout_loss
-from trainer.metrics import AdapterMetrics, Sample
+from trainer.metrics import AdapterMetrics, Fidelity, PreferenceStage, Sample
 from trainer.model import (
     Base,
     base_checkpoint,
@@ -38,6 +50,8 @@ from trainer.model import (
     load_base,
     load_plan,
 )
+from trainer.pairs import Correction, corrections_key
+from trainer.preference import Figures, choose, run_stage
 from twin.core.config import Config
 
 log = logging.getLogger(__name__)
@@ -70,18 +84,27 @@ class Run:
     dataset: Dataset
     fit_plan: FitPlan
     main_process: bool
+    corrections: tuple[Correction, ...] = ()
 
 
 def train(
-    config: Config, *, max_steps: int | None = None, resume: bool = False, progress: bool = True
+    config: Config,
+    *,
+    max_steps: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    corrections: Sequence[Correction] = (),
 ) -> TrainResult | None:
     """Train, evaluate and register one adapter; returns what happened (None on the ranks
-    other than the main one of a distributed run)."""
-    run = setup(config, max_steps=max_steps, resume=resume)
+    other than the main one of a distributed run). `corrections`: the owner's, for the
+    preference stage (twin.app.corrections reads them)."""
+    run = setup(config, max_steps=max_steps, resume=resume, corrections=corrections)
     return main(run, progress=progress)
 
 
-def setup(config: Config, *, max_steps: int | None, resume: bool) -> Run:
+def setup(
+    config: Config, *, max_steps: int | None, resume: bool, corrections: Sequence[Correction] = ()
+) -> Run:
     dataset = read_dataset(config.dataset_dir)  # refuses a too small dataset, cheaply
     check_not_sharded()
     plan = load_plan(config)
@@ -98,7 +121,7 @@ def setup(config: Config, *, max_steps: int | None, resume: bool) -> Run:
         resume=resume,
         checkpoints=run_checkpoints(checkpoints, resume=resume),
     )
-    return Run(config, dataset, fit_plan, main_process)
+    return Run(config, dataset, fit_plan, main_process, tuple(corrections))
 
 
 def main(run: Run, *, progress: bool = True) -> TrainResult | None:
@@ -125,8 +148,14 @@ def main(run: Run, *, progress: bool = True) -> TrainResult | None:
         run.fit_plan.checkpoints.parent.rmdir()
     model.eval()
     twin = Base(model, base.tokenizer, base.checkpoint, base.plan)
-    twin_loss = validate(twin, eval_set, config)
-    fidelity, samples = evaluate(twin, run.dataset, config)
+    measuring = time.perf_counter()
+    sft = measure(twin, eval_set, run.dataset, config)
+    spent = time.perf_counter() - started
+    chosen, preference = sft, None
+    if config.preference.enabled:
+        chosen, preference = prefer(
+            twin, run, eval_set, sft, spent, time.perf_counter() - measuring
+        )
     metrics = AdapterMetrics(
         created=time.time(),
         base_model=config.model.base,
@@ -135,12 +164,13 @@ def main(run: Run, *, progress: bool = True) -> TrainResult | None:
         run=training,
         seconds=time.perf_counter() - started,
         base_eval_loss=base_loss,
-        eval_loss=twin_loss,
+        eval_loss=chosen.loss,
         eval_examples=len(eval_set),
         dataset=run.dataset.info,
-        samples=samples,
-        fidelity=fidelity,
-        training_key=training_key(config, run.dataset.info.sha256),
+        samples=chosen.samples,
+        fidelity=chosen.fidelity,
+        training_key=training_key(config, run.dataset.info.sha256, run.corrections),
+        preference=preference,
     )
     return register(config, model, metrics)
 
@@ -150,15 +180,112 @@ def validate(base: Base, eval_set: list[Encoded], config: Config) -> float:
     return heldout_loss(base.model, base.tokenizer, eval_set, config.train.batch_size, base.plan)
 
 
-def evaluate(twin: Base, dataset: Dataset, config: Config) -> tuple[Any, tuple[Sample, ...]]:
-    """The fidelity eval when `[eval] on_train`, and the few sample replies kept with the
-    adapter (the eval's own first answers, so nothing is generated twice)."""
+@dataclass(frozen=True)
+class Measured:
+    """A trained twin's held-out figures: what the gate reads and the adapter keeps."""
+
+    loss: float
+    fidelity: Fidelity | None
+    samples: tuple[Sample, ...]
+    held_out: HeldOut | None  # the replies the fidelity eval read (None: not measured)
+    trained: TrainingSamples | None  # its samples of training prompts (None: not measured)
+
+    def figures(self) -> Figures:
+        f = self.fidelity
+        if f is None:
+            return Figures(self.loss)
+        semantic = f.full.get("semantic_similarity")
+        return Figures(
+            self.loss,
+            f.style_distance_twin,
+            f.auc_twin,
+            semantic["twin"] if semantic else None,
+        )
+
+
+def measure(
+    twin: Base,
+    eval_set: list[Encoded],
+    dataset: Dataset,
+    config: Config,
+    base_replies: list[str] | None = None,
+) -> Measured:
+    """Held-out loss; the fidelity eval when `[eval] on_train`, and the few sample replies
+    kept with the adapter (the eval's own first answers, so nothing is generated twice).
+    `base_replies`: the base model's replies from an earlier measure, not generated again."""
+    loss = validate(twin, eval_set, config)
     n = config.train.sample_replies
+    model, tokenizer = twin.model, twin.tokenizer
     if not config.eval.on_train:
-        return None, sample_replies(twin.model, twin.tokenizer, dataset.eval[:n], config)
-    result = measure_fidelity(twin.model, twin.tokenizer, dataset.train, dataset.eval, config)
+        samples = sample_replies(model, tokenizer, dataset.eval[:n], config)
+        return Measured(loss, None, samples, None, None)
+    held = held_out_replies(model, tokenizer, dataset.eval, config, base_replies)
+    trained = training_samples(model, tokenizer, dataset.train, config)
+    result = measure_fidelity(model, tokenizer, dataset.train, dataset.eval, config, held, trained)
     samples = tuple(Sample(**example) for example in result["examples"][:n])
-    return headline(result), samples
+    return Measured(loss, headline(result), samples, held, trained)
+
+
+def prefer(
+    twin: Base,
+    run: Run,
+    eval_set: list[Encoded],
+    sft: Measured,
+    spent_s: float,
+    measure_s: float,
+) -> tuple[Measured, PreferenceStage]:
+    """The preference stage on the SFT twin, measured again and judged against SFT alone:
+    returns the figures of the twin that stays, and the stage's record. The stage may take
+    `[preference] budget_share` of the whole run (`spent_s` so far); measuring the result
+    takes about as long as measuring SFT did (`measure_s`), which is kept aside for it."""
+    config = run.config
+    share = config.preference.budget_share
+    budget = spent_s * share / (1 - share)
+    skipped = _why_no_stage(run, sft, budget - measure_s)
+    if skipped:
+        log.info("preference stage skipped: %s", skipped)
+        return sft, PreferenceStage.skipped(skipped, budget, sft.figures())
+    started = time.perf_counter()
+    model = twin.model
+    trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    scrubber = PiiScrubber(regions=config.dataset.phone_regions)
+    assert sft.trained is not None  # _why_no_stage checked
+    stage = run_stage(
+        model,
+        twin.tokenizer,
+        sft.trained,
+        run.corrections,
+        config,
+        twin.plan,
+        budget - measure_s,
+        scrubber.scrub,
+    )
+    if stage.steps == 0:
+        kept, reason, after = False, "no pairs to learn from, or no time left to train", sft
+    else:
+        base_replies = sft.held_out.base if sft.held_out else None
+        after = measure(twin, eval_set, run.dataset, config, base_replies)
+        kept, reason = choose(sft.figures(), after.figures())
+    log.info("preference stage: %s", reason)
+    if not kept:
+        with torch.no_grad():  # back to the SFT adapter, exactly
+            for name, param in model.named_parameters():
+                if name in trainable:
+                    param.copy_(trainable[name])
+    record = PreferenceStage.of(
+        stage, kept, reason, budget, time.perf_counter() - started, sft.figures(), after.figures()
+    )
+    return (after if kept else sft), record
+
+
+def _why_no_stage(run: Run, sft: Measured, train_budget_s: float) -> str:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "it runs in single-process runs; this distributed run keeps SFT alone"
+    if sft.fidelity is None or sft.trained is None:
+        return "[eval] on_train is off: without the fidelity eval the stage cannot be judged"
+    if train_budget_s <= 0:
+        return "no time left in its budget ([preference] budget_share) after measuring"
+    return ""
 
 
 def register(config: Config, model: Any, metrics: AdapterMetrics) -> TrainResult:
@@ -175,12 +302,16 @@ def register(config: Config, model: Any, metrics: AdapterMetrics) -> TrainResult
     )
 
 
-def training_key(config: Config, dataset_sha256: str) -> str:
-    """The dataset (the persona prompt is in it) and every config key that shapes the adapter or
-    the gate's verdict, hashed: two runs with the same key train the same adapter (same data,
-    config and seed) and meet the same gate."""
+def training_key(
+    config: Config, dataset_sha256: str, corrections: Sequence[Correction] = ()
+) -> str:
+    """The dataset (the persona prompt is in it), the owner's corrections and every config key
+    that shapes the adapter or the gate's verdict, hashed: two runs with the same key train
+    the same adapter (same data, config and seed) and meet the same gate."""
     recipe = {
         "dataset": dataset_sha256,
+        "preference": config.preference.model_dump(mode="json"),
+        "corrections": corrections_key(corrections) if config.preference.enabled else "",
         "model": config.model.model_dump(mode="json"),
         "lora": config.lora.model_dump(mode="json"),
         "train": config.train.model_dump(

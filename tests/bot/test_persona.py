@@ -131,6 +131,7 @@ async def test_persona_train_retrains_in_the_background_and_reports(
         caption = report.params["caption"]
         assert caption.startswith(f"Retrain: adapter {version} promoted, now serving.")
         assert "New messages: 747" in caption and "Held-out loss: base " in caption
+        assert "\nPreference stage: " in caption  # what the stage did, kept or not
         assert report.files["photo"].startswith(b"\x89PNG\r\n\x1a\n")
         assert runtime.worker.version == version
         # /persona report: the same chart and numbers for the adapter in use

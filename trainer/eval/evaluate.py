@@ -71,18 +71,25 @@ class HeldOut:
 
 
 def held_out_replies(
-    model: Any, tokenizer: Any, eval_rows: list[list[ChatMessage]], config: Config
+    model: Any,
+    tokenizer: Any,
+    eval_rows: list[list[ChatMessage]],
+    config: Config,
+    base_replies: list[str] | None = None,
 ) -> HeldOut:
     """The twin's and the base's replies to the first `[eval] max_prompts` held-out prompts,
-    and the twin's again without memory guidance where guidance would change them."""
+    and the twin's again without memory guidance where guidance would change them.
+    `base_replies`: the base's, generated before for the same prompts and config."""
     rows = eval_rows[: config.eval.max_prompts]
     prompts, real = (list(x) for x in zip(*(split_prompt(e) for e in rows), strict=True))
     seed = config.train.seed
     torch.manual_seed(seed)
     log.info("eval: the twin and the base answer %d held-out messages", len(prompts))
     twin = generate_all(model, tokenizer, prompts, config.generation)
-    with model.disable_adapter():
-        base = generate_all(model, tokenizer, prompts, config.generation)
+    base = base_replies
+    if base is None:
+        with model.disable_adapter():
+            base = generate_all(model, tokenizer, prompts, config.generation)
     unguided = None
     same = _same_unguided(prompts, config)
     if not same:
@@ -112,11 +119,13 @@ def measure_fidelity(
     eval_rows: list[list[ChatMessage]],
     config: Config,
     held_out: HeldOut | None = None,
+    trained: TrainingSamples | None = None,
 ) -> dict[str, Any]:
     """Style, distinguishability, relevance and memorization of the twin (`model`, a peft
     model whose adapter can be disabled to get the base), against the owner's replies; and
     the twin's style, distinguishability and relevance with memory guidance on and off.
-    `held_out`: the replies already generated (held_out_replies), else generated here."""
+    `held_out`, `trained`: the replies already generated (held_out_replies,
+    training_samples), else generated here."""
     held = held_out or held_out_replies(model, tokenizer, eval_rows, config)
     prompts, real_replies, twin, base = held.prompts, held.real, held.twin, held.base
     seed = config.train.seed
@@ -155,9 +164,11 @@ def measure_fidelity(
             "twin": fidelity.semantic_similarity(real_replies, twin, embed),
         }
     result["guidance"] = _guidance(result, held, words, seed, embed, config)
-    result["memorization"] = _memorization(model, tokenizer, train_rows, config)
+    trained = trained or training_samples(model, tokenizer, train_rows, config)
+    replies = [m["content"] for e in train_rows for m in e if m["role"] == "assistant"]
+    result["memorization"] = fidelity.memorization(trained.twin, replies)
     scrubber = PiiScrubber(regions=config.dataset.phone_regions)
-    written = twin + result["memorization"].pop("replies_text")
+    written = twin + trained.twin
     # The dataset masks PII as <PHONE>...; a twin that writes a real-looking number made it up
     # from somewhere: count them (the report shows none should be there).
     result["pii_in_replies"] = sum(scrubber.scrub(t) != t for t in written)
@@ -199,16 +210,31 @@ def _guidance(
     return {**guidance, "on": on, "off": off}
 
 
-def _memorization(
+@dataclass(frozen=True)
+class TrainingSamples:
+    """The twin's replies to prompts of training conversations, beside the owner's real ones:
+    memorization is measured on them, and the preference stage pairs them (trainer.pairs)."""
+
+    prompts: list[list[ChatMessage]]
+    real: list[str]
+    twin: list[str]
+
+
+def training_samples(
     model: Any, tokenizer: Any, train_rows: list[list[ChatMessage]], config: Config
-) -> dict[str, Any]:
+) -> TrainingSamples:
+    """The twin answers `[eval] memorization_prompts` training prompts (a seeded sample)."""
     sample = random.Random(config.train.seed).sample(
         train_rows, min(config.eval.memorization_prompts, len(train_rows))
     )
-    prompts = [split_prompt(e)[0] for e in sample]
-    written = generate_all(model, tokenizer, prompts, config.generation)
-    replies = [m["content"] for e in train_rows for m in e if m["role"] == "assistant"]
-    return {**fidelity.memorization(written, replies), "replies_text": written}
+    prompts, real = [], []
+    for row in sample:
+        prompt, reply = split_prompt(row)
+        prompts.append(prompt)
+        real.append(reply)
+    return TrainingSamples(
+        prompts, real, generate_all(model, tokenizer, prompts, config.generation)
+    )
 
 
 def headline(result: dict[str, Any]) -> Fidelity:

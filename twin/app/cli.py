@@ -242,9 +242,12 @@ def _dataset(config: Config, args: argparse.Namespace) -> int:
 
 def _train(config: Config, args: argparse.Namespace) -> int:
     from trainer.train import train
+    from twin.app.corrections import learned_from, read_corrections
 
-    result = train(config, max_steps=args.max_steps, resume=args.resume)
+    corrections = read_corrections(config)
+    result = train(config, max_steps=args.max_steps, resume=args.resume, corrections=corrections)
     if result is not None:  # None: a non-main rank of a distributed run
+        learned_from(config, result.metrics.preference)
         print(result.line())
     return 0
 

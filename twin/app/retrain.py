@@ -3,13 +3,14 @@
     ingest   every export in `[ingest] exports` (re-read, idempotent), and a Telethon pull
              when this machine is logged in (TWIN_API_ID / TWIN_API_HASH and a session)
     dataset  rebuilt from the store
-    train    fine-tune, evaluate on held-out data, promote through the gate
+    train    fine-tune, then the preference stage on the owner's corrections (bot.db) and
+             history, evaluate on held-out data, promote through the gate
 
-Training is skipped when the dataset is exactly the one the adapter in use learned from
-(same hash: nothing new, no setting changed), unless forced. One writer at a time: the run
-holds the data dir's lock (twin.core.lock) through all its stages, so a `twin train` or another
-retrain meanwhile is refused, naming this one. Every run leaves a record in
-data_dir/runs/<time>.json, failed runs included.
+Training is skipped when the dataset and the corrections are exactly those the adapter in use
+learned from (same training key: nothing new, no setting changed), unless forced. One writer
+at a time: the run holds the data dir's lock (twin.core.lock) through all its stages, so a
+`twin train` or another retrain meanwhile is refused, naming this one. Every run leaves a
+record in data_dir/runs/<time>.json, failed runs included.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ingest.store import open_store
 from ingest.telegram import can_pull_unattended, run_pull
 from trainer import registry
 from trainer.train import train, training_key
+from twin.app.corrections import learned_from, read_corrections
 from twin.core.config import Config
 from twin.core.lock import data_dir_lock
 from twin.core.runs import RunMetrics, RunRecord, read_records, write_record
@@ -62,17 +64,21 @@ def _run_stages(config: Config, record: RunRecord, force: bool) -> None:
         record.messages_added = store.count_messages() - before
     with _stage(record, "dataset"), open_store(config.store_path) as store:
         dataset = build_dataset(config, store)
+    corrections = read_corrections(config)
     record.examples = dataset.train + dataset.eval
     record.dataset_sha256 = dataset.sha256
-    record.training_key = training_key(config, dataset.sha256)
+    record.training_key = training_key(config, dataset.sha256, corrections)
     if not force and (why := _nothing_would_change(config, record)):
         record.outcome = "skipped"
         record.reason = why
         return
     with _stage(record, "train"):
-        result = train(config, progress=False)
+        result = train(config, progress=False, corrections=corrections)
     assert result is not None  # a retrain runs in one process
+    learned_from(config, result.metrics.preference)
     m = result.metrics
+    if m.preference is not None:
+        record.preference = m.preference.line()
     record.adapter = result.version
     record.metrics = RunMetrics(
         base_eval_loss=m.base_eval_loss,

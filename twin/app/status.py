@@ -51,7 +51,7 @@ def corrections(config: Config) -> dict[str, int]:
     bot.db (see bot.drafts)."""
     path = bot_db_path(config)
     if not path.exists():
-        return {"total": 0, "waiting": 0, **dict.fromkeys(VERDICTS, 0)}
+        return {"total": 0, "waiting": 0, "used": 0, **dict.fromkeys(VERDICTS, 0)}
     with ChatLog(path, config.bot.context_messages) as chat_log:
         return BusinessLog(chat_log).correction_counts()
 
@@ -74,8 +74,8 @@ def print_status(status: dict[str, Any]) -> None:
     print(f"memory guidance: {status['memory_guidance']['line']}")
     fixes = status["corrections"]
     print(
-        f"corrections: {fixes['total']} (drafts you sent, edited or skipped; samples rated) "
-        f"({fixes['waiting']} not yet learned from)"
+        f"corrections: {fixes['total']} (drafts you sent, edited or skipped; samples rated): "
+        f"{fixes['waiting']} waiting for the next retrain, {fixes['used']} learned from"
     )
     run = status["last_run"]
     if run:

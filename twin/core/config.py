@@ -170,6 +170,23 @@ class TrainConfig(Section):
     sample_replies: int = Field(3, ge=0, le=64)
 
 
+class PreferenceConfig(Section):
+    """The preference stage after SFT (trainer.preference): DPO on the owner's real replies
+    preferred over the twin's own samples, and on the owner's corrections."""
+
+    enabled: bool = True
+    # The stage (sampling, training, its own eval) takes at most this share of the run.
+    budget_share: float = Field(0.3, gt=0, lt=1)
+    # DPO's beta: higher keeps the twin nearer the SFT adapter.
+    beta: float = Field(0.1, gt=0, le=10)
+    # Pairs per run, corrections first; the history's come from the twin's replies to the
+    # eval's `memorization_prompts` training prompts (nothing is generated twice).
+    max_pairs: int = Field(32, ge=1, le=100000)
+    learning_rate: float = Field(5e-5, gt=0, le=1)
+    # Each correction counts as this many history pairs (repeated in the stage's data).
+    correction_weight: int = Field(4, ge=1, le=100)
+
+
 class GenerationConfig(Section):
     max_new_tokens: int = Field(64, ge=1, le=4096)
     # 0 = greedy decoding.
@@ -363,6 +380,7 @@ class Config(BaseModel):
     model: ModelConfig = ModelConfig()
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
+    preference: PreferenceConfig = PreferenceConfig()
     generation: GenerationConfig = GenerationConfig()
     serving: ServingConfig = ServingConfig()
     eval: EvalConfig = EvalConfig()

@@ -47,6 +47,7 @@ class RunRecord:
     training_key: str = ""
     adapter: str | None = None
     metrics: RunMetrics | None = None
+    preference: str = ""  # what the preference stage did, one line (trainer.metrics)
     seconds: float = 0.0
     error: str | None = None
 
