@@ -4,6 +4,10 @@ Entry point: `trainer.train.train` (`twin train`), the recipe, read top to botto
 - `trainer.data`      dataset/*.jsonl -> tokens and reply-only labels, batches
 - `trainer.loss`      the reply-token loss, and held-out loss
 - `trainer.fit`       the fit loop (transformers Trainer), one process or DDP
+- `trainer.pairs`     preference pairs: the owner's real replies and corrections over the
+                      twin's own samples
+- `trainer.preference` the preference stage after SFT (TRL's DPOTrainer), and the choice
+                      between SFT alone and SFT + preference
 - `trainer.model`     the base: the embedded SmolLM2, a local folder or a hub id; device,
                       dtype and 4-bit quantization for this machine (`load_base`)
 - `trainer.metrics`   what an adapter's metrics.json holds, typed

@@ -171,11 +171,11 @@ class PreferenceStage:
         """One line for the nightly report and `twin status`."""
         if not self.steps:
             return f"preference stage: skipped ({self.reason})"
-        pairs = ", ".join(f"{n} {source}" for source, n in self.pairs.items() if n)
+        history, corrections = self.pairs.get("history", 0), self.pairs.get("correction", 0)
         verdict = "kept" if self.kept else "not kept, SFT alone stays"
         return (
-            f"preference stage: {pairs or 'no'} pairs, {self.steps} steps, {self.seconds:.0f} s; "
-            f"{verdict}: {self.reason}"
+            f"preference stage: {history} pairs from history and {corrections} corrections, "
+            f"{self.steps} steps, {self.seconds:.0f} s; {verdict}: {self.reason}"
         )
 
 

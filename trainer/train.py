@@ -1,14 +1,17 @@
 """`twin train`: one recipe from "dataset on disk" to "adapter registered", top to bottom.
 
     setup()     read and check the dataset (before anything expensive), decide the run
-    main()      load the base, measure it, add LoRA, fit, measure the twin, register
+    main()      load the base, measure it, add LoRA, fit, measure the twin, prefer, register
     fit()       the loop itself: trainer.fit (transformers Trainer, reply-only loss)
-    validate()  held-out loss (trainer.loss) and the fidelity eval (trainer.eval)
+    measure()   held-out loss (trainer.loss) and the fidelity eval (trainer.eval)
+    prefer()    the preference stage (trainer.preference), measured again; the better of
+                SFT alone and SFT + preference is the one registered
 
 It runs as its own process (`twin train`): the bot and the nightly job start it as a
 subprocess, so an out-of-memory crash here never takes the bot down. Under `torchrun` /
-`accelerate launch` every rank trains (DDP) and only the main one evaluates and registers;
-FSDP and DeepSpeed ZeRO-3, which shard the base, are refused (docs/gpu.md).
+`accelerate launch` every rank trains (DDP) and only the main one evaluates and registers,
+without the preference stage (it runs in single-process runs); FSDP and DeepSpeed ZeRO-3,
+which shard the base, are refused (docs/gpu.md).
 """
 
 from __future__ import annotations

@@ -139,6 +139,8 @@ def _run_demo(
     result = train(config)
     assert result is not None
     print("      " + _trained(result))
+    if result.metrics.preference is not None:
+        print("      " + result.metrics.preference.line())
     print("[4/5] held-out messages: the base model vs the twin vs what the owner really wrote\n")
     for sample in result.metrics.samples:
         print(_side_by_side(sample))
