@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from trainer.eval.evaluate import TrainingSamples, generate_all
 from trainer.model import LoadPlan
 from trainer.pairs import (
     Correction,
+    Pair,
     correction_pairs,
     encode_pair,
     history_pairs,
@@ -65,7 +67,9 @@ class StageRun:
     seconds: float  # sampling and training
     sampling_seconds: float
     train_loss: float | None
-    reward_accuracy: float | None  # share of pairs whose chosen reply the twin now prefers
+    # Share of the pairs, as each step met them, whose chosen reply the twin already preferred
+    # (over the reference: the SFT adapter); the mean over the stage's steps.
+    reward_accuracy: float | None
     corrections_used: tuple[int, ...] = field(default=())
 
 
@@ -136,7 +140,7 @@ def run_stage(
     reply_tokens = config.generation.max_new_tokens
     encoded_pairs = [
         (pair, e)
-        for pair in history + corrected
+        for pair in _in_order(history, corrected, config.train.seed)
         if (e := encode_pair(tokenizer, pair, config.train.max_seq_tokens, reply_tokens))
     ]
     encoded = [e for _, e in encoded_pairs]
@@ -164,6 +168,21 @@ def run_stage(
         reward_accuracy=accuracy,
         corrections_used=tuple(used),
     )
+
+
+def _in_order(history: list[Pair], corrected: list[Pair], seed: int) -> list[Pair]:
+    """The order the pairs are trained in: one of each correction first (the budget may stop
+    training before the end, and the corrections are what the owner asked for), then the
+    history's and the corrections' other copies, shuffled (seeded)."""
+    first: dict[int | None, Pair] = {}
+    rest = list(history)
+    for pair in corrected:
+        if pair.correction_id in first:
+            rest.append(pair)
+        else:
+            first[pair.correction_id] = pair
+    random.Random(seed).shuffle(rest)
+    return [*first.values(), *rest]
 
 
 def _train(
@@ -197,6 +216,7 @@ def _train(
             per_device_train_batch_size=batch,
             learning_rate=p.learning_rate,
             lr_scheduler_type="cosine",
+            train_sampling_strategy="sequential",  # the order _in_order chose
             warmup_steps=0.1,
             beta=p.beta,
             loss_type=["sigmoid", "sft"],
@@ -230,7 +250,7 @@ def _train(
             model.set_adapter("default")
     history = trainer.state.log_history
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
-    accuracy = sum(accuracies[-batch:]) / len(accuracies[-batch:]) if accuracies else None
+    accuracy = sum(accuracies) / len(accuracies) if accuracies else None
     return trainer.state.global_step, float(output.training_loss), accuracy
 
 

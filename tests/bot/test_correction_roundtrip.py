@@ -4,6 +4,7 @@ from, and the preference stage moves the twin toward the owner's text on that pr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,14 @@ from tests.bot.test_business import (
     draft_of,
     pressed,
 )
+from tests.trainer.helpers import fake_metrics
 from tests.trainer.test_preference import reply_logprob
 from trainer.eval.evaluate import TrainingSamples
 from trainer.fit import add_lora
 from trainer.metrics import PreferenceStage
 from trainer.model import load_base
 from trainer.preference import Figures, run_stage
+from trainer.train import TrainResult
 from twin.app.corrections import learned_from, read_corrections
 from twin.app.status import status_of
 
@@ -65,7 +68,12 @@ async def test_an_edited_draft_moves_the_next_twin_toward_the_owners_text(
     assert after[0] > before[0] and after[1] < before[1]
 
     figures = Figures(1.0, 0.1, 0.5)
-    learned_from(config, PreferenceStage.of(stage, True, "kept", 60.0, 1.0, figures, figures))
+    record = PreferenceStage.of(stage, True, "kept", 60.0, 1.0, figures, figures)
+    trained = replace(fake_metrics(1.0), preference=record)
+    learned_from(config, TrainResult("v", tmp_path, False, "worse than current", trained))
+    counts = status_of(config)["corrections"]
+    assert (counts["waiting"], counts["used"]) == (1, 0)  # its adapter does not serve
+    learned_from(config, TrainResult("v", tmp_path, True, "promoted", trained))
     counts = status_of(config)["corrections"]
     assert (counts["waiting"], counts["used"]) == (0, 1)
     with ChatLog(bot_db_path(config), config.bot.context_messages) as chat_log:

@@ -206,3 +206,28 @@ def test_no_stage_without_the_fidelity_eval(tmp_path: Path, tiny_base: Path) -> 
     disabled = stage_config(tmp_path / "off", tiny_base, enabled=False)
     off = train(disabled, progress=False)
     assert off is not None and off.metrics.preference is None
+
+
+def test_a_new_correction_makes_the_next_retrain_worth_running(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    from trainer.train import training_key
+
+    config = stage_config(tmp_path, tiny_base)
+    one = [correction(1, "edited", "maybe", "yes")]
+    two = [*one, correction(2, "skipped", "no")]
+    assert training_key(config, "d" * 64, one) == training_key(config, "d" * 64, list(one))
+    assert training_key(config, "d" * 64, one) != training_key(config, "d" * 64, two)
+    off = config.with_section("preference", enabled=False)
+    assert training_key(off, "d" * 64, one) == training_key(off, "d" * 64, two)
+
+
+def test_each_correction_is_trained_first_then_the_rest_shuffled() -> None:
+    history = [Pair(prompt(f"h{i}"), "ok", f"no {i}", "history") for i in range(6)]
+    corrected = correction_pairs(
+        [correction(1, "edited", "maybe", "yes"), correction(2, "edited", "hm", "sure")], {}, str, 3
+    )
+    order = preference._in_order(history, corrected, seed=1)
+    assert [p.correction_id for p in order[:2]] == [1, 2]
+    assert sorted(map(id, order)) == sorted(map(id, history + corrected))
+    assert [p.source for p in order[2:]] != ["history"] * 6 + ["correction"] * 4  # mixed

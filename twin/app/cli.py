@@ -247,7 +247,7 @@ def _train(config: Config, args: argparse.Namespace) -> int:
     corrections = read_corrections(config)
     result = train(config, max_steps=args.max_steps, resume=args.resume, corrections=corrections)
     if result is not None:  # None: a non-main rank of a distributed run
-        learned_from(config, result.metrics.preference)
+        learned_from(config, result)
         print(result.line())
     return 0
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from bot.business_log import BusinessLog
 from bot.chat_log import ChatLog, bot_db_path
 from serving.twin import served_prompt
-from trainer.metrics import PreferenceStage
 from trainer.pairs import Correction
+from trainer.train import TrainResult
 from twin.core.config import Config
 from twin.core.conversation import with_memory, with_system_prompt
 
@@ -38,10 +38,11 @@ def read_corrections(config: Config) -> list[Correction]:
     ]
 
 
-def learned_from(config: Config, stage: PreferenceStage | None) -> None:
-    """The corrections a new adapter learned from (its preference `stage` was kept) are no
-    longer waiting."""
-    if stage is None or not stage.corrections_used:
+def learned_from(config: Config, result: TrainResult) -> None:
+    """The corrections the new adapter learned from (its preference stage was kept) are no
+    longer waiting, once it serves (the promotion gate let it in)."""
+    stage = result.metrics.preference
+    if not result.promoted or stage is None or not stage.corrections_used:
         return
     with ChatLog(bot_db_path(config), config.bot.context_messages) as chat_log:
         BusinessLog(chat_log).mark_used(list(stage.corrections_used))

@@ -75,7 +75,7 @@ def _run_stages(config: Config, record: RunRecord, force: bool) -> None:
     with _stage(record, "train"):
         result = train(config, progress=False, corrections=corrections)
     assert result is not None  # a retrain runs in one process
-    learned_from(config, result.metrics.preference)
+    learned_from(config, result)
     m = result.metrics
     if m.preference is not None:
         record.preference = m.preference.line()
