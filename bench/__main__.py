@@ -308,8 +308,9 @@ def markdown(report: dict[str, Any]) -> str:
         "  rounds alternating, each row its fastest round; `raw.speedup` also has a chat that",
         "  goes on (llama.cpp reuses the cached prompt), a batch, and decoding alone.",
         "",
-        "Raw numbers: `bench/results.json`. Regenerate: `make bench` (about 35 minutes here;",
-        "`python -m bench --only memory ...` measures some groups again and keeps the rest).",
+        "Raw numbers: `bench/results.json`. Regenerate: `make bench` (about 75 minutes here, 40",
+        "of them the preference group; `python -m bench --only memory ...` measures some groups",
+        "again and keeps the rest).",
         "",
     ]
     return "\n".join(lines)

@@ -32,6 +32,7 @@ import torch
 from ingest.pii import PiiScrubber
 from trainer import registry
 from trainer.data import Dataset, Encoded, encode_examples, read_dataset
+from trainer.embedded import EMBEDDED
 from trainer.eval.evaluate import (
     HeldOut,
     TrainingSamples,
@@ -253,16 +254,22 @@ def prefer(
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     scrubber = PiiScrubber(regions=config.dataset.phone_regions)
     assert sft.trained is not None  # _why_no_stage checked
-    stage = run_stage(
-        model,
-        twin.tokenizer,
-        sft.trained,
-        run.corrections,
-        config,
-        twin.plan,
-        budget - measure_s,
-        scrubber.scrub,
-    )
+    try:
+        stage = run_stage(
+            model,
+            twin.tokenizer,
+            sft.trained,
+            run.corrections,
+            config,
+            twin.plan,
+            budget - measure_s,
+            scrubber.scrub,
+        )
+    except Exception as err:  # an optional stage: its failure must not cost the SFT adapter
+        log.warning("preference stage failed, SFT alone stays", exc_info=True)
+        _restore(model, trainable)
+        why = f"failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        return sft, PreferenceStage.skipped(why, budget, sft.figures())
     if stage.steps == 0:
         kept, reason, after = False, "no pairs to learn from, or no time left to train", sft
     else:
@@ -271,19 +278,32 @@ def prefer(
         kept, reason = choose(sft.figures(), after.figures())
     log.info("preference stage: %s", reason)
     if not kept:
-        with torch.no_grad():  # back to the SFT adapter, exactly
-            for name, param in model.named_parameters():
-                if name in trainable:
-                    param.copy_(trainable[name])
+        _restore(model, trainable)
     record = PreferenceStage.of(
         stage, kept, reason, budget, time.perf_counter() - started, sft.figures(), after.figures()
     )
     return (after if kept else sft), record
 
 
+def _restore(model: Any, weights: dict[str, torch.Tensor]) -> None:
+    """Back to the SFT adapter, exactly."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in weights:
+                param.copy_(weights[name])
+
+
 def _why_no_stage(run: Run, sft: Measured, train_budget_s: float) -> str:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return "it runs in single-process runs; this distributed run keeps SFT alone"
+    embedded = EMBEDDED.get(run.config.model.base)
+    if embedded is not None and embedded.train_tokens:
+        # TRL's DPO computes log-probabilities with a fused output head that reads the head's
+        # weight directly, which the trained rows of the turn markers are not part of.
+        return (
+            f"TRL's DPO cannot train {run.config.model.base} yet: its turn markers are "
+            "trained with the adapter (a tied output head TRL's fused head cannot read)"
+        )
     if sft.fidelity is None or sft.trained is None:
         return "[eval] on_train is off: without the fidelity eval the stage cannot be judged"
     if train_budget_s <= 0:

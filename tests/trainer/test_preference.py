@@ -23,6 +23,7 @@ from trainer.preference import Figures, choose, run_stage
 from trainer.train import train
 from twin.core.config import Config
 from twin.core.conversation import ChatMessage
+from twin.core.loading import load_config
 
 SYSTEM: ChatMessage = {"role": "system", "content": "You are Mira. Reply as Mira would."}
 
@@ -231,3 +232,40 @@ def test_each_correction_is_trained_first_then_the_rest_shuffled() -> None:
     assert [p.correction_id for p in order[:2]] == [1, 2]
     assert sorted(map(id, order)) == sorted(map(id, history + corrected))
     assert [p.source for p in order[2:]] != ["history"] * 6 + ["correction"] * 4  # mixed
+
+
+def test_a_failing_stage_leaves_sft_alone_exactly(
+    tmp_path: Path, tiny_base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = measured_config(tmp_path, tiny_base)
+    sft_weights: dict[str, torch.Tensor] = {}
+
+    def breaks_halfway(model: Any, *args: Any) -> Any:
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                sft_weights[name.replace(".default", "")] = param.detach().clone()
+                param.data += 1.0  # a half-done update, then the failure
+        raise RuntimeError("fused head cannot read the output layer")
+
+    monkeypatch.setattr("trainer.preference._train", breaks_halfway)
+    result = train(config, progress=False)
+    assert result is not None and result.promoted
+    stage = result.metrics.preference
+    assert stage is not None and not stage.kept
+    assert stage.reason == "failed (RuntimeError: fused head cannot read the output layer)"
+    from safetensors.torch import load_file
+
+    saved = load_file(result.path / "adapter_model.safetensors")
+    assert all(torch.equal(sft_weights[n].to(t.dtype), t) for n, t in saved.items())
+
+
+def test_no_stage_for_a_base_whose_turn_markers_are_trained(tmp_path: Path) -> None:
+    """Gemma 3 270M trains its turn markers' rows with the adapter; TRL's fused output head
+    cannot read them (it failed with an AttributeError on the tied, wrapped head)."""
+    from trainer.train import Measured, Run, _why_no_stage
+
+    (tmp_path / "config.toml").write_text('[model]\nbase = "gemma3-270m"\n')
+    config = load_config(tmp_path / "config.toml")
+    run = Run(config, Any, Any, True)  # type: ignore[arg-type]
+    sft = Measured(3.0, None, (), None, None)
+    assert "gemma3-270m" in _why_no_stage(run, sft, 100.0)

@@ -68,7 +68,7 @@ PERSONAS = {
         export="demo_export.json",
         base="smollm2-135m",
         model="SmolLM2-135M-Instruct",
-        minutes="about 5",
+        minutes="about 7",
         config=f"""\
 # twin demo: a sample persona's Telegram export, bundled with twin.
 [paths]
