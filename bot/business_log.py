@@ -27,9 +27,10 @@ Outcome = Literal["sent", "edited", "skipped", "expired", "deleted", "taken_over
 
 
 @dataclass(frozen=True)
-class Correction:
-    """One verdict of the owner, as kept (masked): the twin's `draft` written after `turns`
-    with memory `block`, and the owner's own text when they edited it."""
+class KeptCorrection:
+    """One verdict of the owner, as bot.db keeps it (masked): the twin's `draft` written after
+    `turns` with memory `block`, and the owner's own text when they edited it. Training reads
+    it as a trainer.pairs.Correction (twin.app.corrections)."""
 
     correction_id: int
     chat_id: int  # 0 for a /persona sample
@@ -326,14 +327,14 @@ class BusinessLog:
             ),
         )
 
-    def corrections(self) -> list[Correction]:
+    def corrections(self) -> list[KeptCorrection]:
         """Every correction, oldest first (the preference stage trains on all of them)."""
         rows = self.conn.execute(
             "SELECT correction_id, chat_id, verdict, turns, block, draft, sent FROM corrections "
             "ORDER BY correction_id"
         ).fetchall()
         return [
-            Correction(cid, chat_id, verdict, json.loads(turns), block, draft, sent)
+            KeptCorrection(cid, chat_id, verdict, json.loads(turns), block, draft, sent)
             for cid, chat_id, verdict, turns, block, draft, sent in rows
         ]
 
