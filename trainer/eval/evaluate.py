@@ -164,7 +164,8 @@ def measure_fidelity(
             "twin": fidelity.semantic_similarity(real_replies, twin, embed),
         }
     result["guidance"] = _guidance(result, held, words, seed, embed, config)
-    trained = trained or training_samples(model, tokenizer, train_rows, config)
+    if trained is None:
+        trained = training_samples(model, tokenizer, train_rows, config)
     replies = [m["content"] for e in train_rows for m in e if m["role"] == "assistant"]
     result["memorization"] = fidelity.memorization(trained.twin, replies)
     scrubber = PiiScrubber(regions=config.dataset.phone_regions)
