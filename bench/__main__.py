@@ -168,7 +168,8 @@ def run(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
         steps = 4 if quick else 60
         for lang in ("en",) if quick else ("en", "ru"):
             print(f"preference: SFT alone vs SFT + preference, demo {lang} ...", flush=True)
-            pref = measured("preference", "--lang", lang, "--steps", str(steps))
+            quick_args = ("--no-eval",) if quick else ()
+            pref = measured("preference", "--lang", lang, "--steps", str(steps), *quick_args)
             raw = {
                 "kept": pref["kept"],
                 "sft": pref["sft"]["figures"],

@@ -7,7 +7,9 @@ distance, relevance, held-out loss and fact recall. The stage's own record (metr
 `preference`) gives its seconds and the share of the run they are; when the gate kept SFT
 alone, the second adapter *is* SFT alone, and the record holds what the stage would have made.
 
-    .venv/bin/python -m bench.preference [--lang en|ru] [--steps 60]
+    .venv/bin/python -m bench.preference [--lang en|ru] [--steps 60] [--no-eval]
+
+--no-eval (the quick smoke run) reads the runs' own figures instead: no fact recall.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def setup(folder: Path, lang: str, steps: int) -> Config:
 
 
 def figures(metrics: AdapterMetrics) -> dict[str, Any]:
-    """The headline of `twin eval` for one adapter."""
+    """The headline of `twin eval` for one adapter (or of the run's own eval: no recall)."""
     assert metrics.fidelity is not None
     full = metrics.fidelity.full
     semantic = full.get("semantic_similarity") or {}
@@ -51,19 +53,19 @@ def figures(metrics: AdapterMetrics) -> dict[str, Any]:
         "auc": metrics.fidelity.auc_twin,
         "style_distance": metrics.fidelity.style_distance_twin,
         "relevance": semantic.get("twin"),
-        "eval_loss": full["loss"]["twin"],
+        "eval_loss": full.get("loss", {}).get("twin", metrics.eval_loss),
         "recall_guided": recall.get("recall_guided"),
         "recall_plain": recall.get("recall_plain"),
     }
 
 
-def run(config: Config, enabled: bool) -> dict[str, Any]:
+def run(config: Config, enabled: bool, full_eval: bool) -> dict[str, Any]:
     config = config.with_section("preference", enabled=enabled)
     started = time.perf_counter()
     result = train(config, progress=False)
     assert result is not None
     seconds = time.perf_counter() - started
-    measured = evaluate_adapter(config, result.version)
+    measured = evaluate_adapter(config, result.version) if full_eval else result.metrics
     stage = result.metrics.preference
     return {
         "version": result.version,
@@ -73,10 +75,10 @@ def run(config: Config, enabled: bool) -> dict[str, Any]:
     }
 
 
-def measure(folder: Path, lang: str, steps: int) -> dict[str, Any]:
+def measure(folder: Path, lang: str, steps: int, full_eval: bool) -> dict[str, Any]:
     config = setup(folder, lang, steps)
-    sft = run(config, enabled=False)
-    preferred = run(config, enabled=True)
+    sft = run(config, enabled=False, full_eval=full_eval)
+    preferred = run(config, enabled=True, full_eval=full_eval)
     stage = preferred["stage"]
     assert stage is not None
     a, b = sft["figures"], preferred["figures"]
@@ -102,10 +104,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lang", choices=sorted(PERSONAS), default="en")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument(
+        "--no-eval", action="store_true", help="the runs' own figures, without `twin eval`"
+    )
     parser.add_argument("--out", type=Path, help="also write the result there (JSON)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        emit(measure(Path(folder), args.lang, args.steps), args.out)
+        emit(measure(Path(folder), args.lang, args.steps, not args.no_eval), args.out)
 
 
 if __name__ == "__main__":
