@@ -168,7 +168,7 @@ class PreferenceStage:
         )
 
     def line(self) -> str:
-        """One line for the nightly report and `twin status`."""
+        """One line for the nightly report and the demo."""
         if not self.steps:
             return f"preference stage: skipped ({self.reason})"
         history, corrections = self.pairs.get("history", 0), self.pairs.get("correction", 0)
