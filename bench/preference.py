@@ -93,10 +93,6 @@ def measure(folder: Path, lang: str, steps: int, full_eval: bool) -> dict[str, A
         "auc_drop": a["auc"] - b["auc"],
         "style_change": b["style_distance"] - a["style_distance"],
         "loss_change": b["eval_loss"] / a["eval_loss"] - 1,
-        # What the stage made, kept or not (the run's own eval, before the gate's choice).
-        "stage_auc_drop": (stage["sft"]["auc"] or 0) - ((stage["preferred"] or {}).get("auc") or 0)
-        if stage["preferred"]
-        else None,
     }
 
 

@@ -83,14 +83,18 @@ def add_lora(model: Any, config: Config, plan: LoadPlan, tokenizer: Any) -> Any:
     return get_peft_model(model, lora)
 
 
-def _turn_marker_ids(config: Config, tokenizer: Any) -> list[int]:
-    """Token ids of the turn markers a base model never learned (Gemma 3 270M is a pretrained
-    base: its <start_of_turn>/<end_of_turn> rows were never trained, so with LoRA alone the
-    twin could not learn to end a reply). Their embedding rows are trained with the adapter."""
+def trained_turn_markers(config: Config) -> tuple[str, ...]:
+    """The turn markers a base model never learned, whose embedding rows are trained with the
+    adapter (Gemma 3 270M is a pretrained base: its <start_of_turn>/<end_of_turn> rows were
+    never trained, so with LoRA alone the twin could not learn to end a reply). Empty for
+    other bases."""
     model = EMBEDDED.get(config.model.base)
-    if model is None or not model.train_tokens:
-        return []
-    return [int(tokenizer.convert_tokens_to_ids(token)) for token in model.train_tokens]
+    return tuple(model.train_tokens) if model is not None else ()
+
+
+def _turn_marker_ids(config: Config, tokenizer: Any) -> list[int]:
+    """Token ids of `trained_turn_markers`."""
+    return [int(tokenizer.convert_tokens_to_ids(t)) for t in trained_turn_markers(config)]
 
 
 def fit(

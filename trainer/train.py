@@ -32,7 +32,6 @@ import torch
 from ingest.pii import PiiScrubber
 from trainer import registry
 from trainer.data import Dataset, Encoded, encode_examples, read_dataset
-from trainer.embedded import EMBEDDED
 from trainer.eval.evaluate import (
     HeldOut,
     TrainingSamples,
@@ -42,7 +41,14 @@ from trainer.eval.evaluate import (
     sample_replies,
     training_samples,
 )
-from trainer.fit import FitPlan, add_lora, fit, run_checkpoints, sweep_dead_runs
+from trainer.fit import (
+    FitPlan,
+    add_lora,
+    fit,
+    run_checkpoints,
+    sweep_dead_runs,
+    trained_turn_markers,
+)
 from trainer.loss import heldout_loss
 from trainer.metrics import AdapterMetrics, Fidelity, PreferenceStage, Sample
 from trainer.model import (
@@ -245,7 +251,8 @@ def prefer(
     config = run.config
     share = config.preference.budget_share
     budget = spent_s * share / (1 - share)
-    skipped = _why_no_stage(run, sft, budget - measure_s)
+    train_budget = budget - measure_s  # for sampling and training
+    skipped = _why_no_stage(run, sft, train_budget)
     if skipped:
         log.info("preference stage skipped: %s", skipped)
         return sft, PreferenceStage.skipped(skipped, budget, sft.figures())
@@ -262,7 +269,7 @@ def prefer(
             run.corrections,
             config,
             twin.plan,
-            budget - measure_s,
+            train_budget,
             scrubber.scrub,
         )
     except Exception as err:  # an optional stage: its failure must not cost the SFT adapter
@@ -296,8 +303,7 @@ def _restore(model: Any, weights: dict[str, torch.Tensor]) -> None:
 def _why_no_stage(run: Run, sft: Measured, train_budget_s: float) -> str:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return "it runs in single-process runs; this distributed run keeps SFT alone"
-    embedded = EMBEDDED.get(run.config.model.base)
-    if embedded is not None and embedded.train_tokens:
+    if trained_turn_markers(run.config):
         # TRL's DPO computes log-probabilities with a fused output head that reads the head's
         # weight directly, which the trained rows of the turn markers are not part of.
         return (
