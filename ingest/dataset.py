@@ -37,7 +37,7 @@ from twin.core.conversation import (
     TurnRules,
     from_first_user,
     persona_prompt,
-    with_memory,
+    with_block,
     with_system_prompt,
 )
 from twin.core.errors import TwinError
@@ -131,9 +131,9 @@ def build_dataset(config: Config, store: Store, *, progress: bool = True) -> Dat
                 cuts = cut_examples(conversation.turns, budget, one_reply=memory is not None)
                 examples = []
                 for turns in cuts:
-                    system_turn, grounded = _system_turn(system, memory, turns, conversation)
+                    block, grounded = _recalled_block(memory, turns, conversation)
                     summary.grounded += grounded
-                    examples.append(with_system_prompt(system_turn, turns))
+                    examples.append(with_block(with_system_prompt(system, turns), block))
                 if examples:
                     conversations.append((conversation, examples))
                     used = True
@@ -147,20 +147,20 @@ def build_dataset(config: Config, store: Store, *, progress: bool = True) -> Dat
     return summary
 
 
-def _system_turn(
-    system: str, memory: Memory | None, turns: list[ChatMessage], conversation: Conversation
+def _recalled_block(
+    memory: Memory | None, turns: list[ChatMessage], conversation: Conversation
 ) -> tuple[str, bool]:
-    """The example's system turn: the persona prompt, with what the trained reply could have
-    recalled when it was written (entries older than its conversation, from its scope), and
-    the earlier message it restates, if any (ingest.recall: retrieval-augmented fine-tuning).
-    And whether there was such a message."""
+    """The example's memory block: what the trained reply could have recalled when it was
+    written (entries older than its conversation, from its scope), and the earlier message it
+    restates, if any (ingest.recall: retrieval-augmented fine-tuning). And whether there was
+    such a message."""
     if memory is None:
-        return system, False
+        return "", False
     start = int(conversation.turns[0].first_at)
     question, chat = memory_query(turns), conversation.chat_id
     source = memory.source_of(turns[-1]["content"], question, chat=chat, before=start)
     recall = memory.recall(question, chat=chat, before=start, holding=source)
-    return with_memory(system, recall.block), source is not None and bool(recall.block)
+    return recall.block, source is not None and bool(recall.block)
 
 
 def cut_examples(

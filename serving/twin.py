@@ -28,7 +28,7 @@ from twin.core.conversation import (
     current_session,
     from_first_user,
     persona_prompt,
-    with_memory,
+    with_block,
     with_system_prompt,
 )
 from twin.core.tokens import estimate_tokens
@@ -96,7 +96,7 @@ def block_fit(tokenizer: Any, prompt: Callable[[], tuple[str, int]]) -> BlockFit
 
     def fits(block: str) -> bool:
         system, budget = prompt()
-        probe = with_system_prompt(with_memory(system, block), [{"role": "user", "content": "hi"}])
+        probe = with_block(with_system_prompt(system, [{"role": "user", "content": "hi"}]), block)
         return prompt_length(tokenizer, probe) + MIN_EXCHANGE_TOKENS <= budget
 
     def count_tokens(line: str) -> int:
@@ -123,17 +123,14 @@ def conversation_prompt(system: str, said: list[Said], rules: TurnRules) -> Prom
 def remembering(
     memory: Memory | None, prompt: Prompt, *, chat: int | None
 ) -> tuple[list[ChatMessage], Recall | None]:
-    """The prompt's conversation with what its reply recalls in the system turn, as the
-    dataset put it in training examples (twin.core.conversation.with_memory): what was said
-    in scope before this conversation began. And what was recalled."""
+    """The prompt's conversation with what its reply recalls before its newest message, as
+    the dataset put it in training examples (twin.core.conversation.with_block): what was
+    said in scope before this conversation began. And what was recalled."""
     conversation = prompt.conversation
     if memory is None:
         return conversation, None
     recall = memory.recall(memory_query(conversation), chat=chat, before=prompt.since)
-    system, turns = "", conversation
-    if conversation and conversation[0]["role"] == "system":
-        system, turns = conversation[0]["content"], conversation[1:]
-    return with_system_prompt(with_memory(system, recall.block), turns), recall
+    return with_block(conversation, recall.block), recall
 
 
 def served_prompt(config: Config) -> str:

@@ -18,7 +18,7 @@ from tests.bot.botapi import BotApiStandIn
 from tests.bot.helpers import bot_config, serving
 from trainer.generation import generate_replies
 from twin.core.chat_format import encode_prompt, fit_prompt
-from twin.core.conversation import OWNER, ChatMessage, Said
+from twin.core.conversation import OWNER, ChatMessage, Said, block_of
 
 T0 = 1_800_000_000
 OWNER_ID = 42
@@ -145,7 +145,7 @@ async def test_the_prompt_before_each_reply_is_the_trained_one(
         assert replay.served[reply] == tokens, reply
     # The reply about the crag was trained (and is served) with what was said of it before.
     crag = next(e for e in examples if e[-1]["content"] == "millstone\nobviously")
-    assert "millstone edge car park" in crag[0]["content"]
+    assert "millstone edge car park" in block_of(crag)
 
 
 WHERE = Where(BOT_GROUP)

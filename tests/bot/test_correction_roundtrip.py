@@ -91,8 +91,8 @@ def test_each_correction_keeps_its_own_chats_memory_block(tmp_path: Path, tiny_b
     system = served_prompt(config)
     a, b = read_corrections(config)
     assert a.prompt == [
-        {"role": "system", "content": f"{system}\n\nRemembered: code 4417"},
-        *turns_a,
+        {"role": "system", "content": system},
+        {**turns_a[0], "memory": "Remembered: code 4417"},
     ]
     assert "Bob" not in str(a.prompt) and "4417" not in str(b.prompt)
     off = config.with_section("preference", enabled=False)

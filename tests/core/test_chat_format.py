@@ -16,7 +16,7 @@ from twin.core.chat_format import (
     fit_prompt,
     prompt_length,
 )
-from twin.core.conversation import ChatMessage
+from twin.core.conversation import ChatMessage, with_block
 
 CONVERSATION: list[ChatMessage] = [
     {
@@ -74,6 +74,31 @@ def test_serving_prompt_is_the_training_text_up_to_the_reply(tokenizer: Any) -> 
         if message.get("weight", 1):
             assert example.labels[len(prompt)] == example.input_ids[len(prompt)]
         assert example.labels[len(prompt) - 1] == IGNORE_INDEX
+
+
+def test_a_chat_s_next_prompt_starts_with_its_previous_one_up_to_the_newest_turn(
+    tokenizer: Any,
+) -> None:
+    # The layout made for reuse: the block is searched anew for every message and sits just
+    # before it, so everything before that turn (persona prompt, the chat so far) is, token
+    # for token, the start of the previous prompt too: an engine that kept what it read reads
+    # only the newest turn, the block, and what came after its last reply.
+    first = with_block(CONVERSATION[:4], 'What you said before:\n- "tom loves cake"')
+    second = with_block(CONVERSATION[:6], 'What you said before:\n- "see u at 8"')
+    a, b = encode_prompt(tokenizer, first), encode_prompt(tokenizer, second)
+    before_newest = encode_prompt(tokenizer, CONVERSATION[:3])[:-3]  # without the reply's cue
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    assert a[: len(before_newest)] == b[: len(before_newest)] == before_newest
+    assert shared >= len(before_newest)
+    # The block is rendered at the head of the newest turn, the message right after it.
+    text = tokenizer.decode(a)
+    assert text.endswith(
+        '<|im_start|>user\nWhat you said before:\n- "tom loves cake"\n\n'
+        "Please come, it's Tom's birthday!<|im_end|>\n<|im_start|>assistant\n"
+    )
+    # Training renders it identically: the example's prompt is the served prompt.
+    trained = encode_for_training(tokenizer, [*first, CONVERSATION[4]], max_tokens=1024)
+    assert trained.input_ids[: len(a)] == a
 
 
 def test_without_system_turn_the_template_default_would_leak_in(tokenizer: Any) -> None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from twin.core.conversation import Remembered, memory_block, with_memory, without_memory
+from twin.core.conversation import (
+    ChatMessage,
+    Remembered,
+    block_of,
+    memory_block,
+    with_block,
+    without_block,
+)
 from twin.core.language import phrase
 
 
@@ -40,11 +47,23 @@ def test_the_memory_block_spends_one_budget_recalled_messages_first_then_facts()
     assert memory_block([], [], language="en", scope="chat", max_tokens=100) == ""
 
 
-def test_the_block_sits_after_the_persona_prompt_and_comes_out_again() -> None:
+def test_the_block_sits_on_the_newest_message_and_comes_out_again() -> None:
     block = memory_block([Remembered("see you at 7")], [], language="en", scope="chat",
                          max_tokens=100)  # fmt: skip
-    system = with_memory("You are Ann.", block)
-    assert system == f"You are Ann.\n\n{block}"
-    assert without_memory(system) == "You are Ann."
-    assert with_memory("", block) == block
-    assert without_memory(block) == ""
+    chat: list[ChatMessage] = [
+        {"role": "system", "content": "You are Ann."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hey"},
+        {"role": "user", "content": "when?"},
+    ]
+    grounded = with_block(chat, block)
+    # Only the newest user turn carries it; the persona prompt and earlier turns stay as they
+    # are, so the prompt starts as the chat's previous one did.
+    assert grounded[:3] == chat[:3]
+    assert grounded[3] == {"role": "user", "content": "when?", "memory": block}
+    assert block_of(grounded) == block and block_of(chat) == ""
+    assert without_block(grounded) == chat
+    assert without_block(chat) is chat and with_block(chat, "") is chat
+    # A reply trained after it: the block moves to the user turn before the reply.
+    example = with_block([*chat, {"role": "assistant", "content": "at 7"}], block)
+    assert example[3].get("memory") == block and "memory" not in example[4]

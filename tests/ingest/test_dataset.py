@@ -11,6 +11,7 @@ from ingest.dataset import build_dataset, count_examples
 from ingest.export import import_export
 from ingest.store import Chat, Message, Owner, Store
 from twin.core.config import Config, config_from_dict
+from twin.core.conversation import block_of
 
 OWNER = 1
 T0 = 1_700_000_000
@@ -370,14 +371,18 @@ def test_with_memory_each_reply_is_trained_after_what_it_could_recall_then(
     for example in rows.values():
         trained = [m for m in example if m["role"] == "assistant" and m.get("weight", 1)]
         assert len(trained) == 1 and trained[0] is example[-1]
-    system = {reply: str(e[0]["content"]) for reply, e in rows.items()}
+    system = {reply: block_of(e) for reply, e in rows.items()}  # type: ignore[arg-type]
     # Weeks later the kitten's name is recalled, from this chat only.
     assert "biscuit" in system["biscuit!!"] and "larkspur" not in system["biscuit!!"]
     # A reply never recalls itself or anything after its conversation began.
     assert "What you said before" not in system["we got a kitten, her name is biscuit"]
     assert "cook a lot" not in system["yeah it's good"]
-    # The block sits after the persona prompt, formatted once for training and serving.
-    assert system["biscuit!!"].startswith("You are Olga.")
+    # The block sits on the newest message, the persona prompt stays as it is.
+    biscuit = rows["biscuit!!"]
+    assert (
+        biscuit[0]["content"] == "You are Olga. Reply to this Telegram chat exactly as Olga would."
+    )
+    assert biscuit[-2]["memory"] == system["biscuit!!"] and biscuit[-2]["role"] == "user"
     assert (tmp_path / "data" / "memory.db").stat().st_mode & 0o777 == 0o600
 
 
@@ -426,7 +431,7 @@ def test_a_reply_that_restates_an_earlier_message_is_trained_with_it_in_its_bloc
         {"paths": {"data_dir": str(tmp_path / "data")}, "memory": {"max_items": 2}}
     )
     summary = build_dataset(config, store)
-    system = {without_system(e)[-1][1]: str(e[0]["content"]) for e in examples(config)}
+    system = {without_system(e)[-1][1]: block_of(e) for e in examples(config)}  # type: ignore[arg-type]
     block = system["knitting for the baby, it's due 3rd of march"]
     assert "the baby is due on the 3rd of march" in block
     assert block.count('\n- "') == 2  # still [memory] max_items lines: one search hit gave way

@@ -23,7 +23,7 @@ from tests.helpers import sharp_tiny
 from tests.serving.tiny_gguf import write_tiny_gguf
 from twin.core.chat_format import encode_prompt
 from twin.core.config import Config
-from twin.core.conversation import ChatMessage, with_system_prompt
+from twin.core.conversation import ChatMessage, with_block, with_system_prompt
 from twin.core.loading import load_config
 
 SYSTEM = "You are Mira. Reply as Mira would."
@@ -167,9 +167,10 @@ def test_guided_greedy_replies_agree_token_for_token(engines: Engines) -> None:
 
     llama, hf = engines.exact, engines.transformers
     generation = engines.config.generation.model_copy(update={"memory_guidance": 2.0})
-    guided_system = f"{SYSTEM}\n\n{BLOCK}"
     chats = [
-        with_system_prompt(guided_system if i != 1 else SYSTEM, [{"role": "user", "content": m}])
+        with_block(with_system_prompt(SYSTEM, [{"role": "user", "content": m}]), BLOCK)
+        if i != 1
+        else with_system_prompt(SYSTEM, [{"role": "user", "content": m}])
         for i, m in enumerate(MESSAGES)
     ]
     contrasts = contrast_prompts(hf.tokenizer, chats, generation)

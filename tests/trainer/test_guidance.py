@@ -15,7 +15,7 @@ from trainer.generation import generate_replies, reply_tokens, sampling_scores, 
 from trainer.guidance import PLAUSIBLE, guided_scores, jensen_shannon
 from twin.core.chat_format import encode_prompt
 from twin.core.config import GenerationConfig, config_from_dict
-from twin.core.conversation import ChatMessage, without_block
+from twin.core.conversation import ChatMessage, with_block, without_block
 
 SYSTEM = "You are Mira."
 PENALTY = 2.0
@@ -23,8 +23,11 @@ BLOCK = 'What you said before in this chat:\n- "new bike!! mint green, i\'m obse
 
 
 def conversation(text: str, *, block: bool) -> list[ChatMessage]:
-    system = f"{SYSTEM}\n\n{BLOCK}" if block else SYSTEM
-    return [{"role": "system", "content": system}, {"role": "user", "content": text}]
+    plain: list[ChatMessage] = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": text},
+    ]
+    return with_block(plain, BLOCK if block else "")
 
 
 CONVERSATIONS = [

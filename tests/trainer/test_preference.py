@@ -22,7 +22,7 @@ from trainer.pairs import Correction, Pair, correction_pairs, encode_pair, histo
 from trainer.preference import Figures, choose, run_stage
 from trainer.train import train
 from twin.core.config import Config
-from twin.core.conversation import ChatMessage
+from twin.core.conversation import ChatMessage, block_of, with_block
 from twin.core.loading import load_config
 
 SYSTEM: ChatMessage = {"role": "system", "content": "You are Mira. Reply as Mira would."}
@@ -73,13 +73,14 @@ def test_corrections_pair_by_verdict_weighted_up() -> None:
 
 def test_corrections_are_masked_and_keep_their_own_chat_block() -> None:
     scrub = PiiScrubber(regions=("US",)).scrub
-    block_a: ChatMessage = {"role": "system", "content": "Mira.\n\nRemembered: gate code 4417"}
-    block_b: ChatMessage = {"role": "system", "content": "Mira.\n\nRemembered: Bob's birthday"}
-    mine = Correction(1, 100, "edited", prompt("call me?", block_a), "ok", "+1 415 555 2671 ok")
-    theirs = Correction(2, 200, "edited", prompt("cake?", block_b), "no", "yes")
+    block_a, block_b = "Remembered: gate code 4417", "Remembered: Bob's birthday"
+    mine = Correction(
+        1, 100, "edited", with_block(prompt("call me?"), block_a), "ok", "+1 415 555 2671 ok"
+    )
+    theirs = Correction(2, 200, "edited", with_block(prompt("cake?"), block_b), "no", "yes")
     pairs = correction_pairs([mine, theirs], {}, scrub, 1)
     assert "415" not in pairs[0].chosen and "<PHONE>" in pairs[0].chosen
-    assert [p.prompt[0]["content"] for p in pairs] == [block_a["content"], block_b["content"]]
+    assert [block_of(p.prompt) for p in pairs] == [block_a, block_b]
     assert "Bob" not in json.dumps([pairs[0].prompt, pairs[0].chosen, pairs[0].rejected])
 
 

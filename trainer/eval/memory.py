@@ -36,7 +36,7 @@ from twin.core.conversation import (
     ChatMessage,
     persona_prompt,
     speaker_prefixed,
-    with_memory,
+    with_block,
     with_system_prompt,
     without_block,
 )
@@ -98,7 +98,7 @@ def fact_recall(
             text = speaker_prefixed(_someone_in(store, chat_id, owner), question)
         bare = with_system_prompt(system, [{"role": "user", "content": text}])
         recall = memory.recall(memory_query(bare), chat=chat_id)
-        on.append(with_system_prompt(with_memory(system, recall.block), bare[1:]))
+        on.append(with_block(bare, recall.block))
         off.append(bare)
         found.append({(r.chat_id, r.message_id) for r in recall.found})
     n = len(recall_probes)

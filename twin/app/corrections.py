@@ -13,7 +13,7 @@ from serving.twin import served_prompt
 from trainer.pairs import Correction
 from trainer.train import TrainResult
 from twin.core.config import Config
-from twin.core.conversation import with_memory, with_system_prompt
+from twin.core.conversation import with_block, with_system_prompt
 
 
 def read_corrections(config: Config) -> list[Correction]:
@@ -30,7 +30,7 @@ def read_corrections(config: Config) -> list[Correction]:
             c.correction_id,
             c.chat_id,
             c.verdict,
-            with_system_prompt(with_memory(system, c.block), c.turns),
+            with_block(with_system_prompt(system, c.turns), c.block),
             c.draft,
             c.sent,
         )

@@ -29,12 +29,21 @@ def format_conversation(
     Training renders each example with this function and serving renders each prompt with it,
     so the twin sees at serving time exactly the text shape it was trained on.
     """
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    plain = [{"role": m["role"], "content": turn_text(m)} for m in messages]
     text = tokenizer.apply_chat_template(
         plain, tokenize=False, add_generation_prompt=add_generation_prompt
     )
     assert isinstance(text, str)
     return text
+
+
+def turn_text(message: ChatMessage) -> str:
+    """What a turn says as rendered: its text, after the memory block it carries (the newest
+    user turn's, twin.core.conversation.with_block). Inside the turn, not a system turn of its
+    own: chat templates differ on system turns after the first (Gemma's drops them, others
+    refuse them), every template renders a user turn."""
+    block = message.get("memory")
+    return f"{block}\n\n{message['content']}" if block else message["content"]
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[ChatMessage]) -> list[int]:

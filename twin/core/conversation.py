@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
-from twin.core.language import LANGUAGES, localized, phrase
+from twin.core.language import localized, phrase
 from twin.core.tokens import estimate_tokens
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ class ChatMessage(TypedDict):
     content: str
     # 0 marks an assistant turn kept only as context (it was trained in another example).
     weight: NotRequired[int]
+    # On the newest user turn only: the memory block its reply is written with (with_block).
+    memory: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -185,10 +187,11 @@ def memory_block(
     max_tokens: int,
     count_tokens: Callable[[str], int] | None = None,
 ) -> str:
-    """What the twin is given to remember, as it sits in the system turn: the recalled
-    messages, in the order given (best first), while the token budget lasts, then the owner's
-    profile facts in what is left of it. "" when there is nothing. Training and serving build
-    the block with this one function, so the twin learns to read exactly what it is served.
+    """What the twin is given to remember, as it sits before the newest message (with_block):
+    the recalled messages, in the order given (best first), while the token budget lasts, then
+    the owner's profile facts in what is left of it. "" when there is nothing. Training and
+    serving build the block with this one function, so the twin learns to read exactly what
+    it is served.
 
     `count_tokens` is what a line costs: the tokenizer-free estimate by default, as the
     dataset (which has no tokenizer) counts. Serving builds the block that way too, and only
@@ -231,32 +234,46 @@ def _while_budget_lasts(
     return shown, spent
 
 
-def with_memory(system: str, block: str) -> str:
-    """The system turn with the memory block after the persona prompt (one place, always)."""
-    return f"{system}\n\n{block}" if system and block else system or block
+def with_block(conversation: list[ChatMessage], block: str) -> list[ChatMessage]:
+    """The conversation with the memory block on its newest user turn: the one place a block
+    goes, in training examples and served prompts alike.
 
-
-def without_memory(system: str) -> str:
-    """A system turn with its memory block taken out (the eval's "memory off")."""
-    for language in LANGUAGES:
-        for key in ("remembered", "remembered_all", "profile"):
-            header = phrase(language, key)
-            if system.startswith(header):
-                return ""
-            system = system.split(f"\n\n{header}\n", 1)[0]
-    return system
+    The layout is made for reuse of what a model has already read: the persona prompt (the
+    same in every chat) first, then the conversation (which only grows while a chat goes on),
+    and last what changes with every message: the block searched for it, then the message
+    itself (twin.core.chat_format renders the block at the head of that turn). A chat's next
+    prompt thus starts exactly as its previous one did up to that turn, and an engine that
+    keeps what it read reads only the rest (serving.llamacpp). The same list when `block` is
+    empty."""
+    if not block:
+        return conversation
+    newest = max((i for i, m in enumerate(conversation) if m["role"] == "user"), default=None)
+    if newest is None:
+        raise ValueError("a memory block goes on a user turn, and this conversation has none")
+    out = [_without_key(m) for m in conversation]
+    out[newest] = {**out[newest], "memory": block}
+    return out
 
 
 def without_block(conversation: list[ChatMessage]) -> list[ChatMessage]:
-    """A conversation with the memory block taken out of its system turn: the prompt that
-    memory-guided decoding contrasts with, and the eval's "memory off". The same list when
-    there is no block."""
-    if not conversation or conversation[0]["role"] != "system":
+    """A conversation with its memory block taken out: the prompt that memory-guided decoding
+    contrasts with, and the eval's "memory off". The same list when there is no block."""
+    if not any("memory" in m for m in conversation):
         return conversation
-    system = without_memory(conversation[0]["content"])
-    if system == conversation[0]["content"]:
-        return conversation
-    return with_system_prompt(system, conversation[1:])
+    return [_without_key(m) for m in conversation]
+
+
+def block_of(conversation: list[ChatMessage]) -> str:
+    """The memory block a conversation carries ("" for none)."""
+    return next((m["memory"] for m in conversation if "memory" in m), "")
+
+
+def _without_key(message: ChatMessage) -> ChatMessage:
+    if "memory" not in message:
+        return message
+    plain = dict(message)
+    del plain["memory"]
+    return plain  # type: ignore[return-value]
 
 
 def _one_line(text: str, limit: int) -> str:

@@ -275,7 +275,7 @@ def test_held_out_prompts_with_memory_blocks_are_measured_guided_and_not(
     from trainer.data import read_dataset
     from trainer.eval.evaluate import held_out_replies, measure_fidelity
     from trainer.model import load_base
-    from twin.core.conversation import ChatMessage, Remembered, memory_block, with_memory
+    from twin.core.conversation import ChatMessage, Remembered, memory_block, with_block
 
     config = make_config(tmp_path, tiny_base)
     dataset = read_dataset(config.dataset_dir)
@@ -286,10 +286,7 @@ def test_held_out_prompts_with_memory_blocks_are_measured_guided_and_not(
         scope="chat",
         max_tokens=100,
     )
-    rows: list[list[ChatMessage]] = [
-        [{"role": "system", "content": with_memory(e[0]["content"], block)}, *e[1:]]
-        for e in dataset.eval
-    ]
+    rows: list[list[ChatMessage]] = [with_block(e, block) for e in dataset.eval]
     base = load_base(config)
     model = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     held = held_out_replies(model, base.tokenizer, rows, config)
