@@ -38,12 +38,13 @@ def format_conversation(
 
 
 def turn_text(message: ChatMessage) -> str:
-    """What a turn says as rendered: its text, after the memory block it carries (the newest
+    """What a turn says as rendered: its text, then the memory block it carries (the newest
     user turn's, twin.core.conversation.with_block). Inside the turn, not a system turn of its
     own: chat templates differ on system turns after the first (Gemma's drops them, others
-    refuse them), every template renders a user turn."""
+    refuse them), every template renders a user turn. After the text, not before it: the next
+    prompt, where this turn has no block, then still starts with everything up to the block."""
     block = message.get("memory")
-    return f"{block}\n\n{message['content']}" if block else message["content"]
+    return f"{message['content']}\n\n{block}" if block else message["content"]
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[ChatMessage]) -> list[int]:
