@@ -70,7 +70,7 @@ def run_terminal_chat(
             prompt = conversation_prompt(twin.system_prompt, said, rules)
             conversation, recall = remembering(memory, prompt, chat=store_chat)
             fitted = fit_prompt(twin.tokenizer, conversation, prompt_budget(config))
-            (reply,) = twin.engine.generate([fitted], config.generation)
+            (reply,) = twin.engine.generate([fitted], config.generation, chats=["twin chat"])
             said.append(Said(OWNER, "", reply, time.time()))
             _show(text, reply, recall if show_memory else None, as_json, interactive)
     return 0

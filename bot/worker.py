@@ -74,6 +74,11 @@ class _Prompt:
     where: Where | None
 
 
+def _chat_key(where: Where | None) -> str | None:
+    """The engine's name for a conversation (what it keeps of one is kept under it)."""
+    return None if where is None else f"{where.business}/{where.chat_id}/{where.thread_id}"
+
+
 def one_line(err: BaseException) -> str:
     """An exception as one short line for the admins (a CUDA error runs to many lines)."""
     lines = str(err).strip().splitlines()
@@ -434,7 +439,10 @@ class ModelWorker:
         self.stats.generate_calls += 1
         log.debug("generating a batch of %d", len(fitted))
         try:
-            return list(engine.generate(fitted, config.generation, stop=self._stopping))
+            chats = [_chat_key(p.where) for p in asked]
+            return list(
+                engine.generate(fitted, config.generation, stop=self._stopping, chats=chats)
+            )
         except PromptRefused as err:
             if len(fitted) > 1:
                 half = len(fitted) // 2

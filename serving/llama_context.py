@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from serving.chat_states import SavedState
 from twin.core.errors import TwinError
 
 SEQUENCES = 8  # conversations decoded together; a larger call goes in groups of this many
@@ -27,14 +30,8 @@ class LlamaContext:
     sequences, the LoRA adapter on it, and what each sequence holds in the KV cache."""
 
     def __init__(self, gguf: Path, threads: int, room: int) -> None:
-        try:
-            import llama_cpp
-        except ImportError:
-            raise TwinError(
-                f'[serving] engine = "llama.cpp" needs llama-cpp-python: {INSTALL}'
-            ) from None
+        llama_cpp = _library()
         self.lib: Any = llama_cpp
-        _route_llama_log(llama_cpp)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
@@ -54,6 +51,7 @@ class LlamaContext:
         self.batch: Any = None
         self.room = 0
         self.cached: list[list[int]] = []  # per sequence: the tokens its KV cache holds
+        self.read = 0  # prompt tokens evaluated since the start (not the replies' own)
         self.make_room(room)
 
     def make_room(self, tokens: int) -> None:
@@ -104,19 +102,31 @@ class LlamaContext:
         self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
         self.cached = [[] for _ in range(SEQUENCES)]
 
-    def prefill(self, prompts: list[list[int]]) -> tuple[list[int], list[np.ndarray]]:
+    def prefill(
+        self, prompts: list[list[int]], saved: list[list[SavedState]] | None = None
+    ) -> tuple[list[int], list[np.ndarray]]:
         """Give each prompt a sequence and evaluate it: the sequences, and the logits after
         each prompt.
 
         Each prompt takes the free sequence whose cached tokens share the longest start with
-        it and evaluates only the rest (at least its last token, for fresh logits)."""
+        it, or, where one of its `saved` states shares a longer one, that state restored into
+        the sequence; and evaluates only the rest (at least its last token, for fresh
+        logits)."""
         lib, memory = self.lib, self.lib.llama_get_memory(self.ctx)
         free = list(range(SEQUENCES))
         work: list[tuple[int, int, list[int]]] = []  # (sequence, first position, tokens)
-        for prompt in prompts:
-            slot = max(free, key=lambda s: _shared(self.cached[s], prompt))
+        for i, prompt in enumerate(prompts):
+            slot = max(free, key=lambda s: shared_start(self.cached[s], prompt))
             free.remove(slot)
-            keep = min(_shared(self.cached[slot], prompt), len(prompt) - 1)
+            live = shared_start(self.cached[slot], prompt)
+            best = max(
+                saved[i] if saved else [],
+                key=lambda s: shared_start(s.tokens, prompt),
+                default=None,
+            )
+            if best is not None and shared_start(best.tokens, prompt) > live:
+                self._restore(slot, best)
+            keep = min(shared_start(self.cached[slot], prompt), len(prompt) - 1)
             if not lib.llama_memory_seq_rm(memory, slot, keep, -1):
                 lib.llama_memory_seq_rm(memory, slot, -1, -1)
                 keep = 0
@@ -137,7 +147,29 @@ class LlamaContext:
                     last[slot] = self._logits(i)
         for slot, _, tokens in work:
             self.cached[slot] += tokens
+        self.read += len(queue)
         return [slot for slot, _, _ in work], [last[slot] for slot, _, _ in work]
+
+    def save(self, slot: int) -> SavedState:
+        """The sequence's KV cache as llama.cpp serializes it, with the tokens it holds."""
+        lib = self.lib
+        size = lib.llama_state_seq_get_size(self.ctx, slot)
+        buffer = (ctypes.c_uint8 * size)()
+        written = lib.llama_state_seq_get_data(self.ctx, buffer, size, slot)
+        if written != size:
+            raise RuntimeError(f"llama.cpp saved {written} of {size} bytes of a sequence")
+        return SavedState(tuple(self.cached[slot]), bytes(buffer))
+
+    def _restore(self, slot: int, state: SavedState) -> None:
+        """Put a saved state into the sequence, in place of what it held. One that does not
+        restore (llama.cpp refuses it) leaves the sequence empty: the prompt is read anew."""
+        lib = self.lib
+        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        if lib.llama_state_seq_set_data(self.ctx, buffer, len(state.data), slot) == 0:
+            lib.llama_memory_seq_rm(lib.llama_get_memory(self.ctx), slot, -1, -1)
+            self.cached[slot] = []
+            return
+        self.cached[slot] = list(state.tokens)
 
     def step(self, tokens: list[tuple[int, int]]) -> list[np.ndarray]:
         """Evaluate one more token in each of these (sequence, token); the next logits."""
@@ -194,6 +226,46 @@ class LlamaContext:
             self.ctx = None
 
 
+def requantized(source: Path, target: Path, ggml_type: str, threads: int) -> Path:
+    """`source` rewritten by llama.cpp in another weight type (e.g. "q8_0") at `target`, made
+    once: a target newer than its source is reused. Written beside it first, then renamed, so
+    a process stopped halfway leaves no half file behind."""
+    llama_cpp = _library()
+    try:
+        if target.stat().st_mtime >= source.stat().st_mtime:
+            return target
+    except OSError:
+        pass
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ggml_type.upper()}", None)
+    if ftype is None:
+        raise TwinError(f"llama.cpp has no weight type {ggml_type!r}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    params.nthread = threads
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        if llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params):
+            raise TwinError(f"llama.cpp cannot rewrite {source.name} as {ggml_type}")
+        os.replace(partial, target)
+    except OSError as err:
+        raise TwinError(f"cannot write {target}: {err}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _library() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise TwinError(
+            f'[serving] engine = "llama.cpp" needs llama-cpp-python: {INSTALL}'
+        ) from None
+    _route_llama_log(llama_cpp)
+    return llama_cpp
+
+
 # ggml's log levels (ggml.h: NONE, DEBUG, INFO, WARN, ERROR, CONT). llama-cpp-python's own
 # callback reads them as they were once numbered and prints llama.cpp's warnings to stderr.
 _LOG_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.INFO, 4: logging.WARNING}
@@ -220,7 +292,7 @@ def _route_llama_log(lib: Any) -> None:
     lib.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
-def _shared(a: list[int], b: list[int]) -> int:
+def shared_start(a: Sequence[int], b: Sequence[int]) -> int:
     """How many tokens `a` and `b` start with alike."""
     n = 0
     for x, y in zip(a, b, strict=False):

@@ -19,15 +19,23 @@ it keeps, not for a first short reply to a long prompt. What makes it serve what
   changes nothing.
 
 Conversations of one `generate` call are decoded together, one llama.cpp sequence each (up
-to SEQUENCES at a time). Each sequence keeps its tokens in the KV cache after the reply, so
-the next prompt that starts the same way (the persona prompt, the same chat going on) only
-evaluates what is new; a swapped adapter clears them.
+to SEQUENCES at a time). What is read is kept, so that a reply reads only what is new:
+- each sequence keeps its tokens in the KV cache after the reply: the next prompt that
+  starts the same way evaluates only the rest;
+- each chat's state after its reply (and its contrast branch's, when guided) is saved in RAM
+  (serving.chat_states, within `[serving] chat_states_mb`, least recently used out first)
+  and restored for the chat's next message, however many chats came in between: the prompt
+  layout (twin.core.conversation.with_block) makes that prompt start as the previous one did
+  up to the newest turn;
+- the persona prompt's state is saved once and starts every chat the engine has no state of;
+- a swapped adapter drops them all (they were computed with the old one).
 
 The library itself is driven by serving.llama_context (llama-cpp-python's ctypes bindings).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -38,9 +46,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from serving.chat_states import ChatStates, SavedState
 from serving.checks import read_adapter
 from serving.engine import AdapterRefused, EngineUnavailable
-from serving.llama_context import SEQUENCES, LlamaContext
+from serving.llama_context import SEQUENCES, LlamaContext, requantized, shared_start
 from trainer.embedded import EMBEDDED, gguf_file
 from trainer.generation import contrast_prompts, sampling_scores, sampling_top_k, stop_tokens
 from trainer.gguf_lora import (
@@ -82,7 +91,12 @@ class LlamaCppEngine:
             config.bot.context_tokens,
             config.train.max_seq_tokens + config.generation.max_new_tokens,
         )
-        self._llama = LlamaContext(self.gguf, self.threads, min(wanted, self.base.context_length))
+        self.served_gguf = served_gguf(config, self.gguf, self.threads)
+        self._llama = LlamaContext(
+            self.served_gguf, self.threads, min(wanted, self.base.context_length)
+        )
+        self.states = ChatStates(config.serving.chat_states_mb * 2**20)
+        self._persona_probes: dict[str, list[int]] = {}
 
     def generate(
         self,
@@ -90,16 +104,30 @@ class LlamaCppEngine:
         generation: GenerationConfig,
         *,
         stop: threading.Event | None = None,
+        chats: list[str | None] | None = None,
     ) -> list[str]:
         prompts = [encode_prompt(self.tokenizer, c) for c in conversations]
         contrasts = contrast_prompts(self.tokenizer, conversations, generation)
+        keys = chats if chats is not None else [None] * len(conversations)
+        items = [
+            _Item(prompt, contrast, key, self._persona_prefix(conversation, prompt))
+            for prompt, contrast, key, conversation in zip(
+                prompts, contrasts, keys, conversations, strict=True
+            )
+        ]
         replies: list[list[int]] = []
-        for group in _groups(list(zip(prompts, contrasts, strict=True))):
+        for group in _groups(items):
             if stop is not None and stop.is_set():
                 replies += [[] for _ in group]
                 continue
+            self._save_persona_prefixes(group)
             replies += self._generate_group(group, generation, stop)
         return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in replies]
+
+    def forget(self) -> None:
+        """Nothing read is kept any more: the next prompts are read from their first token."""
+        self._llama.forget()
+        self.states.clear()
 
     def swap(self, folder: Path) -> None:
         version = folder.name
@@ -127,6 +155,7 @@ class LlamaCppEngine:
                     raise
                 save_gguf_lora(tensors, alpha, self.base.architecture, converted)
                 self._llama.use_adapter(converted)
+            self.states.clear()  # computed with the adapter before
         except OSError as err:
             # The conversion could not be written (a full disk, a read-only folder): the adapter
             # may be fine, so this is no refusal; the bot tries it again later.
@@ -142,21 +171,22 @@ class LlamaCppEngine:
         self._llama.close()
 
     def _generate_group(
-        self,
-        group: list[tuple[list[int], list[int] | None]],
-        generation: GenerationConfig,
-        stop: threading.Event | None,
+        self, group: list[_Item], generation: GenerationConfig, stop: threading.Event | None
     ) -> list[list[int]]:
         """Replies (token ids, without the end-of-turn) to prompts taking up to SEQUENCES
         sequences at once: one each, and a second for its contrast prompt (the prompt
-        without its memory block) where it is decoded with memory guidance."""
+        without its memory block) where it is decoded with memory guidance. Each starts from
+        the longest start of it kept (a sequence's tokens, its chat's saved states, the
+        persona prompt's), and each chat's states are saved after its reply."""
         llama = self._llama
-        longest = max(len(p) for prompt, contrast in group for p in (prompt, contrast or []))
+        longest = max(len(p) for item in group for p in (item.prompt, item.contrast or []))
         llama.make_room(longest + generation.max_new_tokens)
-        rows = [_Row(prompt, llama.n_vocab, contrast) for prompt, contrast in group]
+        rows = [_Row(item.prompt, llama.n_vocab, item.contrast) for item in group]
         contrasted = [row for row in rows if row.contrast is not None]
+        starts = [self._kept_for(item) for item in group]
         slots, logits = llama.prefill(
-            [row.prompt for row in rows] + [row.contrast for row in contrasted]  # type: ignore[misc]
+            [row.prompt for row in rows] + [row.contrast for row in contrasted],  # type: ignore[misc]
+            starts + [s for s, row in zip(starts, rows, strict=True) if row.contrast is not None],
         )
         for row, slot, first in zip(rows, slots[: len(rows)], logits[: len(rows)], strict=True):
             row.slot, row.logits = slot, first
@@ -187,7 +217,44 @@ class LlamaCppEngine:
                 if row.contrast is not None:
                     row.contrast_logits = next(out)
                 row.pending = self._next_token(row, generation)
+        for item, row in zip(group, rows, strict=True):
+            if item.chat is not None and self.states.bound_bytes > 0:
+                self.states.put(f"chat:{item.chat}", llama.save(row.slot))
+                if row.contrast is not None:
+                    self.states.put(f"contrast:{item.chat}", llama.save(row.contrast_slot))
         return [row.reply for row in rows]
+
+    def _kept_for(self, item: _Item) -> list[SavedState]:
+        """The saved states a prompt (or its contrast) may start from: its chat's, and the
+        persona prompt's."""
+        keys = [f"chat:{item.chat}", f"contrast:{item.chat}"] if item.chat is not None else []
+        keys.append(_prefix_key(item.persona))
+        return [state for key in keys if (state := self.states.get(key)) is not None]
+
+    def _persona_prefix(self, conversation: list[ChatMessage], prompt: list[int]) -> list[int]:
+        """The start of the prompt every chat with this persona prompt shares: the system turn
+        as the template renders it before any message (a prompt with no system turn: none)."""
+        if not conversation or conversation[0]["role"] != "system":
+            return []
+        system = conversation[0]["content"]
+        probe = self._persona_probes.get(system)
+        if probe is None:
+            if len(self._persona_probes) >= 16:  # admins changed it often: start over
+                self._persona_probes.clear()
+            empty: list[ChatMessage] = [conversation[0], {"role": "user", "content": ""}]
+            probe = self._persona_probes[system] = encode_prompt(self.tokenizer, empty)
+        return prompt[: min(shared_start(probe, prompt), len(prompt) - 1)]
+
+    def _save_persona_prefixes(self, group: list[_Item]) -> None:
+        """Read each persona prompt not yet kept once, alone, and keep its state: every chat
+        the engine has no state of starts from it."""
+        if self.states.bound_bytes <= 0:
+            return
+        for persona in {tuple(item.persona) for item in group if item.persona}:
+            key = _prefix_key(list(persona))
+            if key not in self.states:
+                (slot,), _ = self._llama.prefill([list(persona)])
+                self.states.put(key, self._llama.save(slot))
 
     def _next_token(self, row: _Row, generation: GenerationConfig) -> int:
         tokens, probabilities = next_token_distribution(
@@ -228,14 +295,26 @@ def next_token_distribution(
     return kept, probabilities[kept] / probabilities[kept].sum()
 
 
-def _groups(
-    items: list[tuple[list[int], list[int] | None]],
-) -> list[list[tuple[list[int], list[int] | None]]]:
+@dataclass(frozen=True)
+class _Item:
+    """One conversation to answer, as the engine reads it."""
+
+    prompt: list[int]
+    contrast: list[int] | None  # the prompt without its memory block, when guided
+    chat: str | None  # whose it is: its saved states are kept under this key (None: none)
+    persona: list[int]  # the start every chat with its persona prompt shares
+
+
+def _prefix_key(persona: list[int]) -> str:
+    return "persona:" + hashlib.sha256(np.asarray(persona, dtype=np.int64).tobytes()).hexdigest()
+
+
+def _groups(items: list[_Item]) -> list[list[_Item]]:
     """Prompts (with their contrast prompts) in groups that fit SEQUENCES sequences, in order."""
-    groups: list[list[tuple[list[int], list[int] | None]]] = []
+    groups: list[list[_Item]] = []
     used = SEQUENCES
     for item in items:
-        needs = 1 if item[1] is None else 2
+        needs = 1 if item.contrast is None else 2
         if used + needs > SEQUENCES:
             groups.append([])
             used = 0
@@ -281,6 +360,17 @@ def base_gguf_path(config: Config) -> Path:
     if not path.is_file():
         raise TwinError(f"[serving] gguf {config.serving.gguf!r}: no such file")
     return path
+
+
+def served_gguf(config: Config, gguf: Path, threads: int) -> Path:
+    """The GGUF llama.cpp serves: an embedded base in its `served_type` (made once in the
+    model cache, see trainer.embedded), any other as given."""
+    model = EMBEDDED.get(config.model.base)
+    if model is None or not model.served_type:
+        return gguf
+    target = config.model_cache / f"{Path(model.gguf).stem}.{model.served_type}.gguf"
+    config.model_cache.mkdir(parents=True, exist_ok=True)
+    return requantized(gguf, target, model.served_type, threads)
 
 
 def check_same_model(base: BaseGGUF, checkpoint: str) -> None:

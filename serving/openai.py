@@ -131,6 +131,7 @@ class OpenAIEngine:
         generation: GenerationConfig,
         *,
         stop: threading.Event | None = None,
+        chats: list[str | None] | None = None,  # the server keeps its own prefix cache
     ) -> list[str]:
         """The reply to each conversation, all in one request (a list of prompts) unless its
         body would pass REQUEST_CAP. `stop` ends the retries and cuts off a request under way.

@@ -47,6 +47,7 @@ class TransformersEngine:
         generation: GenerationConfig,
         *,
         stop: threading.Event | None = None,
+        chats: list[str | None] | None = None,  # no cache is kept between calls here
     ) -> list[str]:
         return generate_replies(self.model, self.tokenizer, conversations, generation, stop=stop)
 

@@ -129,6 +129,27 @@ def test_llamacpp_engine(tmp_path: Path, smollm2_adapters: list[Path]) -> None:
 
 
 @pytest.mark.slow
+def test_llamacpp_a_swap_drops_what_was_read(tmp_path: Path, smollm2_adapters: list[Path]) -> None:
+    """What llama.cpp kept of each chat was computed with the adapter before: after a swap
+    nothing of it is used, and a chat's next prompt is read from its first token."""
+    from serving.llamacpp import LlamaCppEngine
+    from twin.core.chat_format import encode_prompt
+
+    config = write_config(tmp_path, "smollm2-135m", engine="llama.cpp")
+    engine = LlamaCppEngine(config)
+    chats: list[str | None] = ["a", "b", "c"]
+    engine.generate(conversations(), config.generation, chats=chats)
+    assert len(engine.states) == 4  # the three chats and their persona prompt
+    engine.swap(smollm2_adapters[0])
+    assert len(engine.states) == 0 and engine.states.nbytes == 0
+    assert not any(engine._llama.cached)
+    before = engine._llama.read
+    engine.generate(conversations()[:1], config.generation, chats=["a"])
+    assert engine._llama.read - before == len(encode_prompt(engine.tokenizer, conversations()[0]))
+    engine.close()
+
+
+@pytest.mark.slow
 def test_llamacpp_a_full_disk_while_converting_is_no_refusal(
     tmp_path: Path, smollm2_adapters: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import torch
 
+from serving.llamacpp import _Item
 from tests.helpers import sharp_tiny
 from tests.serving.tiny_gguf import write_tiny_gguf
 from twin.core.chat_format import encode_prompt
 from twin.core.config import Config
-from twin.core.conversation import ChatMessage, with_block, with_system_prompt
+from twin.core.conversation import ChatMessage, with_block, with_system_prompt, without_block
 from twin.core.loading import load_config
 
 SYSTEM = "You are Mira. Reply as Mira would."
@@ -143,7 +144,7 @@ def test_greedy_replies_agree_token_for_token(engines: Engines) -> None:
     stops = set(stop_tokens(hf.tokenizer))
     theirs = [_until(r, stops) for r in reply_tokens(hf.model, hf.tokenizer, chats, generation)]
     # Each prompt without a contrast prompt (no memory guidance), as `generate` groups them.
-    group = [(encode_prompt(hf.tokenizer, c), None) for c in chats]
+    group = [_Item(encode_prompt(hf.tokenizer, c), None, None, []) for c in chats]
     ours = llama._generate_group(group, generation, None)
     assert ours == theirs
     assert len({tuple(r) for r in ours}) == len(chats)  # replies that vary with the prompt
@@ -176,9 +177,114 @@ def test_guided_greedy_replies_agree_token_for_token(engines: Engines) -> None:
     contrasts = contrast_prompts(hf.tokenizer, chats, generation)
     assert [c is None for c in contrasts] == [False, True, False, False]
     theirs = reply_tokens(hf.model, hf.tokenizer, chats, generation)
-    group = [(encode_prompt(hf.tokenizer, c), x) for c, x in zip(chats, contrasts, strict=True)]
+    group = [
+        _Item(encode_prompt(hf.tokenizer, c), x, None, [])
+        for c, x in zip(chats, contrasts, strict=True)
+    ]
     assert llama._generate_group(group, generation, None) == theirs
     assert llama.generate(chats, generation) == hf.generate(chats, generation)
     # Guidance is at work in both: the guided replies are not the plain ones.
     plain = reply_tokens(hf.model, hf.tokenizer, chats, engines.config.generation)
     assert [_until(p, set()) != t for p, t in zip(plain, theirs, strict=True)] != [False] * 4
+
+
+def chat_turns(*turns: str) -> list[ChatMessage]:
+    """A conversation going on: the persona prompt, then user and assistant turns in turn."""
+    roles = ("user", "assistant")
+    messages = [{"role": roles[i % 2], "content": text} for i, text in enumerate(turns)]
+    return with_system_prompt(SYSTEM, messages)  # type: ignore[arg-type]
+
+
+def test_a_continued_chat_reads_only_its_new_tokens(engines: Engines) -> None:
+    """The bot's normal case: a chat's next message, after other chats came in between (more
+    than the engine has sequences), guided, with the block searched anew for the message.
+    The chat's kept states are restored: both branches go on from the contrast branch's
+    (the chat as it was, with the reply, and no block in it), and read only what came after
+    it: the new message, and the main branch its block."""
+    from serving.llama_context import SEQUENCES, shared_start
+
+    llama = engines.served
+    llama.forget()
+    generation = engines.config.generation.model_copy(update={"memory_guidance": 2.0})
+    first = with_block(chat_turns("what colour is your new bike?"), BLOCK)
+    (reply,) = llama.generate([first], generation, chats=["ann"])
+    kept_main = llama.states.get("chat:ann").tokens
+    kept_contrast = llama.states.get("contrast:ann").tokens
+    for i in range(SEQUENCES + 1):  # other chats take every sequence meanwhile
+        llama.generate([chat_turns(f"hi, it's friend {i}")], generation, chats=[f"friend {i}"])
+    second = with_block(
+        chat_turns("what colour is your new bike?", reply, "and the old one?"),
+        'What you said before in this chat:\n- "the old one was red"',
+    )
+    tokenizer = engines.transformers.tokenizer
+    prompt = encode_prompt(tokenizer, second)
+    contrast = encode_prompt(tokenizer, without_block(second))
+    before = llama._llama.read
+    llama.generate([second], generation, chats=["ann"])
+    read = llama._llama.read - before
+    first_contrast = encode_prompt(tokenizer, without_block(first))
+    # The contrast branch's kept state is its first prompt and the reply, all of which both
+    # branches' new prompts start with.
+    assert kept_contrast[: len(first_contrast)] == tuple(first_contrast)
+    assert shared_start(kept_contrast, prompt) == shared_start(kept_contrast, contrast)
+    assert shared_start(kept_contrast, contrast) >= len(kept_contrast) - 1
+    assert shared_start(kept_main, prompt) < shared_start(kept_contrast, prompt)
+    start = shared_start(kept_contrast, prompt)
+    assert read == (len(prompt) - start) + (len(contrast) - start)
+    block = len(prompt) - len(contrast)  # what the main branch reads more: its new block
+    assert read == 2 * (len(contrast) - start) + block
+    assert read < len(prompt)  # both branches together: less than the one prompt cold
+
+
+def test_a_new_chat_starts_from_the_persona_prompt_kept_once(engines: Engines) -> None:
+    """A chat the engine holds nothing of reads its prompt after the persona prompt only:
+    that part's state is kept once, for every chat (here with no sequence holding it)."""
+    from serving.llama_context import shared_start
+
+    llama = engines.served
+    llama.forget()
+    generation = engines.config.generation
+    tokenizer = engines.transformers.tokenizer
+    llama.generate([chat_turns("hey there")], generation, chats=["a"])
+    llama._llama.forget()  # every sequence emptied; the saved states stay
+    prompt = encode_prompt(tokenizer, chat_turns("a brand new chat"))
+    persona = shared_start(encode_prompt(tokenizer, chat_turns("")), prompt)
+    assert persona > len(encode_prompt(tokenizer, [{"role": "system", "content": SYSTEM}])) - 3
+    before = llama._llama.read
+    llama.generate([chat_turns("a brand new chat")], generation, chats=["new"])
+    assert llama._llama.read - before == len(prompt) - persona
+
+
+def test_a_restored_state_gives_the_same_greedy_reply_as_a_cold_read(engines: Engines) -> None:
+    llama = engines.exact  # float32 cache: the same arithmetic either way
+    llama.forget()
+    generation = engines.config.generation.model_copy(update={"memory_guidance": 2.0})
+    first = with_block(chat_turns("what colour is your new bike?"), BLOCK)
+    (reply,) = llama.generate([first], generation, chats=["ann"])
+    for i in range(9):
+        llama.generate([chat_turns(f"hi, it's friend {i}")], generation, chats=[f"friend {i}"])
+    second = with_block(chat_turns("what colour is your new bike?", reply, "really?"), BLOCK)
+    before = llama._llama.read
+    restored = llama.generate([second], generation, chats=["ann"])
+    assert llama._llama.read - before < len(encode_prompt(engines.transformers.tokenizer, second))
+    llama.forget()
+    assert llama.generate([second], generation) == restored
+
+
+def test_states_stay_within_their_bound_least_recently_used_out_first(engines: Engines) -> None:
+    llama = engines.served
+    llama.forget()
+    generation = engines.config.generation
+    llama.generate([chat_turns("first chat")], generation, chats=["c0"])
+    one = len(llama.states.get("chat:c0").data)
+    bound, llama.states.bound_bytes = llama.states.bound_bytes, int(3.5 * one)
+    try:
+        for i in range(1, 6):
+            llama.generate([chat_turns("first chat")], generation, chats=[f"c{i}"])
+            assert llama.states.nbytes <= llama.states.bound_bytes
+        kept = [f"c{i}" for i in range(6) if f"chat:c{i}" in llama.states]
+        # The persona prompt's state (smaller, used by every chat) and the newest three.
+        assert kept == ["c3", "c4", "c5"] and len(llama.states) == 4
+        assert llama.states.evicted == 3
+    finally:
+        llama.states.bound_bytes = bound

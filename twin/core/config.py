@@ -209,6 +209,9 @@ class ServingConfig(Section):
     gguf: str = ""
     # llama.cpp: CPU threads (0 = as many as the machine has cores).
     threads: int = Field(0, ge=0, le=1024)
+    # llama.cpp: RAM for what it has read of each chat (its KV state), kept so that a chat's
+    # next message reads only what is new; the least recently used chats go first (0 = none).
+    chat_states_mb: int = Field(512, ge=0, le=1_000_000)
     # openai: the server's API root, e.g. "http://127.0.0.1:8000/v1" (key: TWIN_ENGINE_API_KEY).
     url: str = ""
     # openai: the adapters folder as the server sees it ("" = the data dir's, same machine).
