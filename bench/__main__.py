@@ -4,6 +4,8 @@ Each figure compares twin against the obvious alternative in the same run on the
 (absolute times drift on shared machines; ratios hold), and keeps the raw numbers behind it.
 Writes bench/results.json and docs/benchmarks.md for a full run; --quick, a smoke test with
 small sizes and no thresholds, writes bench/out/results.json and bench/out/benchmarks.md.
+--gpu measures only the GPU group (bench.gpu; never part of a full run, which needs no GPU)
+and merges its figures into the recorded ones, as --only does.
 """
 
 from __future__ import annotations
@@ -218,21 +220,49 @@ def run(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
         )
     if only is None or "llamacpp" in only:
         print("llama.cpp vs transformers fp32: the same adapter and prompts ...", flush=True)
+        sizes = ("1", "4", "3", "2", "10") if quick else ("3", "8", "10", "4", "100")
         llama = measured(
-            "llamacpp", "--rounds", "1" if quick else "3", "--prompts", "4" if quick else "8"
+            "llamacpp",
+            *("--rounds", sizes[0], "--prompts", sizes[1], "--chats", sizes[2]),
+            *("--messages", sizes[3], "--state-chats", sizes[4]),
         )
+        raw = {
+            "speedup": llama["speedup"],
+            "guided_overhead": llama["guided_overhead"],
+            "first_16_tokens_agree": llama["first_16_tokens_agree"],
+            "identical_greedy_replies": llama["identical_greedy_replies"],
+            "prompt_tokens": llama["prompt_tokens"],
+            "served_gguf": llama["served_gguf"],
+        }
         results["llamacpp_reply_speedup"] = figure(
-            llama["speedup"]["one_at_a_time"],
+            llama["speedup"]["going_on"],
             ">= 4",
-            "reply tokens/s of the llama.cpp engine / the transformers engine (fp32), one message "
-            "at a time, same adapter and held-out prompts, greedy",
-            {
-                "speedup": llama["speedup"],
-                "speedup_in_time": llama["speedup_in_time"],
-                "first_16_tokens_agree": llama["first_16_tokens_agree"],
-                "identical_greedy_replies": llama["identical_greedy_replies"],
-                "prompt_tokens": llama["prompt_tokens"],
-            },
+            f"reply tokens/s of the llama.cpp engine / the transformers engine (fp32) in "
+            f"{llama['chats']} chats going on (each next message, the chat so far and a memory "
+            "block in its prompt), same adapter, greedy and memory-guided",
+            raw,
+        )
+        results["llamacpp_first_reply_speedup"] = figure(
+            llama["speedup"]["first"],
+            ">= 2",
+            "the same for the first message of a chat (held-out prompts; llama.cpp has read the "
+            "persona prompt before)",
+            {"first_cold": llama["speedup"]["first_cold"]},
+        )
+        results["guided_reply_overhead_llamacpp"] = figure(
+            llama["guided_overhead"]["llama.cpp"],
+            "<= 1.5",
+            "seconds per reply token with memory-guided decoding / decoded plainly, llama.cpp, "
+            "chats going on",
+            {"transformers": llama["guided_overhead"]["transformers"]},
+        )
+        states = llama["states"]
+        results["llamacpp_chat_states_mb"] = figure(
+            states["largest_kept_mb"],
+            f"<= {states['bound_mb']:g} ([serving] chat_states_mb)",
+            f"MB of chats' KV states llama.cpp kept at most, {states['chats']} chats' first "
+            "messages (guided: two states a chat)",
+            states,
         )
     if only is None or "memory" in only:
         history = 20_000 if quick else 1_000_000
@@ -256,6 +286,37 @@ def run(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
             "peak RSS of searching it, one chat and every chat",
             {k: v for k, v in memory.items() if k.startswith("query_") and "rss" not in k},
         )
+    # Asked for by name only (`--gpu`): a full run measures what any machine can.
+    if only is not None and "gpu" in only:
+        print("gpu: QLoRA training and guided replies at Qwen2.5-7B's shapes ...", flush=True)
+        gpu = measured("gpu", *(("--tiny",) if quick else ()))
+        training, replies = gpu["training"], gpu["replies"]
+        on = f"{gpu['model']['shape']} shapes (random weights), {gpu['precision']}, on {gpu['gpu']}"
+        setup = {k: gpu[k] for k in ("gpu", "precision", "model", "versions")}
+        anchors = training["anchors_tokens_per_s"]
+        results["gpu_qlora_tokens_per_s"] = figure(
+            training["tokens_per_s"],
+            f"anchors: {anchors['hf_qlora_4bit_a100']:,.0f} (HF 4-bit QLoRA, A100), "
+            f"{anchors['unsloth']:,.0f} (Unsloth)",
+            f"training tokens/s of twin's LoRA fit (r={training['lora_r']} on every linear "
+            f"layer, gradient checkpointing {'on' if training['gradient_checkpointing'] else 'off'}"
+            f"), {training['batch']} x {training['seq_tokens']} tokens a step, {on}",
+            {**training, **setup},
+        )
+        results["gpu_qlora_peak_memory_mb"] = figure(
+            training["peak_memory_mb"],
+            "measured (no target)",
+            f"peak GPU memory of that training, MB ({training['peak_memory_of']})",
+            {k: training[k] for k in ("batch", "seq_tokens", "peak_memory_of")},
+        )
+        results["gpu_guided_reply_overhead"] = figure(
+            replies["guided_over_plain"],
+            "<= 1.5",
+            f"a reply with memory-guided decoding / the same prompt decoded plainly "
+            f"({replies['prompt_tokens']}-token prompt, {replies['new_tokens_asked']} new tokens, "
+            f"greedy), {on}",
+            {**replies, **setup},
+        )
     return {"machine": machine(), "quick": quick, "results": results}
 
 
@@ -268,6 +329,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"torch {m['torch']}, Python {m['python']}"
         + (" (--quick: smoke sizes)" if report["quick"] else ""),
         "",
+    ]
+    if g := m.get("gpu_run"):
+        lines += [
+            f"The `gpu_` figures: run on {g['date']}: {g['gpu']}, {g['cpu']}, {g['cores']} "
+            f"cores, torch {g['torch']}, Python {g['python']}",
+            "",
+        ]
+    lines += [
         "| figure | value | target | compares |",
         "|---|---|---|---|",
     ]
@@ -306,8 +375,20 @@ def markdown(report: dict[str, Any]) -> str:
         "  The index figures build and query a generated history of the stated size, each step",
         "  in a process of its own.",
         "- llama.cpp: the demo persona's adapter served by both engines with the same threads,",
-        "  rounds alternating, each row its fastest round; `raw.speedup` also has a chat that",
-        "  goes on (llama.cpp reuses the cached prompt), a batch, and decoding alone.",
+        "  rounds alternating, each row its fastest round (transformers fp32, llama.cpp the",
+        "  GGUF as served: SmolLM2 in Q8_0). Chats going on: more chats than llama.cpp has",
+        "  sequences, each next message after the chat so far with the engine's own replies,",
+        "  the block of a held-out message on it; llama.cpp restores each chat's kept state",
+        "  and reads only what is new, transformers reads the whole prompt. `raw.speedup` also",
+        "  has the first message read cold (nothing kept), guidance off, and decoding alone.",
+        "- GPU (`python -m bench --gpu`, on a CUDA machine only): a model with Qwen2.5-7B's",
+        "  shapes and random weights (nothing downloaded; speed does not depend on the values),",
+        "  loaded as twin loads a base there (4-bit NF4, bf16 compute); twin's own LoRA setup",
+        "  and fit loop on random 1,024-token sequences, every token labelled, timed after",
+        "  warm-up steps. The anchors are quoted 7B QLoRA figures of other setups (another",
+        "  GPU, other data): a scale, not a same-run comparison. The replies are the trained",
+        "  adapter served by the transformers engine, a ~600-token prompt with a memory block,",
+        "  64 new tokens (end-of-turn never picked), plain and guided alternating, fastest of 3.",
         "",
         "Raw numbers: `bench/results.json`. Regenerate: `make bench` (about 75 minutes here, 40",
         "of them the preference group; `python -m bench --only memory ...` measures some groups",
@@ -321,26 +402,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--out", type=Path, help="default bench/results.json (--quick: bench/out/)")
-    parser.add_argument(
+    picked = parser.add_mutually_exclusive_group()
+    picked.add_argument(
         "--only",
         nargs="+",
         choices=GROUPS,
         help="measure only these groups and keep the other figures recorded in --out",
     )
+    picked.add_argument(
+        "--gpu",
+        action="store_true",
+        help="measure only the GPU group (needs CUDA; with --quick at tiny sizes) and keep the "
+        "other figures recorded in --out",
+    )
     args = parser.parse_args()
     if args.out is None:  # a smoke run must not overwrite the recorded figures
         args.out = ROOT / "bench" / ("out/results.json" if args.quick else "results.json")
-    report = run(args.quick, set(args.only) if args.only else None)
-    if args.only and args.out.exists():
+    only = ["gpu"] if args.gpu else args.only
+    if args.gpu:
+        from bench.gpu import unavailable
+
+        if reason := unavailable("auto", cpu_ok=False):
+            print(f"bench --gpu: {reason}", file=sys.stderr)
+            raise SystemExit(2)
+    report = run(args.quick, set(only) if only else None)
+    if only and args.out.exists():
         recorded = json.loads(args.out.read_text())
         if recorded.get("quick") == args.quick:
             # The recorded order stays (dict merge keeps the first one's keys in place).
             report["results"] = {**recorded["results"], **report["results"]}
-            recorded_date, again = recorded["machine"]["date"], ", ".join(args.only)
-            earlier, _, notes = recorded_date.partition(" (")  # earlier partial runs' notes stay
-            today = report["machine"]["date"]
-            note = f"{again} measured again" + ("" if today == earlier else f" on {today}")
-            report["machine"]["date"] = f"{earlier} ({'; '.join(filter(None, [notes[:-1], note]))})"
+            if args.gpu:
+                # A lent GPU machine is not the one that measured the other figures: the
+                # header keeps that one (and its dates) and names this one apart.
+                report["machine"] = {**recorded["machine"], "gpu_run": report["machine"]}
+            else:
+                recorded_date, again = recorded["machine"]["date"], ", ".join(only)
+                earlier, _, notes = recorded_date.partition(" (")  # earlier notes stay
+                today = report["machine"]["date"]
+                note = f"{again} measured again" + ("" if today == earlier else f" on {today}")
+                joined = "; ".join(filter(None, [notes[:-1], note]))
+                report["machine"]["date"] = f"{earlier} ({joined})"
+                if "gpu_run" in recorded["machine"]:  # the GPU figures kept keep their machine
+                    report["machine"]["gpu_run"] = recorded["machine"]["gpu_run"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     table = ROOT / ("bench/out/benchmarks.md" if args.quick else "docs/benchmarks.md")
