@@ -20,6 +20,8 @@ import numpy as np
 from serving.chat_states import SavedState
 from twin.core.errors import TwinError
 
+log = logging.getLogger(__name__)
+
 SEQUENCES = 8  # conversations decoded together; a larger call goes in groups of this many
 BATCH = 512  # prompt tokens per llama_decode call
 INSTALL = "pip install llama-cpp-python (builds llama.cpp from source: a few minutes)"
@@ -33,6 +35,8 @@ class LlamaContext:
         llama_cpp = _library()
         self.lib: Any = llama_cpp
         llama_cpp.llama_backend_init()
+        for line in build_mismatch(llama_cpp.llama_print_system_info().decode(), cpu_flags()):
+            log.warning("llama.cpp: %s", line)
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
         # No "extra" CPU buffer types (AMX, repacked weights): llama.cpp's AMX matmul died
@@ -253,6 +257,54 @@ def requantized(source: Path, target: Path, ggml_type: str, threads: int) -> Pat
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+# The instruction sets llama.cpp's CPU kernels are built for: how llama_print_system_info()
+# names each (`AVX2 = 1`), and how the kernel names it in /proc/cpuinfo.
+_INSTRUCTION_SETS = {
+    "AVX2": "avx2",
+    "AVX512": "avx512f",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AMX_INT8": "amx_int8",
+}
+REBUILD = (
+    'CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/pip install --force-reinstall --no-cache-dir '
+    "--no-deps llama-cpp-python"
+)
+
+
+def build_mismatch(system_info: str, cpu: set[str]) -> list[str]:
+    """What is wrong with llama.cpp's build for this CPU, one line each (none: it fits).
+    pip builds llama-cpp-python for the CPU it builds on and caches the wheel: on another CPU
+    it may use instructions this one lacks (it dies with SIGILL) or leave out ones it has
+    (slower)."""
+    built = {name for name in _INSTRUCTION_SETS if f"| {name} = 1 " in f"| {system_info} "}
+    lacking = sorted(n for n in built if _INSTRUCTION_SETS[n] not in cpu)
+    unused = sorted(n for n, flag in _INSTRUCTION_SETS.items() if flag in cpu and n not in built)
+    lines = []
+    if lacking:
+        lines.append(
+            f"built for {', '.join(lacking)}, which this CPU lacks: it may die with an illegal "
+            f"instruction; rebuild it here: {REBUILD}"
+        )
+    if unused:
+        lines.append(
+            f"this CPU has {', '.join(unused)}, which the build does not use (built on "
+            f"another CPU): rebuild it here for speed: {REBUILD}"
+        )
+    return lines
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags as the kernel lists them (empty where unreadable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _library() -> Any:
