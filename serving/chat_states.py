@@ -37,11 +37,12 @@ class ChatStates:
             self._states.move_to_end(key)
         return state
 
-    def put(self, key: str, state: SavedState) -> None:
+    def put(self, key: str, state: SavedState | None) -> None:
         """Keep `state` for `key` (replacing the one before), then drop the least recently
-        used until the bound holds; a state larger than the whole bound is not kept."""
+        used until the bound holds; a state larger than the whole bound is not kept, nor is
+        None (a state llama.cpp could not save)."""
         self.drop(key)
-        if len(state.data) > self.bound_bytes:
+        if state is None or len(state.data) > self.bound_bytes:
             return
         self._states[key] = state
         self.nbytes += len(state.data)

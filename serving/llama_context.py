@@ -154,14 +154,16 @@ class LlamaContext:
         self.read += len(queue)
         return [slot for slot, _, _ in work], [last[slot] for slot, _, _ in work]
 
-    def save(self, slot: int) -> SavedState:
-        """The sequence's KV cache as llama.cpp serializes it, with the tokens it holds."""
+    def save(self, slot: int) -> SavedState | None:
+        """The sequence's KV cache as llama.cpp serializes it, with the tokens it holds; None
+        where llama.cpp could not write it (then nothing is kept: a later prompt reads more,
+        nothing else changes)."""
         lib = self.lib
         size = lib.llama_state_seq_get_size(self.ctx, slot)
         buffer = (ctypes.c_uint8 * size)()
-        written = lib.llama_state_seq_get_data(self.ctx, buffer, size, slot)
-        if written != size:
-            raise RuntimeError(f"llama.cpp saved {written} of {size} bytes of a sequence")
+        if size == 0 or lib.llama_state_seq_get_data(self.ctx, buffer, size, slot) != size:
+            log.warning("llama.cpp could not save a sequence's state (%d bytes)", size)
+            return None
         return SavedState(tuple(self.cached[slot]), bytes(buffer))
 
     def _restore(self, slot: int, state: SavedState) -> None:
