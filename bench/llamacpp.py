@@ -45,6 +45,7 @@ from bench import emit
 from bench.training import demo_setup
 from serving.llamacpp import LlamaCppEngine
 from serving.transformers import TransformersEngine
+from trainer.eval.evaluate import split_prompt
 from trainer.generation import stop_tokens
 from trainer.registry import current_version
 from trainer.train import train
@@ -54,14 +55,15 @@ from twin.core.conversation import ChatMessage, block_of, with_block
 from twin.core.loading import load_config
 
 
+def held_out_examples(config: Config) -> list[list[ChatMessage]]:
+    """The dataset's held-out examples, whole."""
+    rows = (config.dataset_dir / "eval.jsonl").read_text().splitlines()
+    return [json.loads(row)["messages"] for row in rows]
+
+
 def held_out_prompts(config: Config, n: int) -> list[list[ChatMessage]]:
     """The first `n` held-out examples of the dataset, cut before their last reply."""
-    prompts = []
-    for row in (config.dataset_dir / "eval.jsonl").read_text().splitlines()[:n]:
-        messages: list[ChatMessage] = json.loads(row)["messages"]
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prompts.append(messages[:last])
-    return prompts
+    return [split_prompt(example)[0] for example in held_out_examples(config)[:n]]
 
 
 def configs(folder: Path, steps: int, threads: int) -> dict[str, Config]:
@@ -128,6 +130,27 @@ def going_on(
             history[c].append({"role": "assistant", "content": reply})
     longest = max(len(encode_prompt(engine.tokenizer, h)) for h in history)
     return {**rate(engine.tokenizer, replies, seconds), "longest_chat_tokens": longest}
+
+
+def quality(
+    engine: Any, examples: list[list[ChatMessage]], generation: GenerationConfig, draws: int
+) -> dict[str, Any]:
+    """The fidelity eval's figures of an engine's replies to every held-out message, sampled
+    as the twin serves (the configured temperature), `draws` seeded draws: style distance,
+    real-vs-twin AUC and relevance against the owner's real replies, per draw."""
+    from trainer.eval import fidelity
+
+    prompts, real = (list(x) for x in zip(*(split_prompt(e) for e in examples), strict=True))
+    embed = fidelity.sentence_embedder()
+    out: dict[str, list[float | None]] = {"style_distance": [], "auc": [], "relevance": []}
+    for seed in range(draws):
+        torch.manual_seed(seed)  # both engines draw through torch's generator
+        replies = engine.generate(prompts, generation)
+        out["style_distance"].append(fidelity.style_distance(real, replies)["overall"])
+        out["auc"].append(fidelity.distinguishability_auc(real, replies, seed=seed))
+        if embed is not None:
+            out["relevance"].append(fidelity.semantic_similarity(real, replies, embed))
+    return {"draws": draws, "messages": len(prompts), **out}
 
 
 def states_within_bound(
@@ -260,6 +283,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         states = states_within_bound(llama, pool, guided, args.state_chats)
+        sampled = configured.model_copy(update={"max_new_tokens": args.new_tokens})
+        examples = held_out_examples(config["transformers"])
+        fidelity = {
+            name: quality(engine, examples, sampled, args.quality_draws)
+            for name, engine in (("transformers", hf), ("llama.cpp", llama))
+        }
         served = llama.served_gguf.name
         hf.close()
         llama.close()
@@ -292,6 +321,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for engine in ("llama.cpp", "transformers")
         },
         "states": states,
+        "fidelity": fidelity,
         "identical_greedy_replies": f"{same}/{len(prompts)}",
         "first_16_tokens_agree": first16 / len(prompts),
         "prompts": len(prompts),
@@ -318,6 +348,7 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=10, help="chats going on at once")
     parser.add_argument("--messages", type=int, default=4, help="messages per chat going on")
     parser.add_argument("--state-chats", type=int, default=100)
+    parser.add_argument("--quality-draws", type=int, default=3, help="sampled draws per engine")
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="both engines")
