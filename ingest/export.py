@@ -73,13 +73,15 @@ _ARRAYS = frozenset(
 )
 _BATCH = 2000
 # Real exports nest a few levels (a message's text entities are the deepest); a file nested
-# thousands of levels deep is no export, and ijson's per-level prefixes would take memory
-# quadratic in its depth: refuse it at this depth, in bounded memory and time.
+# thousands of levels deep is no export, and the paths of its open levels ("chats.list.item...",
+# as _ExportReader._walk keeps them) take memory quadratic in its depth: refuse it at this depth,
+# in bounded memory and time.
 MAX_DEPTH = 64
-# ijson's C backend turns a whole buffer into events before yielding the first, each with a
-# prefix as long as its depth: a buffer of '[' costs memory quadratic in its size before the
-# depth check sees anything. 2 KiB bounds that to a few MB; measured no slower than 64 KiB.
-PARSE_BUFFER = 2048
+# ijson's C backend turns a whole buffer into events before yielding the first. They are
+# ijson.basic_parse's, with no path, so a buffer of '[' costs a small tuple a byte (1 MB for
+# 16 KiB), never a path a level. 16 KiB parsed fastest: 2 KiB 7% slower, 64 KiB 30% slower
+# (its events no longer fit the CPU's caches, presumably).
+PARSE_BUFFER = 16 * 1024
 
 
 @dataclass
@@ -131,20 +133,17 @@ def import_export(
         summary.seconds = time.perf_counter() - started
         return summary
     with store.transaction(), path.open("rb") as raw:
-        size = path.stat().st_size
-        with tqdm.wrapattr(
-            raw,
-            "read",
-            total=size,
+        with tqdm(
+            total=path.stat().st_size,
             desc=f"importing {path.name}",
             unit="B",
             unit_scale=True,
             leave=False,
             # None: show progress on a terminal only, never as noise in logs.
             disable=None if progress else True,
-        ) as stream:
+        ) as bar:
             reader = _ExportReader(path, store, summary)
-            reader.read(stream, raw.tell)
+            reader.read(_ShownReads(raw, bar.update), raw.tell)
         summary.owner = _resolve_owner(path, me, reader, store)
         store.set_owner(summary.owner)
         store.record_import(digest, me, path, summary.added)
@@ -191,6 +190,20 @@ def _check_looks_like_json(path: Path) -> None:
         raise TwinError(f"{path}: not a Telegram Desktop export (expected a JSON object)")
 
 
+class _ShownReads:
+    """The export file as the parser reads it, moving the progress bar. It has `read` alone:
+    ijson calls `readinto` where a file has one, and so passed tqdm.wrapattr's `read` by."""
+
+    def __init__(self, raw: IO[bytes], advance: Callable[[int], object]) -> None:
+        self.raw = raw
+        self.advance = advance
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.advance(len(data))
+        return data
+
+
 @dataclass
 class _ChatState:
     """What is known of the chat being read; messages wait here only until its id and type
@@ -228,10 +241,10 @@ class _ExportReader:
         self.chat_keys: set[int] = set()  # the chats of this file so far
         self.repairs: Counter[str] = Counter()  # of the message in hand, counted if stored
 
-    def read(self, stream: IO[bytes], position: Callable[[], int]) -> None:
+    def read(self, stream: _ShownReads, position: Callable[[], int]) -> None:
         """Walk the export; `position` says how far into the file the parser has read."""
         try:
-            self._walk(ijson.parse(stream, use_float=True, buf_size=PARSE_BUFFER))
+            self._walk(ijson.basic_parse(stream, use_float=True, buf_size=PARSE_BUFFER))
         except ijson.JSONError:
             # ijson's own message quotes the bytes around the fault: message text, which
             # must not reach run records and admin reports. The offset is enough to act on.
@@ -251,18 +264,40 @@ class _ExportReader:
                 f"{self.path}: not a Telegram Desktop export (no 'messages' or 'chats' key)"
             )
 
-    def _walk(self, events: Iterator[tuple[str, str, Any]]) -> None:
-        depth = 0
-        for prefix, event, value in events:
-            if event == "start_map" and prefix in _MESSAGE_PREFIXES:
-                self._take_message(_build_object(events, depth + 1))
+    def _walk(self, events: Iterator[tuple[str, Any]]) -> None:
+        """Follow where in the document each event is (its path, as ijson.parse's prefix:
+        "chats.list.item.name"); hand each message object to _build_object whole.
+
+        The paths are kept here, not by ijson.parse: it computes one for every event, those
+        inside messages too, which nothing reads (a third of the parser's time); here only the
+        events outside messages pay for them.
+        """
+        # The open containers, outermost first: (path, path of its items: None for an object).
+        open_: list[tuple[str, str | None]] = []
+        at = ""  # the path of the next value: its key's in an object, the items' in a list
+        for event, value in events:
+            if event == "map_key":
+                parent = open_[-1][0]
+                at = f"{parent}.{value}" if parent else value
                 continue
+            if event == "start_map" and at in _MESSAGE_PREFIXES:
+                self._take_message(_build_object(events, len(open_) + 1))
+                continue
+            if event == "end_map" or event == "end_array":
+                prefix = open_.pop()[0]
+                if open_ and open_[-1][1] is not None:
+                    at = open_[-1][1]  # back in a list: the next value is its next item
+            else:
+                prefix = at
             if event == "start_map" or event == "start_array":
-                depth += 1
-                if depth > MAX_DEPTH:
+                items = None
+                if event == "start_array":
+                    items = f"{prefix}.item" if prefix else "item"
+                open_.append((prefix, items))
+                if len(open_) > MAX_DEPTH:
                     raise _TooDeep
-            elif event == "end_map" or event == "end_array":
-                depth -= 1
+                if items is not None:
+                    at = items
             if prefix in _ARRAYS and event != "start_array" and event != "end_array":
                 raise TwinError(
                     f"{self.path}: '{prefix}' is {_KINDS.get(event, 'not a list')}, not a "
@@ -339,6 +374,7 @@ class _ExportReader:
         if chat.chat_id is None:
             self._place(chat)
         self.chat = None
+        self.all_senders.update(chat.senders)  # here, not a message at a time: in the same order
         if chat.repeated:
             return
         assert chat.chat_id is not None
@@ -365,13 +401,13 @@ class _ExportReader:
             self.summary.repaired.update(repairs)
             repairs.clear()
         if message.kind == "message":
-            sender = (message.sender_id, message.sender_name)
-            chat.senders[sender] += 1
-            self.all_senders[sender] += 1
-            if message.sender_id is not None and message.sender_name:
-                self.names_by_id[message.sender_id] = message.sender_name
-        self.batch.append(message)
-        if len(self.batch) >= _BATCH:
+            sender_id, name = message.sender_id, message.sender_name
+            chat.senders[sender_id, name] += 1
+            if sender_id is not None and name:
+                self.names_by_id[sender_id] = name
+        batch = self.batch
+        batch.append(message)
+        if len(batch) >= _BATCH:
             self._flush()
 
     def _flush(self) -> None:
@@ -397,88 +433,118 @@ def _seen_before(ids: array[int], message_id: int) -> bool:
 
 # Keys whose (often large) values twin never reads: skipped without building them.
 _SKIPPED_KEYS = frozenset({"reactions", "inline_bot_buttons"})
-# Only the text of a message's entities is read, to check it against `text`.
 _SCALARS = frozenset({"string", "number", "boolean", "null"})
+_EVENTS = Iterator[tuple[str, Any]]  # ijson.basic_parse's: (event, value)
+_NO_EVENT: tuple[str, Any] = ("", None)  # next()'s past the last event (ijson raises first)
+
+# The builders below are the hot loop of the importer: ijson's generic ObjectBuilder costs two
+# Python calls an event, these none. A key and its value are read together (at a message's
+# top, and in its entities, nothing else follows a key), which halves the turns of the loop.
+# Each is given the depth of the value it reads: nothing is built deeper than MAX_DEPTH.
 
 
-def _build_object(events: Iterator[tuple[str, str, Any]], depth: int) -> dict[str, Any]:
-    """Consume the events of one message object (its start_map already read, at `depth`)
-    into a dict.
+def _build_object(events: _EVENTS, depth: int) -> dict[str, Any]:
+    """Consume the events of one message object (its start_map already read; it lies `depth`
+    levels deep) into a dict: its text entities as their text alone, the keys in
+    _SKIPPED_KEYS stepped over without building."""
+    message: dict[str, Any] = {}
+    for event, key in events:
+        if event == "end_map":
+            return message
+        event, value = next(events, _NO_EVENT)  # an object holds keys, each before its value
+        if key in _SKIPPED_KEYS:
+            if event == "start_map" or event == "start_array":
+                _skip_container(events, depth + 1)
+            continue
+        if event == "start_map" or event == "start_array":
+            build = _entities_text if key == ENTITIES else _build_container
+            value = build(events, event, depth + 1)
+        elif key == ENTITIES:
+            value = ""  # no list of entities: no text from them
+        message[key] = value
+    raise ijson.IncompleteJSONError("file ends inside a message")
 
-    The hot loop of the importer: ijson's generic ObjectBuilder costs two Python calls per
-    event, this one none, and the keys in _SKIPPED_KEYS are stepped over without building.
-    """
-    room = MAX_DEPTH - depth
-    root: dict[str, Any] = {}
+
+def _build_container(events: _EVENTS, first: str, depth: int) -> dict[str, Any] | list[Any]:
+    """Consume the events of the object or list that `first` (its start event, already read)
+    opens into it."""
+    root: dict[str, Any] | list[Any] = {} if first == "start_map" else []
+    if depth > MAX_DEPTH:
+        raise _TooDeep
     stack: list[Any] = [root]
+    top: Any = root  # the innermost open container
     key = ""
-    for _prefix, event, value in events:
+    for event, value in events:
         if event == "map_key":
             key = value
-            if len(stack) == 1:
-                if key in _SKIPPED_KEYS:
-                    _skip_value(events, room)
-                elif key == ENTITIES:
-                    root[key] = _entities_text(events, room)
         elif event in _SCALARS:
-            top = stack[-1]
             if type(top) is dict:
                 top[key] = value
             else:
                 top.append(value)
         elif event == "start_map" or event == "start_array":
             container: Any = {} if event == "start_map" else []
-            top = stack[-1]
             if type(top) is dict:
                 top[key] = container
             else:
                 top.append(container)
             stack.append(container)
-            if len(stack) > room:
+            top = container
+            if depth + len(stack) - 1 > MAX_DEPTH:
                 raise _TooDeep
         else:  # end_map / end_array
             stack.pop()
             if not stack:
                 return root
+            top = stack[-1]
     raise ijson.IncompleteJSONError("file ends inside a message")
 
 
-def _skip_value(events: Iterator[tuple[str, str, Any]], room: int) -> None:
-    """Step over the value that follows a map key (a scalar or a whole container)."""
-    depth = 0
-    for _prefix, event, _value in events:
+def _skip_container(events: _EVENTS, depth: int) -> None:
+    """Step over the rest of the object or list whose start event was just read."""
+    if depth > MAX_DEPTH:
+        raise _TooDeep
+    level = 1
+    for event, _value in events:
         if event == "start_map" or event == "start_array":
-            depth += 1
-            if depth > room:
+            level += 1
+            if depth + level - 1 > MAX_DEPTH:
                 raise _TooDeep
         elif event == "end_map" or event == "end_array":
-            depth -= 1
-        if depth == 0:
-            return
+            level -= 1
+            if level == 0:
+                return
+    raise ijson.IncompleteJSONError("file ends inside a message")
 
 
-def _entities_text(events: Iterator[tuple[str, str, Any]], room: int) -> str:
-    """Consume the value that follows "text_entities" and return its entities' text joined
-    (what `text` should read); "" for anything else. The depth walk is _skip_value's, written
-    again: every message has entities, and sharing it through a generator made the whole
-    import 4% slower (3.69 s against 3.54 s for 200,000 messages)."""
+def _entities_text(events: _EVENTS, first: str, depth: int) -> str:
+    """Consume the value of "text_entities" (its start event already read) and return its
+    entities' text joined, what `text` should read: each entity is an object whose "text" is
+    a string. "" for anything else."""
+    if first != "start_array":
+        _skip_container(events, depth)
+        return ""
+    if depth > MAX_DEPTH:
+        raise _TooDeep
     parts: list[str] = []
-    depth = 0
-    key = ""
-    for _prefix, event, value in events:
-        if event == "start_map" or event == "start_array":
-            depth += 1
-            if depth > room:
+    for event, _value in events:  # the list's items
+        if event == "end_array":
+            return "".join(parts)
+        if event == "start_array":
+            _skip_container(events, depth + 1)
+        elif event == "start_map":  # an entity
+            if depth + 1 > MAX_DEPTH:
                 raise _TooDeep
-        elif event == "end_map" or event == "end_array":
-            depth -= 1
-        elif event == "map_key":
-            key = value
-        elif depth == 2 and key == "text" and event == "string":
-            parts.append(value)
-        if depth == 0:
-            break
-    return "".join(parts)
+            for event, key in events:  # the entity's keys, read from the same stream
+                if event == "end_map":
+                    break
+                event, value = next(events, _NO_EVENT)
+                if event == "string":
+                    if key == "text":
+                        parts.append(value)
+                elif event == "start_map" or event == "start_array":
+                    _skip_container(events, depth + 2)
+    raise ijson.IncompleteJSONError("file ends inside a message")
 
 
 _KINDS = {

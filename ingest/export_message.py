@@ -11,9 +11,10 @@ import math
 import string
 from collections import Counter
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from ingest.peers import UNREADABLE, sender_key
+from ingest.peers import UNREADABLE, Unreadable, sender_key
 from ingest.store import Message
 
 ENTITIES = "text_entities"  # the key of a message's text as entities
@@ -56,25 +57,26 @@ def message_from_export(
         return None, "with a damaged edit date"
     service = raw.get("type") == "service"
     sender_name = raw.get("actor" if service else "from")
-    sender = sender_key(raw.get("actor_id" if service else "from_id"))
+    sender = _sender_key(raw.get("actor_id" if service else "from_id"))
     if sender is UNREADABLE:
         repairs[KEPT_NO_SENDER_ID] += 1
-    forwarded = raw.get("forwarded_from", raw.get("saved_from"))
     forwarded_from = None
     if "forwarded_from" in raw or "saved_from" in raw or "forwarded_from_id" in raw:
+        forwarded = raw.get("forwarded_from", raw.get("saved_from"))
         forwarded_from = str(forwarded or raw.get("forwarded_from_id") or "unknown")
+    # Positional: by keyword a Message takes 0.6 µs to make, this way 0.26 µs.
     return Message(
-        chat_id=chat_id,
-        message_id=message_id,
-        date=date,
-        sender_id=sender if isinstance(sender, int) else None,
-        sender_name=str(sender_name) if sender_name is not None else None,
-        kind="service" if service else "message",
-        media_type=None if service else _media_type(raw),
-        text=_message_text(raw, repairs),
-        reply_to=parse_id(raw.get("reply_to_message_id")),
-        forwarded_from=forwarded_from,
-        edited=edited,
+        chat_id,
+        message_id,
+        date,
+        sender if type(sender) is int else None,  # sender_id
+        str(sender_name) if sender_name is not None else None,
+        "service" if service else "message",  # kind
+        None if service else _media_type(raw),
+        _message_text(raw, repairs),
+        parse_id(raw.get("reply_to_message_id")),  # reply_to
+        forwarded_from,
+        edited,
     ), ""
 
 
@@ -117,9 +119,11 @@ def _edit_date(raw: dict[str, Any]) -> tuple[int | None, bool]:
 
 def _message_text(raw: dict[str, Any], repairs: Counter[str]) -> str:
     """`text`, flattened; checked against the text of `text_entities` where that has any."""
-    text = flatten_text(raw.get("text", ""))
+    text = raw.get("text", "")
+    if type(text) is not str:
+        text = flatten_text(text)
     entities = raw.get(ENTITIES)
-    if entities is None:
+    if entities is None or entities == text:  # the usual message: both say the same
         return text
     entities_text = entities if isinstance(entities, str) else flatten_text(entities)
     if not entities_text or entities_text == text:
@@ -160,12 +164,17 @@ _MEDIA_KEYS = (
 )
 
 
+_MEDIA_KEY_SET = frozenset(key for key, _ in _MEDIA_KEYS)
+
+
 def _media_type(raw: dict[str, Any]) -> str | None:
     if raw.get("media_type"):
         return str(raw["media_type"])
-    for key, kind in _MEDIA_KEYS:
-        if key in raw:
-            return kind
+    # Most messages are text: one set test instead of ten key lookups (0.1 µs against 0.25).
+    if not _MEDIA_KEY_SET.isdisjoint(raw):
+        for key, kind in _MEDIA_KEYS:
+            if key in raw:
+                return kind
     if raw.get("type") not in (None, "message"):
         return str(raw["type"])  # e.g. "unsupported": kept as a typed record, never as text
     return None
@@ -175,6 +184,8 @@ def parse_id(value: Any) -> int | None:
     """A chat or message id: a number, or a string of digits (a sign, or a word before them,
     as "message12", allowed); None for anything else, or for a number no SQLite integer
     holds. Senders are read by ingest.peers.sender_key, which keeps their kind."""
+    if type(value) is int:  # the usual id, first: every message has one or two
+        return value if abs(value) <= _MAX_ID else None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
@@ -187,6 +198,17 @@ def parse_id(value: Any) -> int | None:
         else:
             number = None
     return number if number is not None and abs(number) <= _MAX_ID else None
+
+
+@lru_cache(maxsize=1 << 14)
+def _sender_key_of_text(value: str) -> int | Unreadable | None:
+    return sender_key(value)
+
+
+def _sender_key(value: Any) -> int | Unreadable | None:
+    """ingest.peers.sender_key, remembered: a chat's senders are few, and reading "user123"
+    again took 0.3 µs of the 3 µs a message took here (0.05 µs remembered)."""
+    return _sender_key_of_text(value) if type(value) is str else sender_key(value)
 
 
 def _parse_unixtime(value: Any) -> int | None:

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
@@ -225,8 +226,27 @@ class Owner:
         return self.name is not None and sender_name == self.name
 
 
+def _null(value: None) -> None:
+    return value
+
+
+# sqlite3 binds a None only after looking for an adapter for it (in its registry, then on the
+# protocol, then on None itself), and a message row has four or five: a million rows of that
+# shape took 2.35 s to bind and insert, 1.5 s with None's own adapter, which ends the search
+# at its first step. What is bound stays NULL; it holds for every connection of the process.
+sqlite3.register_adapter(type(None), _null)
+
 _MESSAGE_COLUMNS = ", ".join(Message._fields)
 _MESSAGE_PLACEHOLDERS = ", ".join("?" for _ in Message._fields)
+_INSERT_ONE = (
+    f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS}) VALUES ({_MESSAGE_PLACEHOLDERS})"
+)
+# sqlite3 spends about as long on each run of a statement (its binding aside) as SQLite does
+# inserting a row, so messages go in this many to a statement: a million rows took 3.05 s one
+# to a statement, 2.0 s with anything from ten to a hundred (fifty bind 550 values, under the
+# 999 that older SQLite builds allow).
+_ROWS_PER_INSERT = 50
+_INSERT_MANY = _INSERT_ONE + f", ({_MESSAGE_PLACEHOLDERS})" * (_ROWS_PER_INSERT - 1)
 
 
 class Store(Database):
@@ -275,11 +295,17 @@ class Store(Database):
 
     def add_messages(self, messages: Iterable[Message]) -> int:
         """Insert messages not already stored; returns how many were new."""
+        rows = list(messages)
+        whole = len(rows) - len(rows) % _ROWS_PER_INSERT  # the rows of full statements
+        values = list(chain.from_iterable(rows[:whole]))
+        width = _ROWS_PER_INSERT * len(Message._fields)
         before = self.conn.total_changes
         self.conn.executemany(
-            f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS}) VALUES ({_MESSAGE_PLACEHOLDERS})",
-            messages,
+            _INSERT_MANY, [values[at : at + width] for at in range(0, len(values), width)]
         )
+        # The rest one to a statement, as plain tuples: sqlite3 binds a tuple subclass (a
+        # Message) item by item through the sequence protocol, 0.6 µs a row more than a tuple.
+        self.conn.executemany(_INSERT_ONE, map(tuple, rows[whole:]))
         return self.conn.total_changes - before
 
     def edit_message(self, chat_id: int, message_id: int, text: str, edited: int) -> bool:

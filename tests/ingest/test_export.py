@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tqdm import tqdm
 
-from ingest.export import import_export, parse_me
+import ingest.export
+from ingest.export import MAX_DEPTH, import_export, parse_me
 from ingest.export_message import (
     flatten_text,
     message_from_export,
@@ -87,6 +91,44 @@ def test_reimport_adds_nothing(name: str, exports: Path, store: Store, tmp_path:
     assert not later.unchanged and later.added == 0
     assert later.skipped["already stored"] == messages
     assert store.count_messages() == messages
+
+
+def test_a_newer_export_adds_what_the_older_lacked_row_for_row(
+    store: Store, tmp_path: Path
+) -> None:
+    # Enough messages for several batches and store statements, none a round number, and
+    # fields of every column set on some messages only.
+    def message(n: int) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "id": n,
+            "type": "message",
+            "date_unixtime": str(1_700_000_000 + 60 * n),
+            "from": "Ann" if n % 2 else "Olga",
+            "from_id": "user7" if n % 2 else "user1",
+            "text": f"message {n}",
+        }
+        if n % 3 == 0:
+            fields["reply_to_message_id"] = n - 1
+        if n % 5 == 0:
+            fields["media_type"] = "voice_message"
+        if n % 7 == 0:
+            fields["edited_unixtime"] = str(1_700_000_000 + 60 * n + 30)
+        if n % 11 == 0:
+            fields["forwarded_from"] = "Bob"
+        return fields
+
+    def export(name: str, ids: range) -> Path:
+        path = tmp_path / name
+        chat = {"name": "Ann", "type": "personal_chat", "id": 7}
+        path.write_text(json.dumps({**chat, "messages": [message(n) for n in ids]}))
+        return path
+
+    older = import_export(export("older.json", range(1, 2950, 2)), store, me="1", progress=False)
+    newer = import_export(export("newer.json", range(1, 4334)), store, me="1", progress=False)
+    assert (older.added, newer.added, newer.skipped) == (1475, 2858, {"already stored": 1475})
+    assert list(store.messages_of(7)) == [
+        message_from_export(7, message(n))[0] for n in range(1, 4334)
+    ]
 
 
 def _by_id(store: Store, chat_id: int) -> dict[int, object]:
@@ -278,6 +320,55 @@ def test_a_deeply_nested_file_is_refused_in_bounded_memory(store: Store, tmp_pat
         import_export(path, store, progress=False)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 50  # it took ~20 GB before the cap
+
+
+# Where a file nests `levels` deep (the document is level 1), in a single-chat export whose
+# one message is level 3: each part of the reader counts depth on its own.
+NESTED_AT = {
+    "outside messages": lambda levels: f'"about": {_lists(levels - 1)}, "messages": [{{{_MSG}}}]',
+    "in a message's text": lambda levels: f'"messages": [{{{_MSG}, "text": {_lists(levels - 3)}}}]',
+    "in skipped reactions": lambda levels: (
+        f'"messages": [{{{_MSG}, "reactions": {_lists(levels - 3)}}}]'
+    ),
+    "in text_entities": lambda levels: (
+        f'"messages": [{{{_MSG}, "text_entities": [{{"more": {_lists(levels - 5)}}}]}}]'
+    ),
+}
+_MSG = '"id": 1, "date_unixtime": "1700000000", "from": "Ann", "from_id": "user7"'
+
+
+def _lists(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize("where", sorted(NESTED_AT))
+def test_nesting_is_refused_past_max_depth_and_not_before(
+    where: str, store: Store, tmp_path: Path
+) -> None:
+    chat = '"name": "Ann", "type": "personal_chat", "id": 7'
+    deepest = tmp_path / "deepest.json"
+    deepest.write_text("{" + chat + ", " + NESTED_AT[where](MAX_DEPTH) + "}")
+    assert import_export(deepest, store, me="7", progress=False).added == 1
+    too_deep = tmp_path / "too_deep.json"
+    too_deep.write_text("{" + chat + ", " + NESTED_AT[where](MAX_DEPTH + 1) + "}")
+    with pytest.raises(TwinError, match=f"nested more than {MAX_DEPTH} levels"):
+        import_export(too_deep, store, me="7", progress=False)
+
+
+def test_the_progress_bar_follows_the_parser(
+    exports: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bars: list[tqdm] = []
+
+    class ShownBar(tqdm):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "disable": False, "file": io.StringIO()})
+            bars.append(self)
+
+    monkeypatch.setattr(ingest.export, "tqdm", ShownBar)
+    path = exports / "chat-history-manager-rust__telegram_2020-01__result.json"
+    import_export(path, store)
+    assert [(bar.n, bar.total) for bar in bars] == [(path.stat().st_size,) * 2]
 
 
 def test_malformed_json_error_quotes_no_message_text(store: Store, tmp_path: Path) -> None:

@@ -240,6 +240,42 @@ def test_text_that_disagrees_with_text_entities(store: Store, tmp_path: Path) ->
     assert summary.repaired == {KEPT_TEXT_NOT_ENTITIES: 1, KEPT_TEXT_FROM_ENTITIES: 1}
 
 
+def test_values_of_every_shape_are_read_as_written(store: Store, tmp_path: Path) -> None:
+    deep = {"extra": {"deep": [[1, {"x": None}], True, 2.5]}}
+    messages = [
+        said(
+            1,
+            ["a ", {"type": "bold", "text": "b", **deep}, " c"],
+            # Entities are objects with a string "text"; nothing else adds to their text.
+            text_entities=[
+                {"type": "plain", "text": "a "},
+                ["stray", {"text": "no"}],
+                7,
+                {"type": "bold", "text": "b", "more": {"text": "no"}, **deep},
+                {"type": "plain", "text": 5},
+                {"type": "plain", "text": " c"},
+            ],
+            reactions=[{"type": "emoji", "count": 2, "recent": [{"from": "Ann", **deep}]}],
+        ),
+        said(2, "", at=1, poll={"question": "?", "answers": [{"text": "y", "voters": 1}]}),
+        said(3, "kept", at=2, text_entities="not a list of entities"),
+        said(4, "kept too", at=3, text_entities={"text": "an object"}, reactions="odd"),
+        said(5, "", at=4, text_entities=[{"type": "plain", "text": "from entities"}]),
+        said(6, "last", at=5, inline_bot_buttons=[[{"type": "callback", "text": "Yes"}]]),
+    ]
+    summary = import_export(one_chat(tmp_path, messages), store, me="1", progress=False)
+    stored = {m.message_id: (m.text, m.media_type) for m in store.messages_of(7)}
+    assert stored == {
+        1: ("a b c", None),
+        2: ("", "poll"),
+        3: ("kept", None),
+        4: ("kept too", None),
+        5: ("from entities", None),
+        6: ("last", None),
+    }
+    assert summary.repaired == {KEPT_TEXT_FROM_ENTITIES: 1} and summary.skipped == {}
+
+
 def test_never_edited_written_as_a_1970_date(store: Store, tmp_path: Path) -> None:
     messages = [
         said(1, edited="1970-01-01T05:00:00"),  # old exports, UTC+5
