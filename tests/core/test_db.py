@@ -140,3 +140,35 @@ def test_schema_ignores_layout_and_what_sqlite_creates_itself() -> None:
             ("table", "t", "CREATE TABLE t(a INTEGER PRIMARY KEY AUTOINCREMENT,b TEXT)"),
         ]
     )
+
+
+def test_two_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """The bot and `twin ingest` started together both find a new file at version 0: the
+    second waits for the first's migration and must not run it again."""
+    import threading
+
+    path = tmp_path / "shared.db"
+    first_inside, runs = threading.Event(), []
+
+    def create(conn: sqlite3.Connection) -> None:
+        runs.append(threading.current_thread().name)
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        first_inside.set()
+        threading.Event().wait(0.3)  # the other opener reads the version meanwhile
+
+    errors: list[BaseException] = []
+
+    def opener() -> None:
+        try:
+            open_database(path, [create]).close()
+        except BaseException as err:  # the test reports it
+            errors.append(err)
+
+    one = threading.Thread(target=opener, name="bot")
+    one.start()
+    first_inside.wait(5)
+    two = threading.Thread(target=opener, name="ingest")
+    two.start()
+    one.join()
+    two.join()
+    assert errors == [] and runs == ["bot"]

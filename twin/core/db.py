@@ -89,10 +89,16 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], path: Pat
             f"{path}: schema version {version} is newer than this twin's ({len(migrations)}):"
             " upgrade twin"
         )
-    for target in range(version + 1, len(migrations) + 1):
+    while version < len(migrations):
         with transaction(conn):
-            migrations[target - 1](conn)
-            conn.execute(f"PRAGMA user_version = {target}")
+            # Read again under the write lock: another process opening the same file (the
+            # bot and `twin ingest` started together) may have migrated it meanwhile, and a
+            # migration run twice fails ("table meta already exists").
+            version = schema_version(conn)
+            if version < len(migrations):
+                migrations[version](conn)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
 
 
 @contextmanager
