@@ -50,13 +50,44 @@ class ServedTwin:
         return self.engine.tokenizer
 
 
+def engine_choice(config: Config) -> tuple[str, str]:
+    """The engine `[serving] engine` stands for, and why: "auto" is llama.cpp on a machine
+    without a GPU where llama.cpp can serve the base (an embedded base whose adapters travel
+    as a GGUF LoRA, or one with `[serving] gguf`) and llama-cpp-python is installed; there it
+    answered faster than transformers with replies as close to the owner's (docs/
+    benchmarks.md). Otherwise transformers."""
+    engine = config.serving.engine
+    if engine != "auto":
+        return engine, f'[serving] engine = "{engine}"'
+    import importlib.util
+
+    import torch
+
+    from trainer.embedded import EMBEDDED
+
+    if torch.cuda.is_available():
+        return "transformers", "auto: a GPU is present"
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "transformers", "auto: llama-cpp-python is not installed"
+    embedded = EMBEDDED.get(config.model.base)
+    if embedded is not None and embedded.train_tokens:
+        # Their trained turn-marker rows cannot travel in a GGUF LoRA (serving.llamacpp).
+        return "transformers", f"auto: llama.cpp cannot serve {config.model.base} adapters"
+    if embedded is None and not config.serving.gguf:
+        return "transformers", "auto: no [serving] gguf of this base for llama.cpp"
+    return "llama.cpp", "auto: no GPU, and llama.cpp serves this base"
+
+
 def load_engine(config: Config) -> Engine:
-    """The engine `[serving] engine` names, with the base loaded (no adapter yet)."""
-    if config.serving.engine == "llama.cpp":
+    """The engine `[serving] engine` names (engine_choice), with the base loaded (no adapter
+    yet)."""
+    engine, why = engine_choice(config)
+    log.info("serving engine: %s (%s)", engine, why)
+    if engine == "llama.cpp":
         from serving.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(config)
-    if config.serving.engine == "openai":
+    if engine == "openai":
         from serving.openai import OpenAIEngine
 
         return OpenAIEngine(config)

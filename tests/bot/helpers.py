@@ -51,6 +51,9 @@ def bot_config(folder: Path, base: Path, api_url: str, **sections: dict[str, Any
         # The fidelity eval is the subject of its own tests (tests/trainer/eval/);
         # here it would only cost time. A tiny random model has no style to win with anyway.
         "eval": {"on_train": False, "require_style_win": False, "memorization_prompts": 8},
+        # What "auto" picks (llama.cpp for an embedded base on a CPU) has tests of its own
+        # (tests/serving); the bot's tests and benches read the transformers engine's model.
+        "serving": {"engine": "transformers"},
     }
     for name, values in sections.items():
         settings.setdefault(name, {}).update(values)

@@ -201,10 +201,12 @@ class GenerationConfig(Section):
 
 
 class ServingConfig(Section):
-    # What runs the model for the bot, `twin chat` and the eval: "transformers" (in this
-    # process), "llama.cpp" (the GGUF base on the CPU, adapters converted to GGUF LoRA) or
-    # "openai" (an OpenAI-compatible server such as vLLM, holding the adapters).
-    engine: Literal["transformers", "llama.cpp", "openai"] = "transformers"
+    # What runs the model for the bot and `twin chat`: "transformers" (in this process),
+    # "llama.cpp" (the GGUF base on the CPU, adapters converted to GGUF LoRA), "openai" (an
+    # OpenAI-compatible server such as vLLM, holding the adapters), or "auto": llama.cpp on a
+    # machine without a GPU where it can serve the base, transformers otherwise
+    # (serving.twin.engine_choice).
+    engine: Literal["auto", "transformers", "llama.cpp", "openai"] = "auto"
     # llama.cpp: a GGUF of the training base, for a base that is not embedded.
     gguf: str = ""
     # llama.cpp: CPU threads (0 = as many as the machine has cores).
