@@ -154,7 +154,7 @@ def conversation_prompt(system: str, said: list[Said], rules: TurnRules) -> Prom
 def remembering(
     memory: Memory | None, prompt: Prompt, *, chat: int | None
 ) -> tuple[list[ChatMessage], Recall | None]:
-    """The prompt's conversation with what its reply recalls after its newest message, as
+    """The prompt's conversation with what its reply recalls before its newest message, as
     the dataset put it in training examples (twin.core.conversation.with_block): what was
     said in scope before this conversation began. And what was recalled."""
     conversation = prompt.conversation

@@ -80,19 +80,20 @@ def test_a_chat_s_next_prompt_starts_with_its_previous_one_up_to_the_newest_turn
     tokenizer: Any,
 ) -> None:
     # The layout made for reuse: the block is searched anew for every message and sits just
-    # after it, so everything up to it (persona prompt, the chat so far, the message it was
-    # searched for) is, token for token, the start of the previous prompt too: an engine that
-    # kept what it read reads only the rest.
+    # before it, so everything before that turn (persona prompt, the chat so far) is, token
+    # for token, the start of the previous prompt too: an engine that kept what it read reads
+    # only the newest turn with its block, and what came after its last reply.
     first = with_block(CONVERSATION[:4], 'What you said before:\n- "tom loves cake"')
     second = with_block(CONVERSATION[:6], 'What you said before:\n- "see u at 8"')
     a, b = encode_prompt(tokenizer, first), encode_prompt(tokenizer, second)
+    before_newest = encode_prompt(tokenizer, CONVERSATION[:3])[:-3]  # without the reply's cue
     shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
-    assert tokenizer.decode(a[shared:]).startswith("\n\nWhat you said before:")
-    assert tokenizer.decode(a[:shared]).endswith("Please come, it's Tom's birthday!")
-    # The block is rendered at the end of the newest turn, right after the message.
+    assert a[: len(before_newest)] == b[: len(before_newest)] == before_newest
+    assert tokenizer.decode(a[shared:]).startswith("What you said before:")
+    # The block is rendered at the head of the newest turn, the message right after it.
     assert tokenizer.decode(a).endswith(
-        "<|im_start|>user\nPlease come, it's Tom's birthday!\n\n"
-        'What you said before:\n- "tom loves cake"<|im_end|>\n<|im_start|>assistant\n'
+        '<|im_start|>user\nWhat you said before:\n- "tom loves cake"\n\n'
+        "Please come, it's Tom's birthday!<|im_end|>\n<|im_start|>assistant\n"
     )
     # Training renders it identically: the example's prompt is the served prompt.
     trained = encode_for_training(tokenizer, [*first, CONVERSATION[4]], max_tokens=1024)

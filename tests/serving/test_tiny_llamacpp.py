@@ -227,7 +227,9 @@ def test_a_continued_chat_reads_only_its_new_tokens(engines: Engines) -> None:
     # branches' new prompts start with.
     assert kept_contrast[: len(first_contrast)] == tuple(first_contrast)
     assert shared_start(kept_contrast, prompt) == shared_start(kept_contrast, contrast)
-    assert shared_start(kept_contrast, contrast) >= len(kept_contrast) - 1
+    # Up to the reply at least (the reply's tokens read back from its text may differ: a
+    # random model's tokens are no tokenizer's own spelling of them).
+    assert shared_start(kept_contrast, contrast) >= len(first_contrast)
     assert shared_start(kept_main, prompt) < shared_start(kept_contrast, prompt)
     start = shared_start(kept_contrast, prompt)
     assert read == (len(prompt) - start) + (len(contrast) - start)

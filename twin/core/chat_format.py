@@ -38,13 +38,15 @@ def format_conversation(
 
 
 def turn_text(message: ChatMessage) -> str:
-    """What a turn says as rendered: its text, then the memory block it carries (the newest
-    user turn's, twin.core.conversation.with_block). Inside the turn, not a system turn of its
-    own: chat templates differ on system turns after the first (Gemma's drops them, others
-    refuse them), every template renders a user turn. After the text, not before it: the next
-    prompt, where this turn has no block, then still starts with everything up to the block."""
+    """What a turn says as rendered: the memory block it carries (the newest user turn's,
+    twin.core.conversation.with_block), then its text. Inside the turn, not a system turn of
+    its own: chat templates differ on system turns after the first (Gemma's drops them,
+    others refuse them), every template renders a user turn. Before the text, so that the
+    reply follows the message it answers: with the block after it, the demo's twin (SmolLM2,
+    60 steps, same seed) wrote replies easier to tell from the owner's (AUC 0.65 against
+    0.36), further in style (0.25 against 0.12) and less related (0.22 against 0.31)."""
     block = message.get("memory")
-    return f"{message['content']}\n\n{block}" if block else message["content"]
+    return f"{block}\n\n{message['content']}" if block else message["content"]
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[ChatMessage]) -> list[int]:

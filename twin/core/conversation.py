@@ -187,7 +187,7 @@ def memory_block(
     max_tokens: int,
     count_tokens: Callable[[str], int] | None = None,
 ) -> str:
-    """What the twin is given to remember, as it sits after the newest message (with_block):
+    """What the twin is given to remember, as it sits before the newest message (with_block):
     the recalled messages, in the order given (best first), while the token budget lasts, then
     the owner's profile facts in what is left of it. "" when there is nothing. Training and
     serving build the block with this one function, so the twin learns to read exactly what
@@ -240,10 +240,12 @@ def with_block(conversation: list[ChatMessage], block: str) -> list[ChatMessage]
 
     The layout is made for reuse of what a model has already read: the persona prompt (the
     same in every chat) first, then the conversation (which only grows while a chat goes on),
-    and last what changes with every message: the message, then the block searched for it
-    (twin.core.chat_format renders it at the end of that turn). A chat's next prompt thus
-    starts exactly as its previous one did up to that block, and an engine that keeps what it
-    read reads only the rest (serving.llamacpp). The same list when `block` is empty."""
+    and last what changes with every message: the block searched for it, then the message
+    (twin.core.chat_format renders the block at the head of that turn). A chat's next prompt
+    thus starts exactly as its previous one did up to that turn, and an engine that keeps what
+    it read reads only the rest (serving.llamacpp); with memory-guided decoding, whose
+    contrast prompt has no block, not even that turn again. The same list when `block` is
+    empty."""
     if not block:
         return conversation
     newest = max((i for i, m in enumerate(conversation) if m["role"] == "user"), default=None)
