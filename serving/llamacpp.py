@@ -67,6 +67,7 @@ from twin.core.chat_format import encode_prompt
 from twin.core.config import Config, GenerationConfig
 from twin.core.conversation import ChatMessage
 from twin.core.errors import TwinError
+from twin.core.files import ensure_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +370,7 @@ def served_gguf(config: Config, gguf: Path, threads: int) -> Path:
     if model is None or not model.served_type:
         return gguf
     target = config.model_cache / f"{Path(model.gguf).stem}.{model.served_type}.gguf"
-    config.model_cache.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(config.model_cache)
     return requantized(gguf, target, model.served_type, threads)
 
 
