@@ -53,10 +53,9 @@ class Engine(Protocol):
     ) -> list[str]:
         """The reply to each conversation (rendered with twin's chat format), in one batch
         where the engine can. `stop`, once set, ends generation early (shutting down).
-        `chats` names whose each conversation is (one key per chat, kept between calls; None
-        for a conversation of no chat): an
-        engine that keeps what it read of a chat (llama.cpp) reads only what is new in its
-        next prompt; the others ignore it.
+        `chats` names whose each conversation is (one key per chat, the same from call to
+        call; None for a conversation of no chat): an engine that keeps what it read of a
+        chat (llama.cpp) reads only what is new in its next prompt; the others ignore it.
         Raises EngineUnavailable (try later) or PromptRefused (one of them will never pass)."""
         ...
 
