@@ -18,7 +18,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class SavedState:
     tokens: tuple[int, ...]  # what the sequence had read, in order
-    data: bytes  # llama.cpp's serialized KV cache of those tokens
+    data: bytearray  # llama.cpp's serialized KV cache of those tokens (written in place)
 
 
 class ChatStates:

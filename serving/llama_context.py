@@ -120,17 +120,17 @@ class LlamaContext:
         free = list(range(SEQUENCES))
         work: list[tuple[int, int, list[int]]] = []  # (sequence, first position, tokens)
         for i, prompt in enumerate(prompts):
-            slot = max(free, key=lambda s: shared_start(self.cached[s], prompt))
+            lives = {s: shared_start(self.cached[s], prompt) for s in free}
+            slot = max(free, key=lives.__getitem__)
+            live = lives[slot]
             free.remove(slot)
-            live = shared_start(self.cached[slot], prompt)
-            best = max(
-                saved[i] if saved else [],
-                key=lambda s: shared_start(s.tokens, prompt),
-                default=None,
-            )
-            if best is not None and shared_start(best.tokens, prompt) > live:
-                self._restore(slot, best)
-            keep = min(shared_start(self.cached[slot], prompt), len(prompt) - 1)
+            shared, best = live, None
+            for state in saved[i] if saved else []:
+                if (reach := shared_start(state.tokens, prompt)) > shared:
+                    shared, best = reach, state
+            if best is not None:
+                shared = self._restore(slot, best, shared)
+            keep = min(shared, len(prompt) - 1)
             if not lib.llama_memory_seq_rm(memory, slot, keep, -1):
                 lib.llama_memory_seq_rm(memory, slot, -1, -1)
                 keep = 0
@@ -160,22 +160,29 @@ class LlamaContext:
         nothing else changes)."""
         lib = self.lib
         size = lib.llama_state_seq_get_size(self.ctx, slot)
-        buffer = (ctypes.c_uint8 * size)()
-        if size == 0 or lib.llama_state_seq_get_data(self.ctx, buffer, size, slot) != size:
+        # llama.cpp writes straight into the bytes kept (no second copy of tens of MB).
+        data = bytearray(size)
+        written = lib.llama_state_seq_get_data(
+            self.ctx, (ctypes.c_uint8 * size).from_buffer(data), size, slot
+        )
+        if size == 0 or written != size:
             log.warning("llama.cpp could not save a sequence's state (%d bytes)", size)
             return None
-        return SavedState(tuple(self.cached[slot]), bytes(buffer))
+        return SavedState(tuple(self.cached[slot]), data)
 
-    def _restore(self, slot: int, state: SavedState) -> None:
-        """Put a saved state into the sequence, in place of what it held. One that does not
-        restore (llama.cpp refuses it) leaves the sequence empty: the prompt is read anew."""
+    def _restore(self, slot: int, state: SavedState, shared: int) -> int:
+        """Put a saved state into the sequence, in place of what it held; how many of the
+        prompt's tokens it now holds (`shared`). One that does not restore (llama.cpp
+        refuses it) leaves the sequence empty (0): the prompt is read anew."""
         lib = self.lib
-        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
-        if lib.llama_state_seq_set_data(self.ctx, buffer, len(state.data), slot) == 0:
+        size = len(state.data)
+        buffer = (ctypes.c_uint8 * size).from_buffer(state.data)
+        if lib.llama_state_seq_set_data(self.ctx, buffer, size, slot) == 0:
             lib.llama_memory_seq_rm(lib.llama_get_memory(self.ctx), slot, -1, -1)
             self.cached[slot] = []
-            return
+            return 0
         self.cached[slot] = list(state.tokens)
+        return shared
 
     def step(self, tokens: list[tuple[int, int]]) -> list[np.ndarray]:
         """Evaluate one more token in each of these (sequence, token); the next logits."""
