@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from bench.gpu import QWEN25_7B
 from tests.trainer.helpers import make_config
 from trainer.fit import FitPlan, add_lora, fit
 from trainer.metrics import DatasetInfo
@@ -134,18 +135,8 @@ def test_gpu_without_bf16_trains_in_fp16(
     assert asked["bf16"] is True and asked["fp16"] is False
 
 
-QWEN_7B = {
-    "architectures": ["Qwen2ForCausalLM"],
-    "model_type": "qwen2",
-    "hidden_size": 3584,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 28,
-    "num_key_value_heads": 4,
-    "vocab_size": 152064,
-    "max_position_embeddings": 32768,
-    "tie_word_embeddings": False,
-}
+# Qwen2.5-7B's config.json: its published shapes, written once (bench.gpu builds the model).
+QWEN_7B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **QWEN25_7B}
 
 
 def test_a_7b_base_is_refused_on_a_cpu_only_torch(
