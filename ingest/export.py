@@ -46,6 +46,7 @@ from ingest.export_message import (
 )
 from ingest.peers import chat_key
 from ingest.store import Chat, Message, Owner, Store
+from ingest.voice import Voice
 from twin.core.errors import TwinError
 from twin.core.files import file_sha256
 
@@ -72,6 +73,8 @@ _ARRAYS = frozenset(
     }
 )
 _BATCH = 2000
+# Messages whose sound is speech: transcribed when the export holds their file.
+SPOKEN_MEDIA = frozenset({"voice_message", "video_message"})
 # Real exports nest a few levels (a message's text entities are the deepest); a file nested
 # thousands of levels deep is no export, and the paths of its open levels ("chats.list.item...",
 # as _ExportReader._walk keeps them) take memory quadratic in its depth: refuse it at this depth,
@@ -95,30 +98,42 @@ class ImportSummary:
     seconds: float = 0.0
     owner: Owner | None = None
     unchanged: bool = False  # the very same file was imported before
+    voice: str = ""  # what became of its voice messages (ingest.voice), '' when none
 
     def line(self) -> str:
         if self.unchanged:
-            return (
+            line = (
                 f"imported {self.path.name}: already imported (same file), nothing added, "
                 f"{self.seconds:.1f} s"
             )
+            return f"{line}; {self.voice}" if self.voice else line
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
         detail = detail or "none skipped"
         if self.repaired:
             detail += "; " + ", ".join(f"{n} {r}" for r, n in sorted(self.repaired.items()))
         rate = self.seen / self.seconds if self.seconds > 0 else 0.0
-        return (
+        line = (
             f"imported {self.path.name}: {self.chats} chats, {self.added} messages added"
             f" ({detail}), {self.seconds:.1f} s, {rate:,.0f} messages/s"
         )
+        return f"{line}; {self.voice}" if self.voice else line
 
 
 def import_export(
-    path: Path, store: Store, *, me: str = "", progress: bool = True
+    path: Path,
+    store: Store,
+    *,
+    me: str = "",
+    progress: bool = True,
+    voice: Callable[[Store], Voice] | None = None,
 ) -> ImportSummary:
     """Stream `path` into `store` in one transaction; raise TwinError on input that is no export.
 
-    `me` names the owner (id or display name) and wins over anything the export says.
+    `me` names the owner (id or display name) and wins over anything the export says. With
+    `voice` (ingest.voice.voice_for, given the store once the owner is known), the voice and
+    round video messages whose sound the export holds are transcribed after the import, each
+    in its own small transaction (a long transcription never holds the store), and those whose
+    sound is not there wait for a later import of the same export.
     """
     path = _locate_result_json(path)
     _check_looks_like_json(path)
@@ -130,6 +145,8 @@ def import_export(
     if store.was_imported(digest, me):
         summary.unchanged = True
         summary.owner = store.owner()
+        if voice is not None:
+            summary.voice = transcribe_voice_files(voice(store), progress=progress)
         summary.seconds = time.perf_counter() - started
         return summary
     with store.transaction(), path.open("rb") as raw:
@@ -147,8 +164,29 @@ def import_export(
         summary.owner = _resolve_owner(path, me, reader, store)
         store.set_owner(summary.owner)
         store.record_import(digest, me, path, summary.added)
+    if voice is not None:
+        summary.voice = transcribe_voice_files(voice(store), progress=progress)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def transcribe_voice_files(voice: Voice, *, progress: bool) -> str:
+    """Transcribe the stored voice messages whose sound an export holds: the words take each
+    placeholder's place. Returns the tally's line ('' when there were none)."""
+    store = voice.store
+    waiting = store.voice_files()
+    for chat_id, message_id, path in tqdm(
+        waiting,
+        desc="transcribing voice messages",
+        unit="file",
+        leave=False,
+        disable=None if progress and waiting else True,
+    ):
+        text = voice.heard(Path(path))
+        if text is not None:
+            with store.transaction():
+                store.set_spoken(chat_id, message_id, text)
+    return voice.summary()
 
 
 def parse_me(me: str) -> Owner:
@@ -240,6 +278,8 @@ class _ExportReader:
         self.all_senders: Counter[tuple[int | None, str | None]] = Counter()
         self.chat_keys: set[int] = set()  # the chats of this file so far
         self.repairs: Counter[str] = Counter()  # of the message in hand, counted if stored
+        self.voice_files: list[tuple[int, int, str]] = []  # sounds beside the export, to hear
+        self.folder = path.parent.resolve()
 
     def read(self, stream: _ShownReads, position: Callable[[], int]) -> None:
         """Walk the export; `position` says how far into the file the parser has read."""
@@ -405,12 +445,22 @@ class _ExportReader:
             chat.senders[sender_id, name] += 1
             if sender_id is not None and name:
                 self.names_by_id[sender_id] = name
+        if message.media_type in SPOKEN_MEDIA and not message.text:
+            sound = raw.get("file")
+            # Exports made without media say "(File not included. ...)" instead of a path.
+            if type(sound) is str and sound and not sound.startswith("("):
+                where = (self.folder / sound).resolve()
+                if where.is_relative_to(self.folder):  # an export's files are in its folder
+                    self.voice_files.append((chat.chat_id, message.message_id, str(where)))
         batch = self.batch
         batch.append(message)
         if len(batch) >= _BATCH:
             self._flush()
 
     def _flush(self) -> None:
+        if self.voice_files:
+            self.store.add_voice_files(self.voice_files)
+            self.voice_files.clear()
         if self.batch:
             added = self.store.add_messages(self.batch)
             self.summary.added += added

@@ -177,11 +177,47 @@ def _m4_chat_names_and_pins(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m5_voice(conn: sqlite3.Connection) -> None:
+    """Voice messages as words: a message whose text is a transcript of its sound is marked
+    `spoken`; each sound file is transcribed once, by content (`transcripts`); and the voice
+    messages of an export whose file was not transcribed yet wait in `voice_files` (their
+    file was missing or unreadable, or no transcriber was installed), for the next import."""
+    conn.execute("ALTER TABLE messages ADD COLUMN spoken INTEGER NOT NULL DEFAULT 0")
+    # text      '' when the file holds no speech
+    # seconds   the sound's length
+    # model     the Whisper model that wrote it (another model writes its own)
+    conn.execute(
+        """
+        CREATE TABLE transcripts (
+            sha256 TEXT NOT NULL,
+            model TEXT NOT NULL,
+            text TEXT NOT NULL,
+            language TEXT NOT NULL,
+            seconds REAL NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (sha256, model)
+        ) WITHOUT ROWID
+        """
+    )
+    # path   the file, absolute, as the export named it
+    conn.execute(
+        """
+        CREATE TABLE voice_files (
+            chat_id INTEGER NOT NULL,
+            message_id INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (chat_id, message_id)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _m1_messages,
     _m2_imported_files,
     _m3_marked_chat_ids,
     _m4_chat_names_and_pins,
+    _m5_voice,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -206,6 +242,8 @@ class Message(NamedTuple):
     reply_to: int | None = None
     forwarded_from: str | None = None
     edited: int | None = None
+    # The text is what was said in a voice (or round video) message, transcribed.
+    spoken: bool = False
 
 
 @dataclass(frozen=True)
@@ -406,6 +444,50 @@ class Store(Database):
             "INSERT OR REPLACE INTO imported_files (sha256, me, path, added, at) "
             "VALUES (?, ?, ?, ?, ?)",
             (sha256, me, str(path), added, time.time()),
+        )
+
+    def transcript(self, sha256: str, model: str) -> str | None:
+        """What `model` heard in the sound file with this hash, if it transcribed it before."""
+        row = self.conn.execute(
+            "SELECT text FROM transcripts WHERE sha256 = ? AND model = ?", (sha256, model)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_transcript(
+        self, sha256: str, model: str, text: str, language: str, seconds: float
+    ) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO transcripts (sha256, model, text, language, seconds, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (sha256, model, text, language, seconds, time.time()),
+        )
+
+    def add_voice_files(self, files: Iterable[tuple[int, int, str]]) -> None:
+        """(chat id, message id, path): a stored voice message's sound, to transcribe."""
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO voice_files (chat_id, message_id, path) VALUES (?, ?, ?)",
+            files,
+        )
+
+    def voice_files(self) -> list[tuple[int, int, str]]:
+        """The sounds waiting to be transcribed, whose message still reads as a placeholder."""
+        rows = self.conn.execute(
+            "SELECT v.chat_id, v.message_id, v.path FROM voice_files AS v "
+            "JOIN messages AS m ON m.chat_id = v.chat_id AND m.message_id = v.message_id "
+            "WHERE m.text = '' AND NOT m.spoken ORDER BY v.chat_id, v.message_id"
+        )
+        return [(chat_id, message_id, path) for chat_id, message_id, path in rows]
+
+    def set_spoken(self, chat_id: int, message_id: int, text: str) -> None:
+        """A voice message's words, transcribed: they take its placeholder's place ('' when
+        the sound held no speech). Its sound no longer waits."""
+        self.conn.execute(
+            "UPDATE messages SET text = ?, spoken = 1 "
+            "WHERE chat_id = ? AND message_id = ? AND text = ''",
+            (text, chat_id, message_id),
+        )
+        self.conn.execute(
+            "DELETE FROM voice_files WHERE chat_id = ? AND message_id = ?", (chat_id, message_id)
         )
 
     def count_messages(self) -> int:

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from ingest.store import Store, open_store
+from ingest.voice import Transcriber
 from tests.bot.botapi import BotApiStandIn
 from tests.helpers import REPO
+from twin.core.config import VoiceConfig
 
 # Copies of the real exports in ../shared/fixtures (sources and licenses in SOURCES.md and
 # LICENSES.md beside them):
@@ -51,6 +53,13 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(os.environ.get("TWIN_MODEL_CACHE") or tmp_path_factory.mktemp("model-cache"))
     os.environ["TWIN_MODEL_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def whisper(model_cache: Path) -> Transcriber:
+    """Whisper base (int8) from its packages, loaded once for the session; in English
+    (`with_language` gives the same model in another)."""
+    return Transcriber(VoiceConfig(), model_cache, "en")
 
 
 @pytest.fixture(scope="session")

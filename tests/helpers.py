@@ -10,6 +10,8 @@ from pathlib import Path
 from twin.core.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
+# Speech made here with espeak-ng and opusenc (tests/fixtures/voice/README.md).
+VOICE = REPO / "tests" / "fixtures" / "voice"
 
 
 def twin_command(config: Config, *args: str) -> list[str]:

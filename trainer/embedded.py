@@ -15,7 +15,6 @@ served.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twin.core import packaged
 from twin.core.errors import TwinError
 from twin.core.files import ensure_private_dir, file_sha256
 
@@ -114,39 +114,21 @@ def embedded_checkpoint(name: str, cache: Path) -> Path:
 
 
 def package_folder(package: str, model: EmbeddedModel) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise TwinError(f"the embedded model {model.name} is not installed: {model.install}")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return packaged.package_folder(
+        package, what=f"the embedded model {model.name}", install=model.install
+    )
 
 
 def gguf_file(model: EmbeddedModel, cache: Path) -> Path:
     """The model's GGUF, checked: the package's own file, or the parts joined in the cache."""
     parts = [package_folder(p, model) / f for p, f in zip(model.packages, model.files, strict=True)]
-    for part in parts:
-        if not part.exists():
-            raise TwinError(f"{part} is missing: reinstall the model ({model.install})")
     if len(parts) == 1 and model.sha256_file is None:
+        if not parts[0].exists():
+            raise TwinError(f"{parts[0]} is missing: reinstall the model ({model.install})")
         return parts[0]
-    expected = _shipped_sha256(model)
-    joined = cache / f"{model.gguf}"
-    if joined.exists() and file_sha256(joined) == expected:
-        return joined
-    ensure_private_dir(cache)
-    tmp = cache / f".tmp-{model.gguf}-{os.getpid()}"
-    with tmp.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as f:
-                shutil.copyfileobj(f, out, 1 << 20)
-    actual = file_sha256(tmp)
-    if actual != expected:
-        tmp.unlink()
-        raise TwinError(
-            f"the joined {model.gguf} has SHA-256 {actual[:16]}..., not the {expected[:16]}... "
-            f"its package ships: refusing it; reinstall the model ({model.install})"
-        )
-    os.replace(tmp, joined)
-    return joined
+    return packaged.joined_file(
+        parts, cache / model.gguf, _shipped_sha256(model), install=model.install
+    )
 
 
 def _shipped_sha256(model: EmbeddedModel) -> str:

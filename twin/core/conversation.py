@@ -154,6 +154,12 @@ def media_placeholder(media_type: str) -> str:
     return f"[{_MEDIA_LABELS.get(media_type, media_type)}]"
 
 
+def spoken(media_type: str, transcript: str) -> str:
+    """Someone's voice (or round video) message as the twin reads it: its placeholder, marking
+    the words as spoken, then the words: "[voice message] see you at six"."""
+    return f"{media_placeholder(media_type)} {transcript}"
+
+
 def speaker_prefixed(name: str, text: str) -> str:
     """A group member's turn: "Name: text"."""
     return f"{name or 'Deleted Account'}: {text}"
