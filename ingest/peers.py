@@ -16,15 +16,23 @@ A chat whose type an export leaves out (or names in words twin does not know) ca
 placed among those: it is keyed -(2**52 + id), apart from every real chat, so it never merges
 with one. Ids that are already negative are taken as marked (tools built on the Bot API write
 them so); a positive id of 2**52 or more is no Telegram id and is kept as it is.
+
+WhatsApp chats (ingest.whatsapp) are chats of their own, never one of Telegram's: a WhatsApp
+chat has no id, so it is keyed -(2**53 + h), h a 48-bit hash of the chat's name, below every
+id above (`bare_id` keeps it as it is).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 CHANNEL_OFFSET = 10**12
 # Telegram's ids have at most 52 significant bits (the Bot API's promise).
 UNTYPED_OFFSET = 2**52
+
+# Below every Telegram key, untyped ones included (those lie above -2 * UNTYPED_OFFSET).
+WHATSAPP_OFFSET = 2 * UNTYPED_OFFSET
 
 USER_CHAT_TYPES = frozenset({"personal_chat", "bot_chat", "saved_messages"})
 BASIC_GROUP_TYPES = frozenset({"private_group"})
@@ -47,6 +55,13 @@ def chat_key(bare_id: int, chat_type: str | None) -> int:
     if chat_type in CHANNEL_CHAT_TYPES:
         return -(CHANNEL_OFFSET + bare_id)
     return -(UNTYPED_OFFSET + bare_id)
+
+
+def whatsapp_chat_id(chat_name: str) -> int:
+    """The store's id of a WhatsApp chat, from its name: the same chat exported again (a
+    later, longer export included) lands in the same chat, and never in a Telegram one."""
+    digest = hashlib.blake2b(f"whatsapp|{chat_name}".encode(), digest_size=6).digest()
+    return -(WHATSAPP_OFFSET + int.from_bytes(digest, "big"))
 
 
 def bare_id(chat_id: int) -> int:

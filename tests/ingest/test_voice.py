@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from ingest.voice import (
     decoded,
     whisper_model_folder,
 )
+from ingest.whatsapp import import_whatsapp
 from tests.helpers import VOICE
 from twin.core.config import VoiceConfig
 from twin.core.files import file_sha256
@@ -202,3 +204,23 @@ def test_a_missing_model_keeps_the_placeholders_and_the_import(
     summary = import_export(folder, store, me="1", progress=False, voice=lambda s: Voice(s, broken))
     assert summary.added == 6
     assert "no Whisper model" in summary.line() and "no model.bin there" in summary.line()
+
+
+def test_a_whatsapp_voice_note_is_heard(store: Store, whisper: Transcriber, tmp_path: Path) -> None:
+    path = tmp_path / "WhatsApp Chat - Vera.zip"
+    note = "00000002-AUDIO-2024-05-01-10-01-00.opus"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(
+            "_chat.txt",
+            "[01.05.24, 10:00:00] Anna: Ты где?\n"
+            f"[01.05.24, 10:01:00] Vera: \u200e<attached: {note}>\n",
+        )
+        archive.write(RUSSIAN, note)
+    voice = Voice(store, whisper.with_language("ru"))
+    summary = import_whatsapp(
+        path, store, me="Anna", transcribe=lambda sound, _name: voice.heard(sound), progress=False
+    )
+    (chat,) = store.chats()
+    heard = [m for m in store.messages_of(chat.chat_id) if m.sender_name == "Vera"]
+    assert len(heard) == 1 and heard[0].spoken and "привет" in heard[0].text.lower()
+    assert summary.transcribed == 1 and voice.tally.transcribed == 1

@@ -23,6 +23,7 @@ OUR_LOGGERS = ("twin", "ingest", "trainer", "bot")
 WRITERS = (
     "ingest export",
     "ingest telegram",
+    "ingest whatsapp",
     "dataset",
     "train",
     "retrain",
@@ -90,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), common
     )
 
-    ingest = commands.add_parser("ingest", help="bring Telegram history into the local store")
+    ingest = commands.add_parser(
+        "ingest", help="bring Telegram (or WhatsApp) history into the local store"
+    )
     sources = _Commands(
         ingest.add_subparsers(dest="source", required=True, metavar="SOURCE"), common
     )
@@ -101,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     pull = sources.add_parser("telegram", help="pull new messages from your account (Telethon)")
     pull.add_argument("--takeout", action="store_true", help="use a takeout session (bulk export)")
     pull.set_defaults(run=_ingest_telegram)
+    whatsapp = sources.add_parser("whatsapp", help="import a WhatsApp chat export (.txt or .zip)")
+    whatsapp.add_argument(
+        "path", type=Path, help="the exported chat: 'WhatsApp Chat with X.txt', or the .zip"
+    )
+    whatsapp.add_argument(
+        "--me", default="", help="your name as the export writes it (default: [identity] me)"
+    )
+    whatsapp.set_defaults(run=_ingest_whatsapp)
 
     dataset = commands.add_parser("dataset", help="build the training dataset from the store")
     dataset.set_defaults(run=_dataset)
@@ -197,10 +208,42 @@ class _Commands:
 def _ingest_export(config: Config, args: argparse.Namespace) -> int:
     from ingest.export import import_export
     from ingest.store import open_store
+    from ingest.voice import voice_for
 
     with open_store(config.store_path) as store:
-        summary = import_export(args.path, store, me=args.me or config.identity.me)
+        summary = import_export(
+            args.path,
+            store,
+            me=args.me or config.identity.me,
+            voice=lambda store: voice_for(config, store),
+        )
         print(summary.line())
+        _update_memory(config, store)
+    return 0
+
+
+def _ingest_whatsapp(config: Config, args: argparse.Namespace) -> int:
+    from ingest.store import open_store
+    from ingest.voice import voice_for
+    from ingest.whatsapp import import_whatsapp
+
+    me = args.me
+    # [identity] me may be a Telegram user id ("123", "user123"): no WhatsApp sender is one.
+    if not me and not config.identity.me.strip().removeprefix("user").isdigit():
+        me = config.identity.me
+    if not me.strip():
+        raise TwinError(
+            f"{args.path}: pass --me NAME, your name as the WhatsApp export writes it "
+            "(or set [identity] me to it)"
+        )
+    with open_store(config.store_path) as store:
+        voice = voice_for(config, store)
+        summary = import_whatsapp(
+            args.path, store, me=me, transcribe=lambda sound, _name: voice.heard(sound)
+        )
+        print(summary.line())
+        if voice.summary():
+            print(voice.summary())
         _update_memory(config, store)
     return 0
 
