@@ -48,6 +48,7 @@ from bot.live_history import LiveHistory
 from bot.messages import text_of
 from bot.retraining import retrain_running
 from bot.schedule import schedule_retrain
+from bot.voice import Listener
 from bot.worker import ModelWorker
 from twin.core.config import Config, secret
 from twin.core.conversation import OWNER, Said
@@ -86,7 +87,9 @@ def build_application(config: Config, token: str, *, poll_timeout: float = 10.0)
     live_history = LiveHistory(
         config.store_path, lambda: worker.config.ingest, worker.history_added
     )
-    runtime = BotRuntime(chat_log, worker, AdapterFollower(worker), business_log, live_history)
+    runtime = BotRuntime(
+        chat_log, worker, AdapterFollower(worker), business_log, live_history, Listener()
+    )
     attach_runtime(app, runtime)
     access = access_filters(config.telegram)
     new_messages = filters.UpdateType.MESSAGE
@@ -121,7 +124,7 @@ async def on_message(update: Update, context: TwinContext) -> None:
     runtime = context.runtime
     message = update.effective_message
     assert message is not None
-    if not remember_message(runtime, message):
+    if not await remember_message(runtime, message):
         return
     if runtime.chat_log.paused:
         return
@@ -133,7 +136,7 @@ async def on_overheard(update: Update, context: TwinContext) -> None:
     """A message in an allowed group the twin does not answer: context for later replies.
     (Telegram delivers those not addressed to the bot only when its privacy mode is off.)"""
     assert update.effective_message is not None
-    remember_message(context.runtime, update.effective_message)
+    await remember_message(context.runtime, update.effective_message)
 
 
 def where_of(message: Message) -> Where:
@@ -142,10 +145,12 @@ def where_of(message: Message) -> Where:
     return Where(message.chat_id, thread or 0)
 
 
-def remember_message(runtime: BotRuntime, message: Message) -> bool:
-    """Add a user's message to its conversation's chat log; False when there is nothing to
-    answer. Speakers are kept by user id; the first name is only the prefix groups show."""
-    text = text_of(message, media=runtime.config.bot.media)
+async def remember_message(runtime: BotRuntime, message: Message) -> bool:
+    """Add a user's message to its conversation's chat log (a voice message as what was said
+    in it); False when there is nothing to answer. Speakers are kept by user id; the first
+    name is only the prefix groups show."""
+    heard = await runtime.listener.heard(message, runtime.config, runtime.worker.language)
+    text = text_of(message, media=runtime.config.bot.media, heard=heard)
     if text is None:
         return False
     user = message.from_user
@@ -276,6 +281,7 @@ async def stop_bot(app: App) -> None:
         runtime.retrain.cancel()
         await asyncio.gather(runtime.retrain, return_exceptions=True)
     await runtime.worker.stop()
+    runtime.listener.close()
     await runtime.live_history.flush()
     if runtime.live_history.waiting:
         log.error(

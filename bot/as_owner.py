@@ -83,9 +83,11 @@ async def learn(
     *,
     name: str | None,
     sender: int | None = None,
+    heard: str | None = None,
 ) -> None:
     """Messages of a connected chat into the store (when `[business] learn`); `sender`: whose
-    words they are when not the message's own sender (the owner's, for the twin's sends)."""
+    words they are when not the message's own sender (the owner's, for the twin's sends);
+    `heard`: what was said in the one voice message given, kept as its text."""
     # A service message, a dice...: neither words nor media, nothing a dataset could use.
     messages = [m for m in messages if m.text or m.caption or media_type_of(m)]
     if not runtime.config.business.learn or not messages:
@@ -93,7 +95,7 @@ async def learn(
     chat = messages[0].chat
     # The chat is the friend's: a send's Message names the chat by the friend too.
     kept = Chat(chat.id, chat.effective_name or name, PERSONAL_CHAT)
-    rows = [stored(message) for message in messages]
+    rows = [stored(message, heard=heard) for message in messages]
     if sender is not None:
         rows = [
             row._replace(

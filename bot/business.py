@@ -148,12 +148,15 @@ async def _owner_wrote(context: TwinContext, connection: Connection, message: Me
     chat's drafts are dropped, and the twin keeps quiet there for a while."""
     runtime = context.runtime
     where = _where(connection, message)
-    # Kept before anything awaits: an edit of it, handled concurrently, finds it.
-    text = text_of(message, media=runtime.config.bot.media)
+    # Kept before anything else awaits (an edit of it, handled concurrently, finds it); a
+    # voice message, which cannot be edited, once heard. The owner's own words, spoken or
+    # typed, are kept unmarked, as they were trained (ingest.dialog).
+    heard = await runtime.listener.heard(message, runtime.config, runtime.worker.language)
+    text = heard or text_of(message, media=runtime.config.bot.media)
     if text is not None:
         said = Said(OWNER, "", text, message.date.timestamp())
         runtime.chat_log.remember(where, said, message.message_id)
-    await learn(runtime, connection, [message], name=None)
+    await learn(runtime, connection, [message], name=None, heard=heard)
     minutes = runtime.config.business.takeover_minutes
     runtime.business.silence(where, time.time() + minutes * 60)
     for draft in runtime.business.pending(where):
@@ -164,11 +167,13 @@ async def _friend_wrote(context: TwinContext, connection: Connection, message: M
     runtime = context.runtime
     where = _where(connection, message)
     user = message.from_user
-    text = text_of(message, media=runtime.config.bot.media)
-    if text is not None and user is not None:  # kept before anything awaits, as above
+    heard = await runtime.listener.heard(message, runtime.config, runtime.worker.language)
+    text = text_of(message, media=runtime.config.bot.media, heard=heard)
+    if text is not None and user is not None:  # kept before anything else awaits, as above
         said = Said(str(user.id), user.first_name, text, message.date.timestamp())
         runtime.chat_log.remember(where, said, message.message_id)
-    await learn(runtime, connection, [message], name=user.full_name if user else None)
+    name = user.full_name if user else None
+    await learn(runtime, connection, [message], name=name, heard=heard)
     if text is None or user is None:
         return
     connection_id = message.business_connection_id

@@ -15,6 +15,7 @@ from bot.adapters import AdapterFollower
 from bot.business_log import BusinessLog
 from bot.chat_log import ChatLog
 from bot.live_history import LiveHistory
+from bot.voice import Listener
 from bot.worker import ModelWorker
 from ingest.pii import PiiScrubber
 from twin.core.config import Config
@@ -29,6 +30,7 @@ class BotRuntime:
     adapters: AdapterFollower
     business: BusinessLog  # Telegram Business's tables of bot.db
     live_history: LiveHistory  # connected chats' messages into the store
+    listener: Listener  # voice messages as words
     started: float = field(default_factory=time.time)
     retrain: asyncio.Task[None] | None = None
     retrain_job: Job[Any] | None = None  # the nightly schedule, when one is set

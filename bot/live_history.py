@@ -61,9 +61,10 @@ class _Delete:
 _Change = _Add | _Edit | _Delete
 
 
-def stored(message: Message, *, text: str | None = None) -> StoredMessage:
+def stored(message: Message, *, text: str | None = None, heard: str | None = None) -> StoredMessage:
     """A Bot API message as the store keeps it (`text`: what was sent, when the Message
-    returned by a send is not at hand)."""
+    returned by a send is not at hand; `heard`: what was said in a voice message, which
+    takes its placeholder's place)."""
     user = message.from_user
     origin = message.forward_origin
     forwarded = None
@@ -84,9 +85,10 @@ def stored(message: Message, *, text: str | None = None) -> StoredMessage:
         sender_name=user.full_name if user else None,
         kind="message",
         media_type=media_type_of(message),
-        text=text if text is not None else (message.text or message.caption or ""),
+        text=heard or (text if text is not None else (message.text or message.caption or "")),
         reply_to=replied.message_id if replied else None,
         forwarded_from=forwarded,
+        spoken=bool(heard),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from telegram import Message
 
-from twin.core.conversation import media_placeholder
+from twin.core.conversation import media_placeholder, spoken
 
 # Bot API message fields -> the store's media types, whose placeholders the twin was trained on.
 MEDIA_FIELDS = {
@@ -23,9 +23,13 @@ MEDIA_FIELDS = {
 }
 
 
-def text_of(message: Message, *, media: str) -> str | None:
-    """What the twin reads of a message: its text, a caption, or "[sticker]"-style placeholder
-    (when `[bot] media` is "model"); None for what it should not answer at all."""
+def text_of(message: Message, *, media: str, heard: str | None = None) -> str | None:
+    """What the twin reads of a message: its text, a caption, what was said in it (`heard`:
+    a voice message's transcript, bot.voice) marked as spoken, or "[sticker]"-style
+    placeholder (when `[bot] media` is "model"); None for what it should not answer at all.
+    Words said are answered whatever `[bot] media` says: they are no media to the twin."""
+    if heard:
+        return spoken(media_type_of(message) or "voice_message", heard)
     text = message.text or message.caption
     if text:
         username = message.get_bot().username

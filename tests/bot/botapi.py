@@ -6,6 +6,10 @@ setMyCommands, sendPhoto/sendDocument (multipart uploads) and the webhook calls;
 every call the bot makes (with the time it arrived); and can answer chosen calls with a 429
 (retry_after) or a 500, as Telegram does under load.
 
+Files (a voice message's sound) are served as Telegram serves them: getFile gives a file_path,
+and the bytes come from /file/bot<token>/<file_path>; `add_file` puts one there, and
+fail("download", ...) makes the download fail.
+
 It also plays the Telegram Business side: tests register business connections (the owner's
 account lent to the bot), push business_message / edited / deleted updates, and the bot's
 sends through a connection are checked (400 unknown connection, 403 when the owner took the
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 TOKEN = "123456:TEST-token"
 BOT_ID = 999_000
@@ -98,6 +102,7 @@ class BotApiStandIn:
         # A business chat's friend's first name, as their messages showed it: the chat of a
         # message the owner (or the bot for them) writes is still named after the friend.
         self._friend_names: dict[int, str] = {}
+        self.files: dict[str, bytes] = {}  # file_id -> the bytes behind it
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -149,6 +154,14 @@ class BotApiStandIn:
         _set_text(message, text)
         self._remember(message)
         return self.push({"message": message})
+
+    def add_file(self, data: bytes, *, kind: str = "voice") -> dict[str, Any]:
+        """Put a file on the server; returns the Bot API object of a voice message holding
+        it (file_id, file_unique_id, file_size), to which tests add its duration."""
+        with self._lock:
+            file_id = f"{kind}-{len(self.files) + 1}"
+            self.files[file_id] = data
+        return {"file_id": file_id, "file_unique_id": f"u-{file_id}", "file_size": len(data)}
 
     # --- business accounts ----------------------------------------------------------------
 
@@ -505,7 +518,35 @@ class BotApiStandIn:
             return True
         if method == "getMyCommands":
             return []
+        if method == "getFile":
+            file_id = str(params.get("file_id"))
+            with self._lock:
+                data = self.files.get(file_id)
+            if data is None:
+                raise _ApiError(400, "Bad Request: invalid file_id")
+            return {
+                "file_id": file_id,
+                "file_unique_id": f"u-{file_id}",
+                "file_size": len(data),
+                "file_path": f"voice/{file_id}.oga",
+            }
         raise KeyError(method)
+
+    def _download(self, file_path: str) -> tuple[int, bytes]:
+        """GET /file/bot<token>/<file_path>: the file's bytes, or a fault."""
+        fault = self._take_fault("download")
+        call = Call("download", {"file_path": file_path}, time.monotonic())
+        with self._lock:
+            self.calls.append(call)
+            if fault is not None:
+                call.status = fault[0]
+                return fault[0], b""
+            file_id = file_path.removeprefix("voice/").removesuffix(".oga")
+            data = self.files.get(file_id)
+        if data is None:
+            call.status = 404
+            return 404, b""
+        return 200, data
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -529,6 +570,16 @@ def _handler_for(api: BotApiStandIn) -> type[BaseHTTPRequestHandler]:
             self._serve()
 
         def _serve(self) -> None:
+            files = f"/file/bot{TOKEN}/"
+            path = unquote(self.path)  # the token's colon arrives as %3A
+            if path.startswith(files):
+                status, data = api._download(path[len(files) :])
+                self.send_response(status)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             prefix = f"/bot{TOKEN}/"
             if not self.path.startswith(prefix):
                 self._reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
