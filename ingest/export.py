@@ -46,7 +46,7 @@ from ingest.export_message import (
 )
 from ingest.peers import chat_key
 from ingest.store import Chat, Message, Owner, Store
-from ingest.voice import Voice
+from ingest.voice import SPOKEN_MEDIA, Voice
 from twin.core.errors import TwinError
 from twin.core.files import file_sha256
 
@@ -73,8 +73,6 @@ _ARRAYS = frozenset(
     }
 )
 _BATCH = 2000
-# Messages whose sound is speech: transcribed when the export holds their file.
-SPOKEN_MEDIA = frozenset({"voice_message", "video_message"})
 # Real exports nest a few levels (a message's text entities are the deepest); a file nested
 # thousands of levels deep is no export, and the paths of its open levels ("chats.list.item...",
 # as _ExportReader._walk keeps them) take memory quadratic in its depth: refuse it at this depth,

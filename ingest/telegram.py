@@ -28,7 +28,15 @@ from telethon.tl import types
 
 from ingest.selection import INCLUDE, ChatSelection
 from ingest.store import Chat, Message, Owner, Store, open_store
-from twin.core.config import Config, secret
+from ingest.voice import (
+    NOT_DOWNLOADED,
+    OVER_BUDGET,
+    SPOKEN_MEDIA,
+    TOO_LONG,
+    Voice,
+    voice_for,
+)
+from twin.core.config import Config, VoiceConfig, secret
 from twin.core.errors import TwinError
 from twin.core.files import ensure_private_dir, make_private_file
 
@@ -51,6 +59,8 @@ class HistoryClient(Protocol):
 
     def iter_messages(self, entity: Any, *, min_id: int, reverse: bool) -> AsyncIterator[Any]: ...
 
+    async def download_media(self, message: Any, file: Any) -> Any: ...
+
 
 @dataclass(frozen=True)
 class PullSummary:
@@ -59,13 +69,15 @@ class PullSummary:
     skipped_chats: int
     seconds: float
     flood_waits: int
+    voice: str = ""  # what became of the voice messages (ingest.voice), '' when none
 
     def line(self) -> str:
-        return (
+        line = (
             f"pulled {_plural(self.chats, 'chat')}: {_plural(self.added, 'new message')}, "
             f"{_plural(self.skipped_chats, 'chat')} skipped, "
             f"{_plural(self.flood_waits, 'flood wait')}, {self.seconds:.1f} s"
         )
+        return f"{line}; {self.voice}" if self.voice else line
 
 
 def _plural(n: int, noun: str) -> str:
@@ -254,11 +266,13 @@ async def pull_history(
     log: Callable[[str], object] = print,
     batch_size: int = 200,
     wait_time: float | None = None,
+    voice: VoiceDownloads | None = None,
 ) -> PullSummary:
     """Record the owner, then pull every selected chat's messages newer than the store has.
 
     `wait_time` is passed to `iter_messages` when set (takeout sessions can use 0); left out
-    otherwise, so a test double needs only `min_id` and `reverse`.
+    otherwise, so a test double needs only `min_id` and `reverse`. With `voice`, voice and
+    round video messages are downloaded within its budget and stored as what was said.
     """
     started = time.perf_counter()
     owner = await _record_owner(client, store)
@@ -278,7 +292,7 @@ async def pull_history(
             continue
         with store.transaction():
             store.save_chat(chat)
-        puller = _ChatPull(client, store, entity, chat, owner, batch_size, wait_time)
+        puller = _ChatPull(client, store, entity, chat, owner, batch_size, wait_time, voice)
         try:
             await puller.run(sleep=sleep, log=log)
         except _UNREADABLE_CHAT_ERRORS as err:
@@ -297,6 +311,7 @@ async def pull_history(
         skipped_chats=skipped,
         seconds=time.perf_counter() - started,
         flood_waits=flood_waits,
+        voice=voice.voice.summary() if voice is not None else "",
     )
 
 
@@ -332,8 +347,10 @@ class _ChatPull:
         owner: Owner,
         batch_size: int,
         wait_time: float | None,
+        voice: VoiceDownloads | None,
     ):
         self.client = client
+        self.voice = voice
         self.store = store
         self.entity = entity
         self.chat = chat
@@ -373,8 +390,11 @@ class _ChatPull:
                 message = message_from_telethon(
                     self.chat.chat_id, raw, owner_id=self.owner.user_id, names=self.names
                 )
-                if message is not None:
-                    batch.append(message)
+                if message is None:
+                    continue
+                if self.voice is not None and message.media_type in SPOKEN_MEDIA:
+                    message = await self.voice.heard(self.client, raw, message)
+                batch.append(message)
                 if len(batch) >= self.batch_size:
                     self._commit(batch)
                     batch = []
@@ -397,6 +417,57 @@ class _ChatPull:
             return
         with self.store.transaction():
             self.added += self.store.add_messages(batch)
+
+
+class VoiceDownloads:
+    """The pull's voice messages as words: each downloaded (within `[voice]`'s budget: its
+    length and the MB a pull may download) and transcribed on a worker thread, so the
+    connection to Telegram keeps going meanwhile."""
+
+    def __init__(self, voice: Voice, settings: VoiceConfig) -> None:
+        self.voice = voice
+        self.max_seconds = settings.max_seconds
+        self.bytes_left = settings.pull_budget_mb * 1024 * 1024
+
+    async def heard(self, client: HistoryClient, raw: Any, message: Message) -> Message:
+        """`message` as what was said in it, or as it is (its placeholder) when it cannot be
+        heard; the reason is counted in the voice tally."""
+        if message.text:
+            return message  # a caption: the words the sender chose to write
+        tally = self.voice.tally
+        if not self.voice.listening():
+            return message
+        size, seconds = _sound_of(raw.media)
+        if seconds > self.max_seconds:
+            tally.keep(TOO_LONG)
+            return message
+        if size > self.bytes_left:
+            tally.keep(OVER_BUDGET)
+            return message
+        self.bytes_left -= size
+        try:
+            data = await client.download_media(raw, file=bytes)
+        except errors.FloodWaitError:
+            raise  # waited out by the chat's pull, which then reads this message again
+        except (errors.RPCError, OSError, ValueError):
+            data = None
+        if not isinstance(data, bytes):
+            tally.keep(NOT_DOWNLOADED)
+            return message
+        heard = await self.voice.heard_in_thread(data)
+        return message if heard is None else message._replace(text=heard, spoken=True)
+
+
+def _sound_of(media: Any) -> tuple[int, float]:
+    """A voice or round video message's size in bytes and length in seconds (0 if unsaid)."""
+    document = getattr(media, "document", None)
+    if not isinstance(document, types.Document):
+        return 0, 0.0
+    seconds = 0.0
+    for attribute in document.attributes:
+        if isinstance(attribute, types.DocumentAttributeAudio | types.DocumentAttributeVideo):
+            seconds = float(attribute.duration or 0)
+    return int(document.size or 0), seconds
 
 
 # --- the real entry point (needs the network; kept thin) ---------------------------------
@@ -469,22 +540,36 @@ async def _pull(
                 )
         os.chmod(session_path, 0o600)
         with open_store(config.store_path) as store:
+            voice = (
+                VoiceDownloads(voice_for(config, store), config.voice)
+                if config.voice.enabled
+                else None
+            )
             if not use_takeout:
                 return await pull_history(
                     client,
                     store,
                     include=config.ingest.include_chats,
                     exclude=config.ingest.exclude_chats,
+                    voice=voice,
                 )
-            return await _pull_in_takeout(client, store, config)
+            return await _pull_in_takeout(client, store, config, voice)
     finally:
         await client.disconnect()
 
 
-async def _pull_in_takeout(client: TelegramClient, store: Store, config: Config) -> PullSummary:
+async def _pull_in_takeout(
+    client: TelegramClient, store: Store, config: Config, voice: VoiceDownloads | None
+) -> PullSummary:
     try:
+        # files: voice messages are downloaded (within [voice] pull_budget_mb) when voice is on.
         async with client.takeout(
-            finalize=True, users=True, chats=True, megagroups=True, channels=False, files=False
+            finalize=True,
+            users=True,
+            chats=True,
+            megagroups=True,
+            channels=False,
+            files=voice is not None,
         ) as takeout_client:
             # Takeout requests have laxer flood limits: no need for Telethon's polite pause.
             return await pull_history(
@@ -493,6 +578,7 @@ async def _pull_in_takeout(client: TelegramClient, store: Store, config: Config)
                 include=config.ingest.include_chats,
                 exclude=config.ingest.exclude_chats,
                 wait_time=0,
+                voice=voice,
             )
     except errors.TakeoutInitDelayError:
         raise TwinError(

@@ -20,6 +20,7 @@ is counted (`VoiceTally`), never fatal.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import logging
@@ -40,6 +41,8 @@ from twin.core.packaged import joined_file, package_folder
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000  # what Whisper listens at
+# The store's media types whose sound is speech: voice messages, and round videos by their sound.
+SPOKEN_MEDIA = frozenset({"voice_message", "video_message"})
 
 # Whisper base, converted for faster-whisper: model.bin split over two packages, the rest in
 # the second. The hashes are of the files as those packages (1.0.0) ship them.
@@ -61,6 +64,7 @@ MISSING = "missing"
 UNREADABLE = "unreadable"
 TOO_LONG = "too long"
 OVER_BUDGET = "over the download budget"
+NOT_DOWNLOADED = "not downloaded"
 NOT_INSTALLED = "no Whisper model"
 VOICE_OFF = "voice off"
 
@@ -252,8 +256,7 @@ class Voice:
 
     def heard(self, sound: bytes | Path) -> str | None:
         """The transcript of `sound` ('' for no speech), or None: keep the placeholder."""
-        if self.transcriber is None or self.problem is not None:
-            self.tally.keep(VOICE_OFF if self.transcriber is None else NOT_INSTALLED)
+        if not self.listening():
             return None
         try:
             data = sound if isinstance(sound, bytes) else sound.read_bytes()
@@ -264,17 +267,46 @@ class Voice:
         if known is not None:
             return known
         started = time.perf_counter()
-        try:
-            transcript = self.transcriber.transcribe(data)
-        except Unheard as unheard:
-            self.tally.keep(unheard.reason)
+        return self._settle(digest, self._attempt(data), time.perf_counter() - started)
+
+    async def heard_in_thread(self, data: bytes) -> str | None:
+        """`heard`, transcribing on a worker thread: for an event loop that must keep going
+        (the Telethon pull's connection). The store is used on the caller's thread only."""
+        if not self.listening():
             return None
-        except TwinError as err:  # the model is not installed, or damaged
-            self.problem = str(err)
+        digest, known = self.known(data)
+        if known is not None:
+            return known
+        started = time.perf_counter()
+        outcome = await asyncio.to_thread(self._attempt, data)
+        return self._settle(digest, outcome, time.perf_counter() - started)
+
+    def listening(self) -> bool:
+        """Whether sounds can be transcribed; when not, one more is counted as kept."""
+        if self.transcriber is None or self.problem is not None:
+            self.tally.keep(VOICE_OFF if self.transcriber is None else NOT_INSTALLED)
+            return False
+        return True
+
+    def _attempt(self, data: bytes) -> Transcript | Unheard | TwinError:
+        assert self.transcriber is not None
+        try:
+            return self.transcriber.transcribe(data)
+        except (Unheard, TwinError) as failed:  # TwinError: the model not installed, damaged
+            return failed
+
+    def _settle(
+        self, digest: str, outcome: Transcript | Unheard | TwinError, seconds: float
+    ) -> str | None:
+        if isinstance(outcome, Unheard):
+            self.tally.keep(outcome.reason)
+            return None
+        if isinstance(outcome, TwinError):
+            self.problem = str(outcome)
             self.tally.keep(NOT_INSTALLED)
             return None
-        self.keep(digest, transcript, time.perf_counter() - started)
-        return transcript.text
+        self.keep(digest, outcome, seconds)
+        return outcome.text
 
     def known(self, data: bytes) -> tuple[str, str | None]:
         """The file's hash, and its transcript if it was transcribed before (counted)."""

@@ -88,6 +88,9 @@ class FakeClient:
     chats: list[tuple[Any, list[Any]]]
     faults: dict[int, Fault] = field(default_factory=dict)
     calls: list[tuple[int, int]] = field(default_factory=list)  # (chat id, min_id)
+    # A message's file by message id, for download_media (an exception: the download fails).
+    files: dict[int, bytes | BaseException] = field(default_factory=dict)
+    downloads: list[int] = field(default_factory=list)  # the message ids downloaded
 
     async def get_me(self) -> tl.User:
         return self.me
@@ -110,6 +113,14 @@ class FakeClient:
                     del self.faults[entity.id]
                 raise fault.error
             yield msg
+
+    async def download_media(self, message: Any, file: Any) -> Any:
+        assert file is bytes, "the pull keeps a voice message's sound in memory, never on disk"
+        self.downloads.append(message.id)
+        found = self.files[message.id]
+        if isinstance(found, BaseException):
+            raise found
+        return found
 
 
 def _id(msg: Any) -> int:

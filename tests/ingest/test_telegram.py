@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from telethon import errors
 from telethon.errors import ChannelPrivateError, FloodWaitError
 from telethon.tl import types as tl
 
@@ -20,9 +21,12 @@ from ingest.store import Chat, Message, Owner, Store, open_store
 from ingest.telegram import (
     MAX_FLOOD_WAITS_PER_CHAT,
     PullSummary,
+    VoiceDownloads,
     chat_from_dialog_entity,
     message_from_telethon,
 )
+from ingest.voice import Transcriber, Voice
+from tests.helpers import VOICE
 from tests.ingest.telethon_doubles import (
     ALICE,
     BOB,
@@ -45,6 +49,7 @@ from tests.ingest.telethon_doubles import (
     pull,
     stored_ids,
 )
+from twin.core.config import VoiceConfig
 from twin.core.errors import TwinError
 
 # --- message_from_telethon ----------------------------------------------------------------
@@ -73,6 +78,7 @@ def test_peer_text_message_in_a_private_chat_is_from_the_peer() -> None:
         "reply_to": None,
         "forwarded_from": None,
         "edited": None,
+        "spoken": False,
     }
 
 
@@ -476,4 +482,47 @@ def test_summary_line() -> None:
     assert (
         PullSummary(chats=1, added=1, skipped_chats=0, seconds=0.0, flood_waits=0).line()
         == "pulled 1 chat: 1 new message, 0 chats skipped, 0 flood waits, 0.0 s"
+    )
+
+
+def voice_note(msg_id: int, seconds: int, size: int, **fields: Any) -> tl.Message:
+    sound = tl.Document(
+        id=msg_id,
+        access_hash=2,
+        file_reference=b"",
+        date=T0,
+        mime_type="audio/ogg",
+        size=size,
+        dc_id=2,
+        attributes=[tl.DocumentAttributeAudio(duration=seconds, voice=True)],
+    )
+    fields.setdefault("message", "")
+    media = tl.MessageMediaDocument(document=sound, voice=True)
+    return message(msg_id, tl.PeerUser(ALICE.id), media=media, **fields)
+
+
+def test_voice_messages_are_downloaded_within_the_budget_and_heard(
+    db: Store, whisper: Transcriber
+) -> None:
+    speech = (VOICE / "see-you-on-monday.en.ogg").read_bytes()
+    history = [
+        voice_note(1, 4, len(speech)),
+        voice_note(2, 900, len(speech)),  # over [voice] max_seconds: not even downloaded
+        voice_note(3, 4, 3 * 1024 * 1024),  # more than the budget has left
+        voice_note(4, 4, len(speech)),  # its download fails
+        voice_note(5, 4, len(speech), message="listen to this"),  # a caption is kept
+    ]
+    client = FakeClient(ME, [(ALICE, history)])
+    client.files = {1: speech, 4: errors.FileReferenceExpiredError(request=None)}
+    settings = VoiceConfig(pull_budget_mb=1)
+    summary = pull(client, db, voice=VoiceDownloads(Voice(db, whisper), settings))
+    by_id = {m.message_id: m for m in db.messages_of(ALICE.id)}
+    assert by_id[1].spoken and "monday" in by_id[1].text.lower()
+    assert [(by_id[n].text, by_id[n].spoken) for n in (2, 3, 4)] == [("", False)] * 3
+    assert (by_id[5].text, by_id[5].spoken) == ("listen to this", False)
+    assert client.downloads == [1, 4]
+    assert "voice: 4 files; 1 transcribed" in summary.line()
+    assert (
+        "kept as placeholders: 1 not downloaded, 1 over the download budget, 1 too long"
+        in summary.line()
     )
