@@ -143,9 +143,9 @@ def import_export(
     if store.was_imported(digest, me):
         summary.unchanged = True
         summary.owner = store.owner()
+        summary.seconds = time.perf_counter() - started
         if voice is not None:
             summary.voice = transcribe_voice_files(voice(store), progress=progress)
-        summary.seconds = time.perf_counter() - started
         return summary
     with store.transaction(), path.open("rb") as raw:
         with tqdm(
@@ -162,9 +162,9 @@ def import_export(
         summary.owner = _resolve_owner(path, me, reader, store)
         store.set_owner(summary.owner)
         store.record_import(digest, me, path, summary.added)
+    summary.seconds = time.perf_counter() - started  # the voice line has its own times
     if voice is not None:
         summary.voice = transcribe_voice_files(voice(store), progress=progress)
-    summary.seconds = time.perf_counter() - started
     return summary
 
 

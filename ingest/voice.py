@@ -82,6 +82,7 @@ class Transcript:
     text: str  # '' when the sound holds no speech
     language: str
     seconds: float  # the sound's length
+    took: float = 0.0  # seconds spent decoding and transcribing it (the model's load aside)
 
 
 def whisper_model_folder(voice: VoiceConfig, cache: Path) -> Path:
@@ -156,19 +157,22 @@ class Transcriber:
 
     def transcribe(self, sound: bytes | Path) -> Transcript:
         """What is said in `sound` (a file's bytes, or its path); raises Unheard."""
+        started = time.perf_counter()
         audio = decoded(sound)
         seconds = len(audio) / SAMPLE_RATE
         if seconds > self.voice.max_seconds:
             raise Unheard(TOO_LONG)
         with self._shared.lock:
+            loading = time.perf_counter()
             model = self._loaded()
+            started += time.perf_counter() - loading  # what a real-time factor leaves out
             # Each window decoded on its own: conditioning on the previous window's text is
             # how Whisper falls into repeating itself on a long, monotonous voice message.
             segments, info = model.transcribe(
                 audio, language=self.language, condition_on_previous_text=False
             )
             text = " ".join(s.text.strip() for s in segments if s.text.strip())
-        return Transcript(text, info.language, seconds)
+        return Transcript(text, info.language, seconds, time.perf_counter() - started)
 
     def _loaded(self) -> Any:
         if self._shared.model is None:
@@ -263,23 +267,20 @@ class Voice:
         except OSError:
             self.tally.keep(MISSING)
             return None
-        digest, known = self.known(data)
+        digest, known = self._known(data)
         if known is not None:
             return known
-        started = time.perf_counter()
-        return self._settle(digest, self._attempt(data), time.perf_counter() - started)
+        return self._settle(digest, self._attempt(data))
 
     async def heard_in_thread(self, data: bytes) -> str | None:
         """`heard`, transcribing on a worker thread: for an event loop that must keep going
         (the Telethon pull's connection). The store is used on the caller's thread only."""
         if not self.listening():
             return None
-        digest, known = self.known(data)
+        digest, known = self._known(data)
         if known is not None:
             return known
-        started = time.perf_counter()
-        outcome = await asyncio.to_thread(self._attempt, data)
-        return self._settle(digest, outcome, time.perf_counter() - started)
+        return self._settle(digest, await asyncio.to_thread(self._attempt, data))
 
     def listening(self) -> bool:
         """Whether sounds can be transcribed; when not, one more is counted as kept."""
@@ -295,9 +296,7 @@ class Voice:
         except (Unheard, TwinError) as failed:  # TwinError: the model not installed, damaged
             return failed
 
-    def _settle(
-        self, digest: str, outcome: Transcript | Unheard | TwinError, seconds: float
-    ) -> str | None:
+    def _settle(self, digest: str, outcome: Transcript | Unheard | TwinError) -> str | None:
         if isinstance(outcome, Unheard):
             self.tally.keep(outcome.reason)
             return None
@@ -305,10 +304,10 @@ class Voice:
             self.problem = str(outcome)
             self.tally.keep(NOT_INSTALLED)
             return None
-        self.keep(digest, outcome, seconds)
+        self._keep(digest, outcome)
         return outcome.text
 
-    def known(self, data: bytes) -> tuple[str, str | None]:
+    def _known(self, data: bytes) -> tuple[str, str | None]:
         """The file's hash, and its transcript if it was transcribed before (counted)."""
         assert self.transcriber is not None
         digest = hashlib.sha256(data).hexdigest()
@@ -317,7 +316,7 @@ class Voice:
             self.tally.remembered += 1
         return digest, known
 
-    def keep(self, digest: str, transcript: Transcript, seconds: float) -> None:
+    def _keep(self, digest: str, transcript: Transcript) -> None:
         """Record a transcript made now (and what it cost, for the tally)."""
         assert self.transcriber is not None
         self.store.save_transcript(
@@ -325,7 +324,7 @@ class Voice:
         )
         self.tally.transcribed += 1
         self.tally.audio_seconds += transcript.seconds
-        self.tally.seconds += seconds
+        self.tally.seconds += transcript.took
 
     def summary(self) -> str:
         """The tally's line, and why nothing could be transcribed when that is so."""
