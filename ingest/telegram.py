@@ -570,6 +570,7 @@ async def _pull_in_takeout(
             megagroups=True,
             channels=False,
             files=voice is not None,
+            max_file_size=voice.bytes_left if voice is not None else None,
         ) as takeout_client:
             # Takeout requests have laxer flood limits: no need for Telethon's polite pause.
             return await pull_history(

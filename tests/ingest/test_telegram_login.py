@@ -25,7 +25,7 @@ from tests.ingest.telethon_doubles import (
     private_history,
     stored_ids,
 )
-from twin.core.config import Config, IngestConfig, PathsConfig
+from twin.core.config import Config, IngestConfig, PathsConfig, VoiceConfig
 from twin.core.errors import TwinError
 
 # --- run_pull: only what happens before any network ---------------------------------------
@@ -143,15 +143,20 @@ def test_run_pull_in_a_takeout_session(
     config = Config(paths=PathsConfig(data_dir=tmp_path / "data"))
     summary = run_pull(config, takeout=True)
     (client,) = fake_telegram
+    # Files: the voice messages, downloaded within [voice] pull_budget_mb.
     assert client.takeout_kwargs == {
         "finalize": True,
         "users": True,
         "chats": True,
         "megagroups": True,
         "channels": False,
-        "files": False,
+        "files": True,
+        "max_file_size": 200 * 1024 * 1024,
     }
     assert (client.wait_time, summary.added) == (0, 3)
+    silent = config.model_copy(update={"voice": VoiceConfig(enabled=False)})
+    run_pull(silent, takeout=True)
+    assert (fake_telegram[-1].takeout_kwargs or {})["files"] is False
 
 
 def test_run_pull_asks_to_confirm_a_delayed_takeout(
