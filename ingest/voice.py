@@ -177,28 +177,36 @@ class Transcriber:
     def _loaded(self) -> Any:
         if self._shared.model is None:
             folder = whisper_model_folder(self.voice, self.cache)
-            try:
-                from faster_whisper import WhisperModel
-            except ImportError:
-                raise TwinError(
-                    "faster-whisper is not installed: pip install faster-whisper "
-                    "(or run `make install`)"
-                ) from None
             started = time.perf_counter()
-            self._shared.model = WhisperModel(
-                str(folder),
-                device="cpu",
-                compute_type=self.voice.compute_type,
-                cpu_threads=cpu_count(),
-            )
-            log.info("Whisper %s loaded in %.1f s", self.name, time.perf_counter() - started)
+            try:
+                self._shared.model = _faster_whisper().WhisperModel(
+                    str(folder),
+                    device="cpu",
+                    compute_type=self.voice.compute_type,
+                    cpu_threads=cpu_count(),
+                )
+            except (RuntimeError, ValueError, OSError) as err:  # CTranslate2's, for a bad file
+                raise TwinError(
+                    f"{folder}: not a faster-whisper model that loads ({err})"
+                ) from None
+            log.info("%s loaded in %.1f s", self.name, time.perf_counter() - started)
         return self._shared.model
+
+
+def _faster_whisper() -> Any:
+    """faster-whisper, imported when a sound is first heard (it takes a second to import)."""
+    try:
+        import faster_whisper
+    except ImportError:
+        raise TwinError(
+            "faster-whisper is not installed: pip install faster-whisper (or run `make install`)"
+        ) from None
+    return faster_whisper
 
 
 def decoded(sound: bytes | Path) -> Any:
     """`sound` as 16 kHz mono samples; raises Unheard when it is not a sound PyAV can read."""
-    from faster_whisper import decode_audio
-
+    decode_audio = _faster_whisper().decode_audio
     source: Any = io.BytesIO(sound) if isinstance(sound, bytes) else str(sound)
     try:
         audio = decode_audio(source, sampling_rate=SAMPLE_RATE)

@@ -224,3 +224,14 @@ def test_a_whatsapp_voice_note_is_heard(store: Store, whisper: Transcriber, tmp_
     heard = [m for m in store.messages_of(chat.chat_id) if m.sender_name == "Vera"]
     assert len(heard) == 1 and heard[0].spoken and "привет" in heard[0].text.lower()
     assert summary.transcribed == 1 and voice.tally.transcribed == 1
+
+
+def test_a_damaged_model_keeps_the_placeholders_and_says_so(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "large-v3"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"not a model")
+    damaged = Transcriber(VoiceConfig(model=str(folder)), tmp_path, "en")
+    voice = Voice(store, damaged)
+    assert voice.heard(ENGLISH) is None and voice.heard(RUSSIAN) is None
+    assert voice.tally.kept == {"no Whisper model": 2}
+    assert "not a faster-whisper model that loads" in voice.summary()
