@@ -60,7 +60,25 @@ def machine() -> dict[str, Any]:
 
 
 # The groups of figures `--only` picks from, in the order a full run measures them.
-GROUPS = ("training", "replies", "business", "preference", "ingest", "llamacpp", "memory")
+GROUPS = (
+    "training",
+    "replies",
+    "business",
+    "preference",
+    "ingest",
+    "llamacpp",
+    "memory",
+    "voice",
+)
+
+# What Whisper base reaches on real speech, beside the WER measured on espeak-ng's voice:
+# Radford et al. 2022, "Robust Speech Recognition via Large-Scale Weak Supervision"
+# (arXiv:2212.04356), Appendix D: WER after Whisper's own text normalizer.
+WHISPER_BASE_PUBLISHED_WER = {
+    "en": "0.050 on LibriSpeech test-clean, 0.089 on FLEURS en (Whisper paper)",
+    "ru": "0.205 on FLEURS ru, 0.288 on Common Voice 9 ru (Whisper paper, Tables 13 and 11,"
+    " as secondary sources quote them; not checked against the PDF here)",
+}
 
 
 def figure(value: float, target: str, compares: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -288,6 +306,45 @@ def run(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
             "peak RSS of searching it, one chat and every chat",
             {k: v for k, v in memory.items() if k.startswith("query_") and "rss" not in k},
         )
+    if only is None or "voice" in only:
+        print("voice: Whisper base transcribing espeak-ng voice messages ...", flush=True)
+        voice = measured("voice", *(["--quick"] if quick else []))
+        setup = {k: voice[k] for k in ("speech", "model", "compute_type", "threads", "files")}
+        results["voice_realtime_factor"] = figure(
+            voice["realtime_factor"],
+            "<= 0.3",
+            "seconds spent transcribing / seconds of speech, Whisper base int8 via "
+            "faster-whisper on all cores, espeak-ng voice messages in English and Russian",
+            {
+                **{
+                    k: voice[k]
+                    for k in (
+                        "realtime_factor_en",
+                        "realtime_factor_ru",
+                        "audio_s",
+                        "transcribe_s",
+                        "decode_s",
+                        "load_s",
+                        "load_average_before",
+                    )
+                },
+                **setup,
+            },
+        )
+        results["voice_peak_rss_gb"] = figure(
+            voice["peak_rss_gb"],
+            "<= 1.0",
+            "peak RSS of the process that loaded Whisper base and transcribed them, GB",
+            {"load_s": voice["load_s"], **setup},
+        )
+        for lang in ("en", "ru"):
+            results[f"voice_wer_{lang}"] = figure(
+                voice[f"wer_{lang}"],
+                f"reported; Whisper base on real speech: {WHISPER_BASE_PUBLISHED_WER[lang]}",
+                f"word error rate of those transcripts in {lang} (lowercased, no punctuation, "
+                "ё as е), all of the language's words together",
+                {"examples": voice["examples"][lang], **setup},
+            )
     # Asked for by name only (`--gpu`): a full run measures what any machine can.
     if only is not None and "gpu" in only:
         print("gpu: QLoRA training and guided replies at Qwen2.5-7B's shapes ...", flush=True)
@@ -391,6 +448,18 @@ def markdown(report: dict[str, Any]) -> str:
         "  GPU, other data): a scale, not a same-run comparison. The replies are the trained",
         "  adapter served by the transformers engine, a ~600-token prompt with a memory block,",
         "  64 new tokens (end-of-turn never picked), plain and guided alternating, fastest of 3.",
+        "- Voice: chat-like sentences with no numbers in them, 16 in English and 16 in Russian,",
+        "  spoken by espeak-ng (en-us at 150 words a minute, ru at 130) and encoded by opusenc at",
+        "  24 kbit/s into Ogg/Opus as Telegram sends a voice message; twin's Transcriber (Whisper",
+        "  base, int8, as many threads as cores) loads once (`raw.load_s`, not in the figure),",
+        "  then decodes and transcribes each in its language. Whisper encodes a 30-second window",
+        "  however short the message: its encoder costs as much for 3 seconds as for 30.",
+        "  espeak-ng's voice is robotic, its Russian most of all: Whisper base mishears it. twin",
+        "  decodes once (no temperature fallback) and at most 12 tokens a second of speech:",
+        "  with faster-whisper's fallback the Russian took 1.2 s a second of speech, looping,",
+        "  for no better WER. The WER here is a floor to watch, not a quality figure; the",
+        "  targets quote what the paper measured on real speech (its WER normalizes text",
+        "  further than this one does).",
         "",
         "Raw numbers: `bench/results.json`. Regenerate: `make bench` (about 75 minutes here, 40",
         "of them the preference group; `python -m bench --only memory ...` measures some groups",
