@@ -463,20 +463,39 @@ class Store(Database):
         )
 
     def add_voice_files(self, files: Iterable[tuple[int, int, str]]) -> None:
-        """(chat id, message id, path): a stored voice message's sound, to transcribe."""
+        """(chat id, message id, path): a stored voice message's sound, to transcribe; path ''
+        for a sound still in Telegram, which a later pull downloads (ingest.telegram)."""
         self.conn.executemany(
             "INSERT OR REPLACE INTO voice_files (chat_id, message_id, path) VALUES (?, ?, ?)",
             files,
         )
 
     def voice_files(self) -> list[tuple[int, int, str]]:
-        """The sounds waiting to be transcribed, whose message still reads as a placeholder."""
+        """The exports' sound files waiting to be transcribed, whose message still reads as a
+        placeholder."""
         rows = self.conn.execute(
             "SELECT v.chat_id, v.message_id, v.path FROM voice_files AS v "
             "JOIN messages AS m ON m.chat_id = v.chat_id AND m.message_id = v.message_id "
-            "WHERE m.text = '' AND NOT m.spoken ORDER BY v.chat_id, v.message_id"
+            "WHERE v.path != '' AND m.text = '' AND NOT m.spoken "
+            "ORDER BY v.chat_id, v.message_id"
         )
         return [(chat_id, message_id, path) for chat_id, message_id, path in rows]
+
+    def voice_in_telegram(self, chat_id: int) -> list[int]:
+        """A chat's voice messages whose sound a pull passed over (its download budget spent,
+        or the download failed): the ids a later pull downloads first."""
+        rows = self.conn.execute(
+            "SELECT message_id FROM voice_files WHERE chat_id = ? AND path = '' "
+            "ORDER BY message_id",
+            (chat_id,),
+        )
+        return [message_id for (message_id,) in rows]
+
+    def forget_voice_file(self, chat_id: int, message_id: int) -> None:
+        """A waiting sound that will never be heard (too long, damaged, deleted)."""
+        self.conn.execute(
+            "DELETE FROM voice_files WHERE chat_id = ? AND message_id = ?", (chat_id, message_id)
+        )
 
     def set_spoken(self, chat_id: int, message_id: int, text: str) -> None:
         """A voice message's words, transcribed: they take its placeholder's place ('' when

@@ -61,6 +61,8 @@ class HistoryClient(Protocol):
 
     async def download_media(self, message: Any, file: Any) -> Any: ...
 
+    async def get_messages(self, entity: Any, *, ids: list[int]) -> Any: ...
+
 
 @dataclass(frozen=True)
 class PullSummary:
@@ -359,6 +361,7 @@ class _ChatPull:
         self.wait_time = wait_time
         self.added = 0
         self.flood_waits = 0
+        self.passed_over: list[int] = []  # voice messages of the batch left for a later pull
         # The peer of a private chat and the owner: names for messages that carry no entity.
         self.names = {owner.user_id: owner.name} if owner.user_id and owner.name else {}
         if chat.type in ("personal_chat", "bot_chat") and chat.name:
@@ -369,6 +372,8 @@ class _ChatPull:
     ) -> None:
         while True:
             try:
+                if self.voice is not None:
+                    await self._hear_passed_over(self.voice)
                 await self._read_from(self.store.max_message_id(self.chat.chat_id))
                 return
             except errors.FloodWaitError as err:
@@ -387,13 +392,13 @@ class _ChatPull:
         batch: list[Message] = []
         try:
             async for raw in self._history(min_id):
-                message = message_from_telethon(
-                    self.chat.chat_id, raw, owner_id=self.owner.user_id, names=self.names
-                )
+                message = self._converted(raw)
                 if message is None:
                     continue
                 if self.voice is not None and message.media_type in SPOKEN_MEDIA:
-                    message = await self.voice.heard(self.client, raw, message)
+                    message, later = await self.voice.heard(self.client, raw, message)
+                    if later:
+                        self.passed_over.append(message.message_id)
                 batch.append(message)
                 if len(batch) >= self.batch_size:
                     self._commit(batch)
@@ -417,33 +422,65 @@ class _ChatPull:
             return
         with self.store.transaction():
             self.added += self.store.add_messages(batch)
+            chat_id = self.chat.chat_id
+            self.store.add_voice_files((chat_id, m, "") for m in self.passed_over)
+        self.passed_over.clear()
+
+    async def _hear_passed_over(self, voice: VoiceDownloads) -> None:
+        """The voice messages earlier pulls passed over, downloaded and heard first (oldest
+        first) while the budget lasts; what is passed over again waits for the next pull."""
+        waiting = self.store.voice_in_telegram(self.chat.chat_id)
+        if not waiting:
+            return
+        found = await self.client.get_messages(self.entity, ids=waiting)
+        for message_id, raw in zip(waiting, found or [], strict=False):
+            message = None if raw is None else self._converted(raw)
+            if message is None or message.media_type not in SPOKEN_MEDIA:
+                self.store.forget_voice_file(self.chat.chat_id, message_id)  # deleted since
+                continue
+            heard, later = await voice.heard(self.client, raw, message)
+            with self.store.transaction():
+                if heard.spoken:
+                    self.store.set_spoken(self.chat.chat_id, message_id, heard.text)
+                elif not later:
+                    self.store.forget_voice_file(self.chat.chat_id, message_id)
+
+    def _converted(self, raw: Any) -> Message | None:
+        return message_from_telethon(
+            self.chat.chat_id, raw, owner_id=self.owner.user_id, names=self.names
+        )
 
 
 class VoiceDownloads:
     """The pull's voice messages as words: each downloaded (within `[voice]`'s budget: its
     length and the MB a pull may download) and transcribed on a worker thread, so the
-    connection to Telegram keeps going meanwhile."""
+    connection to Telegram keeps going meanwhile. What a pull passes over (the budget spent,
+    a failed download) waits in the store's `voice_files`, and the next pull of its chat
+    downloads it before anything new."""
 
     def __init__(self, voice: Voice, settings: VoiceConfig) -> None:
         self.voice = voice
         self.max_seconds = settings.max_seconds
         self.bytes_left = settings.pull_budget_mb * 1024 * 1024
 
-    async def heard(self, client: HistoryClient, raw: Any, message: Message) -> Message:
+    async def heard(
+        self, client: HistoryClient, raw: Any, message: Message
+    ) -> tuple[Message, bool]:
         """`message` as what was said in it, or as it is (its placeholder) when it cannot be
-        heard; the reason is counted in the voice tally."""
+        heard, the reason counted in the voice tally; and whether a later pull should try
+        again (the budget was spent, or the download failed)."""
         if message.text:
-            return message  # a caption: the words the sender chose to write
+            return message, False  # a caption: the words the sender chose to write
         tally = self.voice.tally
-        if not self.voice.listening():
-            return message
+        if not self.voice.listening():  # no model that loads: a later pull may have one
+            return message, True
         size, seconds = _sound_of(raw.media)
         if seconds > self.max_seconds:
             tally.keep(TOO_LONG)
-            return message
+            return message, False
         if size > self.bytes_left:
             tally.keep(OVER_BUDGET)
-            return message
+            return message, True
         self.bytes_left -= size
         try:
             data = await client.download_media(raw, file=bytes)
@@ -453,9 +490,11 @@ class VoiceDownloads:
             data = None
         if not isinstance(data, bytes):
             tally.keep(NOT_DOWNLOADED)
-            return message
+            return message, True
         heard = await self.voice.heard_in_thread(data)
-        return message if heard is None else message._replace(text=heard, spoken=True)
+        if heard is None:
+            return message, False
+        return message._replace(text=heard, spoken=True), False
 
 
 def _sound_of(media: Any) -> tuple[int, float]:

@@ -526,3 +526,28 @@ def test_voice_messages_are_downloaded_within_the_budget_and_heard(
         "kept as placeholders: 1 not downloaded, 1 over the download budget, 1 too long"
         in summary.line()
     )
+
+    # The next pull, with budget to spare, hears first what this one passed over (the budget
+    # spent, the download failed); the too long one is never tried again, nor is one
+    # deleted in Telegram since.
+    client.files = {3: speech, 4: speech, 6: speech}
+    history.append(voice_note(6, 4, len(speech)))
+    client.downloads.clear()
+    again = pull(client, db, voice=VoiceDownloads(Voice(db, whisper), VoiceConfig()))
+    assert client.downloads == [3, 4, 6]
+    by_id = {m.message_id: m for m in db.messages_of(ALICE.id)}
+    assert all(by_id[n].spoken and "monday" in by_id[n].text.lower() for n in (3, 4, 6))
+    assert "voice: 3 files; 3 transcribed before" in again.line()  # the same sound, once
+    assert db.voice_in_telegram(ALICE.id) == []
+
+
+def test_a_voice_message_passed_over_and_deleted_since_is_forgotten(
+    db: Store, whisper: Transcriber
+) -> None:
+    history = [voice_note(1, 4, 3 * 1024 * 1024)]
+    client = FakeClient(ME, [(ALICE, history)])
+    pull(client, db, voice=VoiceDownloads(Voice(db, whisper), VoiceConfig(pull_budget_mb=0)))
+    assert db.voice_in_telegram(ALICE.id) == [1]
+    history.clear()  # deleted in Telegram
+    pull(client, db, voice=VoiceDownloads(Voice(db, whisper), VoiceConfig()))
+    assert db.voice_in_telegram(ALICE.id) == [] and client.downloads == []

@@ -88,7 +88,7 @@ class VoiceConfig(Section):
     # Longer voice messages are not transcribed (they stay "[voice message]"). 1-14400.
     max_seconds: float = Field(600.0, ge=1, le=14400)
     # The Telethon pull downloads at most this many MB of voice messages per run; the rest
-    # stay "[voice message]". 0 = download none.
+    # wait for the next run. 0 = download none.
     pull_budget_mb: int = Field(200, ge=0, le=1_000_000)
 
 
