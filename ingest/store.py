@@ -180,8 +180,9 @@ def _m4_chat_names_and_pins(conn: sqlite3.Connection) -> None:
 def _m5_voice(conn: sqlite3.Connection) -> None:
     """Voice messages as words: a message whose text is a transcript of its sound is marked
     `spoken`; each sound file is transcribed once, by content (`transcripts`); and the voice
-    messages of an export whose file was not transcribed yet wait in `voice_files` (their
-    file was missing or unreadable, or no transcriber was installed), for the next import."""
+    messages not transcribed yet wait in `voice_files`: an export's whose file was missing or
+    unreadable (or no transcriber was installed), for the next import; a pull's that its
+    download budget passed over, for the next pull."""
     conn.execute("ALTER TABLE messages ADD COLUMN spoken INTEGER NOT NULL DEFAULT 0")
     # text      '' when the file holds no speech
     # seconds   the sound's length
@@ -199,7 +200,7 @@ def _m5_voice(conn: sqlite3.Connection) -> None:
         ) WITHOUT ROWID
         """
     )
-    # path   the file, absolute, as the export named it
+    # path   the file, absolute, as the export named it; '' for a sound still in Telegram
     conn.execute(
         """
         CREATE TABLE voice_files (
