@@ -25,7 +25,6 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from typing import Any
 from ingest.store import Store
 from twin.core.config import Config, VoiceConfig
 from twin.core.errors import TwinError
-from twin.core.files import ensure_private_dir, file_sha256
 from twin.core.packaged import joined_file, package_folder
 
 log = logging.getLogger(__name__)
@@ -110,20 +108,9 @@ def whisper_model_folder(voice: VoiceConfig, cache: Path) -> Path:
         BASE_SHA256["model.bin"],
         install=BASE_INSTALL,
     )
-    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
-        _checked_copy(second / name, target / name, BASE_SHA256[name])
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):  # whole, in one part
+        joined_file([second / name], target / name, BASE_SHA256[name], install=BASE_INSTALL)
     return target
-
-
-def _checked_copy(source: Path, target: Path, sha256: str) -> None:
-    if target.exists() and file_sha256(target) == sha256:
-        return
-    if not source.exists() or file_sha256(source) != sha256:
-        raise TwinError(f"{source} is missing or damaged: reinstall the model ({BASE_INSTALL})")
-    ensure_private_dir(target.parent)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def cpu_count() -> int:
